@@ -1,0 +1,212 @@
+"""Consuming events: one transaction per polled batch, idempotent, retry-then-dead-letter.
+
+- Each batch is applied in one MongoDB transaction, with the ids of the events it processed
+  recorded in the service's inbox, so a redelivered event is skipped and offsets are committed
+  once per batch.
+- If the batch fails, its events are retried one by one with backoff, so one poison message
+  cannot hold back the others; after the last attempt it goes to `<topic>.dlq` with the reason,
+  the consumer group and the attempt count in its headers, and the partition moves on.
+- A message that is not a valid event, or that a handler rejects (`RejectedEvent`), is
+  dead-lettered at once: retrying cannot fix it.
+- When MongoDB or Kafka itself is unreachable, nothing is dead-lettered: the batch is not
+  acknowledged and is redelivered once the infrastructure is back.
+"""
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from aiokafka import ConsumerRecord
+from aiokafka.errors import KafkaError
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker, KafkaMessage
+from pymongo import ASCENDING
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import ConnectionFailure
+
+from shared import topics
+from shared.clock import now_ms
+from shared.envelope import Envelope
+from shared.events import InvalidEvent, Payload, UnknownEventType, parse_event
+from shared.metrics import PlatformMetrics
+from shared.mongo import Transaction, UnitOfWork
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Transaction, Envelope], Awaitable[None]]
+
+INFRASTRUCTURE_ERRORS = (ConnectionFailure, KafkaError, OSError)
+
+
+class RejectedEvent(Exception):
+    """A valid event that this service cannot accept (say, about an unknown ticket)."""
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """A topic a service consumes and the handler for each event type it cares about."""
+
+    topic: str
+    handlers: Mapping[type[Payload], Handler]
+
+
+class Inbox:
+    """Ids of the events a consumer group has processed, kept long enough to outlive redelivery."""
+
+    def __init__(self, db: AsyncDatabase, retention_seconds: float = 7 * 24 * 3600) -> None:
+        self.collection = db["inbox"]
+        self._retention_ms = int(retention_seconds * 1000)
+
+    async def ensure_indexes(self) -> None:
+        await self.collection.create_index([("expires_ms", ASCENDING)])
+
+    async def unseen(self, transaction: Transaction, group: str, events: Sequence[Envelope]) -> list[Envelope]:
+        """The events not processed yet, each once, and marks them processed in `transaction`."""
+        by_key = {f"{group}:{event.id}": event for event in events}
+        seen = await self.collection.find(
+            {"_id": {"$in": list(by_key)}}, {"_id": 1}, session=transaction.session
+        ).to_list()
+        for row in seen:
+            by_key.pop(row["_id"])
+        if by_key:
+            expires_ms = now_ms() + self._retention_ms
+            await self.collection.insert_many(
+                [{"_id": key, "expires_ms": expires_ms} for key in by_key], session=transaction.session
+            )
+        return list(by_key.values())
+
+    async def purge_expired(self, tx: Transaction) -> None:
+        await self.collection.delete_many({"expires_ms": {"$lt": now_ms()}}, session=tx.session)
+
+
+class EventConsumer:
+    """One Kafka consumer per service, across all the topics it subscribes to.
+
+    A single consumer per consumer group means a service's own subscriptions never trigger
+    rebalances of one another.
+    """
+
+    def __init__(
+        self,
+        subscriptions: Sequence[Subscription],
+        *,
+        group: str,
+        uow: UnitOfWork,
+        inbox: Inbox,
+        broker: KafkaBroker,
+        metrics: PlatformMetrics,
+        max_attempts: int,
+        backoff_seconds: float,
+    ) -> None:
+        self._handlers = {
+            (subscription.topic, payload): handler
+            for subscription in subscriptions
+            for payload, handler in subscription.handlers.items()
+        }
+        self.topics = sorted({subscription.topic for subscription in subscriptions})
+        self._group = group
+        self._uow = uow
+        self._inbox = inbox
+        self._broker = broker
+        self._metrics = metrics
+        self._max_attempts = max_attempts
+        self._backoff = backoff_seconds
+
+    def subscribe(self, batch_size: int) -> None:
+        @self._broker.subscriber(
+            *self.topics,
+            group_id=self._group,
+            batch=True,
+            max_records=batch_size,
+            auto_offset_reset="earliest",
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+            title=self._group,
+            description="Handles " + ", ".join(f"{payload.EVENT_TYPE} on {topic}" for topic, payload in self._handlers),
+        )
+        async def on_batch(message: KafkaMessage) -> None:
+            await self.consume(message.raw_message)
+
+    async def consume(self, records: Sequence[ConsumerRecord]) -> None:
+        try:
+            await self._consume(records)
+        except INFRASTRUCTURE_ERRORS:
+            log.warning("infrastructure unavailable; the batch will be redelivered")
+            await asyncio.sleep(self._backoff * self._max_attempts)
+            raise
+
+    async def _consume(self, records: Sequence[ConsumerRecord]) -> None:
+        wanted: list[tuple[ConsumerRecord, Envelope]] = []
+        for record in records:
+            try:
+                event = parse_event(record.value)
+            except UnknownEventType:
+                self._count(record.topic, "unknown", "ignored")  # outside input: keep label values bounded
+                continue
+            except InvalidEvent as invalid:
+                await self._dead_letter(record, f"invalid event: {invalid}", attempts=1, reason="invalid")
+                continue
+            if (record.topic, type(event.data)) in self._handlers:
+                wanted.append((record, event))
+            else:
+                self._count(record.topic, event.type, "ignored")
+        if not wanted:
+            return
+        try:
+            await self._uow.run(lambda tx: self._apply(tx, wanted))
+        except INFRASTRUCTURE_ERRORS:
+            raise
+        except Exception:
+            log.info("a batch failed; retrying its %d events one by one", len(wanted))
+            for record, event in wanted:
+                await self._apply_alone(record, event)
+
+    async def _apply(self, transaction: Transaction, batch: Sequence[tuple[ConsumerRecord, Envelope]]) -> None:
+        fresh = await self._inbox.unseen(transaction, self._group, [event for _, event in batch])
+        fresh_ids = {event.id for event in fresh}
+        for record, event in batch:
+            if event.id in fresh_ids:
+                fresh_ids.discard(event.id)  # a batch may carry the same event twice
+                await self._handlers[record.topic, type(event.data)](transaction, event)
+                self._count(record.topic, event.type, "processed")
+            else:
+                self._count(record.topic, event.type, "duplicate")
+
+    async def _apply_alone(self, record: ConsumerRecord, event: Envelope) -> None:
+        for attempt in range(1, self._max_attempts + 1):
+            try:
+                await self._uow.run(lambda tx: self._apply(tx, [(record, event)]))
+                return
+            except INFRASTRUCTURE_ERRORS:
+                raise
+            except RejectedEvent as rejected:
+                await self._dead_letter(record, f"rejected: {rejected}", attempts=attempt, reason="rejected")
+                return
+            except Exception as error:
+                if attempt == self._max_attempts:
+                    log.exception("event %s failed %d times; dead-lettering it", event.id, attempt)
+                    await self._dead_letter(
+                        record, f"failed: {type(error).__name__}: {error}", attempts=attempt, reason="failed"
+                    )
+                    return
+                await asyncio.sleep(self._backoff * 2 ** (attempt - 1))
+
+    async def _dead_letter(self, record: ConsumerRecord, error: str, *, attempts: int, reason: str) -> None:
+        await self._broker.publish(
+            record.value,
+            topics.dead_letter(record.topic),
+            key=record.key,
+            headers={
+                "dlq-error": error[:2000],
+                "dlq-consumer-group": self._group,
+                "dlq-attempts": str(attempts),
+                "dlq-original-topic": record.topic,
+                "dlq-original-partition": str(record.partition),
+                "dlq-original-offset": str(record.offset),
+            },
+        )
+        self._metrics.dead_letters.labels(topic=record.topic, consumer_group=self._group, reason=reason).inc()
+        log.warning("dead-lettered %s[%d]@%d: %s", record.topic, record.partition, record.offset, error[:300])
+
+    def _count(self, topic: str, event_type: str, outcome: str) -> None:
+        self._metrics.events_consumed.labels(topic=topic, type=event_type, outcome=outcome).inc()

@@ -1,0 +1,62 @@
+"""The one envelope every event travels in: CloudEvents 1.0, structured-mode JSON.
+
+Outside systems can read and write Switchboard events with any CloudEvents tooling. The
+`data` payload is typed per event `type` (see `shared.events`); unknown top-level fields are
+ignored so that additive changes never break a consumer.
+"""
+
+from datetime import datetime
+from typing import Generic, TypeVar
+from uuid import UUID, uuid4
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from shared.clock import utc_now
+
+DataT = TypeVar("DataT", bound=BaseModel)
+
+SPEC_VERSION = "1.0"
+CONTENT_TYPE = "application/json"
+
+
+class Envelope(BaseModel, Generic[DataT]):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    specversion: str = Field(default=SPEC_VERSION, pattern=r"^1\.0$")
+    id: UUID = Field(default_factory=uuid4)
+    source: str = Field(min_length=1, max_length=200)
+    type: str = Field(min_length=1, max_length=200)
+    time: AwareDatetime = Field(default_factory=utc_now)
+    subject: str = Field(min_length=1, max_length=200, description="The entity's id; also the Kafka key.")
+    datacontenttype: str = CONTENT_TYPE
+    correlationid: str = Field(min_length=1, max_length=200)
+    causationid: str | None = Field(default=None, max_length=200)
+    data: DataT
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json().encode()
+
+
+def new_event(
+    data: BaseModel,
+    *,
+    source: str,
+    subject: str,
+    cause: "Envelope | None" = None,
+    time: datetime | None = None,
+) -> Envelope:
+    """A fresh event; when it is caused by another, it inherits that one's correlation id.
+
+    The payload class names its own CloudEvents `type` in `EVENT_TYPE` (see `shared.events`).
+    """
+    event_id = uuid4()
+    return Envelope[type(data)](
+        id=event_id,
+        source=source,
+        type=data.EVENT_TYPE,
+        time=time or utc_now(),
+        subject=subject,
+        correlationid=cause.correlationid if cause else str(event_id),
+        causationid=str(cause.id) if cause else None,
+        data=data,
+    )

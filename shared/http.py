@@ -1,0 +1,112 @@
+"""HTTP conventions shared by every service's API: bearer-key auth, clear errors, size limits, RED metrics."""
+
+import hmac
+import time
+from collections.abc import Sequence
+
+from fastapi import FastAPI, HTTPException, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import SecretStr
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared.metrics import PlatformMetrics
+
+_bearer = HTTPBearer(auto_error=False, description="An API key from SWITCHBOARD_API_KEYS.")
+
+
+def api_key_guard(keys: Sequence[SecretStr]):
+    """A FastAPI dependency that admits only requests bearing one of `keys`."""
+    secrets = [key.get_secret_value().encode() for key in keys]
+
+    async def require_api_key(request: Request) -> None:
+        credentials: HTTPAuthorizationCredentials | None = await _bearer(request)
+        if credentials is None:
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED,
+                "missing API key: send 'Authorization: Bearer <key>'",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        offered = credentials.credentials.encode()
+        # Compare against every key, in constant time, so timing reveals nothing about them.
+        if not any([hmac.compare_digest(offered, secret) for secret in secrets]):
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED, "invalid API key", headers={"WWW-Authenticate": "Bearer"}
+            )
+
+    return require_api_key
+
+
+def describe_validation_errors(errors: Sequence[dict]) -> str:
+    """`body.customer.email: value is not a valid email address; ...`; never echoes the input."""
+    return "; ".join(f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in errors)
+
+
+async def _validation_error(_: Request, error: RequestValidationError) -> JSONResponse:
+    problems = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in error.errors()]
+    return JSONResponse(
+        {"message": describe_validation_errors(problems), "detail": problems},
+        status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+    )
+
+
+class BodySizeLimit:
+    """Refuses request bodies over `max_bytes` with 413, whether or not they declare a length."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(send)
+            return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                raise _BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except _BodyTooLarge:
+            await self._refuse(send)
+
+    async def _refuse(self, send: Send) -> None:
+        response = JSONResponse(
+            {"message": f"request body larger than {self.max_bytes} bytes"},
+            status_code=status.HTTP_413_CONTENT_TOO_LARGE,
+        )
+        await response({"type": "http"}, _no_body, send)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _no_body() -> Message:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+def install_http_conventions(app: FastAPI, metrics: PlatformMetrics, max_request_bytes: int) -> None:
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_middleware(BodySizeLimit, max_bytes=max_request_bytes)
+
+    @app.middleware("http")
+    async def count_requests(request: Request, call_next):
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        template = getattr(route, "path", "unmatched")  # the template, never the ids in the path
+        metrics.http_requests.labels(request.method, template, str(response.status_code)).inc()
+        metrics.http_duration.labels(request.method, template).observe(time.perf_counter() - started)
+        return response

@@ -1,0 +1,47 @@
+"""Metrics every service exposes, on the service's own registry.
+
+Conventions: base units, `_total` on counters, and only bounded label values (topics, event
+types, routes, outcomes), never ids or addresses.
+"""
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class PlatformMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.events_published = Counter(
+            "switchboard_events_published_total",
+            "Events relayed from the outbox to Kafka.",
+            ["topic", "type"],
+            registry=registry,
+        )
+        self.events_consumed = Counter(
+            "switchboard_events_consumed_total",
+            "Events taken from Kafka, by outcome: processed, duplicate (already in the inbox) or ignored.",
+            ["topic", "type", "outcome"],
+            registry=registry,
+        )
+        self.dead_letters = Counter(
+            "switchboard_dead_letters_total",
+            "Messages sent to a dead-letter topic, by reason: invalid, rejected or failed.",
+            ["topic", "consumer_group", "reason"],
+            registry=registry,
+        )
+        self.outbox_lag = Gauge(
+            "switchboard_outbox_lag_seconds",
+            "Age of the oldest outbox event not yet published (0 when the outbox is drained).",
+            registry=registry,
+        )
+        self.http_requests = Counter(
+            "switchboard_http_requests_total",
+            "HTTP requests, by route template and status code.",
+            ["method", "route", "status"],
+            registry=registry,
+        )
+        self.http_duration = Histogram(
+            "switchboard_http_request_duration_seconds",
+            "HTTP request latency, by route template.",
+            ["method", "route"],
+            registry=registry,
+        )

@@ -1,0 +1,139 @@
+"""MongoDB plumbing every service shares: the unit of work and leases.
+
+A use case runs inside `UnitOfWork.run`: its state changes and the events it publishes are
+committed in one transaction (the transactional outbox), so there are never dual writes.
+
+Two accommodations for the embedded Mongo-wire server (nx-27017), both harmless on MongoDB:
+- It opens a transaction only when the transaction's first command is a write, so every
+  transaction starts with a write that matches nothing.
+- It runs concurrent transactions as nested SAVEPOINTs on one SQLite connection, so one
+  session's abort also rolls back another's commit. When `transaction_lock` is given (the
+  launcher passes a file beside the embedded server's data), transactions of every process
+  take that lock in turn, which makes them atomic and isolated again.
+"""
+
+import asyncio
+import contextlib
+import fcntl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+from pymongo import AsyncMongoClient, ReturnDocument
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from shared.clock import now_ms
+from shared.envelope import Envelope
+
+T = TypeVar("T")
+
+
+class Transaction:
+    """The session a use case writes through, and the events it asks to publish on commit."""
+
+    def __init__(self, db: AsyncDatabase, session: AsyncClientSession) -> None:
+        self.db = db
+        self.session = session
+        self.events: list[tuple[str, Envelope]] = []
+
+    def publish(self, topic: str, event: Envelope) -> None:
+        self.events.append((topic, event))
+
+
+Work = Callable[[Transaction], Awaitable[T]]
+
+
+class TransactionLock:
+    """A lock shared by every process on this machine: an asyncio lock in front of a file lock."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._in_process = asyncio.Lock()
+
+    @contextlib.asynccontextmanager
+    async def held(self) -> AsyncIterator[None]:
+        async with self._in_process:
+            with self._path.open("a") as lock_file:
+                await asyncio.to_thread(fcntl.flock, lock_file, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+class UnitOfWork:
+    def __init__(
+        self,
+        client: AsyncMongoClient,
+        db: AsyncDatabase,
+        write_outbox: Callable[[Transaction], Awaitable[None]],
+        transaction_lock: Path | None = None,
+    ) -> None:
+        self.client = client
+        self.db = db
+        self._write_outbox = write_outbox
+        self._on_commit: list[Callable[[], None]] = []
+        self._lock = TransactionLock(transaction_lock) if transaction_lock else None
+
+    async def run(self, work: Work[T]) -> T:
+        """Run `work` in a transaction, retried by the driver on transient conflicts."""
+        if self._lock is None:
+            return await self._run(work)
+        async with self._lock.held():
+            return await self._run(work)
+
+    async def _run(self, work: Work[T]) -> T:
+        published = False
+
+        async def attempt(session: AsyncClientSession) -> T:
+            nonlocal published
+            transaction = Transaction(self.db, session)
+            await self.db["transactions"].update_one({"_id": None}, {"$set": {"opened": True}}, session=session)
+            result = await work(transaction)
+            await self._write_outbox(transaction)
+            published = bool(transaction.events)
+            return result
+
+        async with self.client.start_session() as session:
+            result = await session.with_transaction(attempt)
+        if published:
+            for listener in self._on_commit:
+                listener()
+        return result
+
+    def after_commit(self, listener: Callable[[], None]) -> None:
+        """Call `listener` after each commit that stored events (the relay, to send them at once)."""
+        self._on_commit.append(listener)
+
+
+class Lease:
+    """A named, expiring claim in MongoDB, so that one replica at a time does a singleton job.
+
+    Holding it is checked and renewed with one conditional upsert; a replica that dies simply
+    stops renewing and another takes over when the lease expires.
+    """
+
+    def __init__(self, uow: UnitOfWork, name: str, owner: str, ttl_seconds: float) -> None:
+        self._uow = uow
+        self.name = name
+        self.owner = owner
+        self._ttl_ms = int(ttl_seconds * 1000)
+
+    async def acquire(self) -> bool:
+        try:
+            return await self._uow.run(self._claim)
+        except DuplicateKeyError:
+            return False  # another owner holds it: the upsert collided with their document
+
+    async def _claim(self, tx: Transaction) -> bool:
+        now = now_ms()
+        held = await tx.db["leases"].find_one_and_update(
+            {"_id": self.name, "$or": [{"owner": self.owner}, {"expires_ms": {"$lt": now}}]},
+            {"$set": {"owner": self.owner, "expires_ms": now + self._ttl_ms}},
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
+            session=tx.session,
+        )
+        return held is not None and held["owner"] == self.owner

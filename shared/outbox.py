@@ -1,0 +1,141 @@
+"""Transactional outbox: events are stored with the state change, then relayed to Kafka in order."""
+
+import asyncio
+import logging
+import time
+
+from faststream.kafka import KafkaBroker
+from pymongo import ASCENDING
+from pymongo.asynchronous.database import AsyncDatabase
+
+from shared.clock import now_ms
+from shared.metrics import PlatformMetrics
+from shared.mongo import Lease, Transaction, UnitOfWork
+
+log = logging.getLogger(__name__)
+
+CONTENT_TYPE_HEADER = {"content-type": "application/cloudevents+json; charset=UTF-8"}
+
+
+class Outbox:
+    def __init__(self, db: AsyncDatabase) -> None:
+        self.collection = db["outbox"]
+
+    async def ensure_indexes(self) -> None:
+        await self.collection.create_index([("sent", ASCENDING), ("created_ns", ASCENDING)])
+
+    async def write(self, transaction: Transaction) -> None:
+        """Store the transaction's events; `created_ns` orders them for the relay."""
+        if not transaction.events:
+            return
+        created_ms = now_ms()
+        await self.collection.insert_many(
+            [
+                {
+                    "_id": str(event.id),
+                    "topic": topic,
+                    "key": event.subject,
+                    "type": event.type,
+                    "correlation_id": event.correlationid,
+                    "value": event.to_json().decode(),
+                    "created_ns": time.time_ns() + position,
+                    "created_ms": created_ms,
+                    "sent": False,
+                }
+                for position, (topic, event) in enumerate(transaction.events)
+            ],
+            session=transaction.session,
+        )
+
+
+class OutboxRelay:
+    """Publishes unsent outbox events in creation order, then marks them sent.
+
+    One replica relays at a time (a lease), which keeps each entity's events in order. Delivery
+    is at-least-once: a crash between publishing and marking re-sends the same event ids, which
+    consumers drop through their inbox.
+    """
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        uow: UnitOfWork,
+        broker: KafkaBroker,
+        lease: Lease,
+        metrics: PlatformMetrics,
+        *,
+        poll_interval_seconds: float,
+        batch_size: int = 500,
+        retention_seconds: float = 24 * 3600,
+    ) -> None:
+        self._outbox = outbox.collection
+        self._uow = uow
+        self._broker = broker
+        self._lease = lease
+        self._metrics = metrics
+        self._poll_interval = poll_interval_seconds
+        self._batch_size = batch_size
+        self._retention_ms = int(retention_seconds * 1000)
+        self._wakeup = asyncio.Event()
+
+    def wake(self) -> None:
+        """Called after a commit that stored events, so they go out without waiting for a poll."""
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                published = await self.relay_once() if await self._lease.acquire() else 0
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("outbox relay failed; retrying")
+                published = 0
+            if published < self._batch_size:
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), self._poll_interval)
+                except TimeoutError:
+                    pass
+                self._wakeup.clear()
+
+    async def relay_once(self) -> int:
+        pending = await self._uow.run(self._pending)
+        self._metrics.outbox_lag.set((now_ms() - pending[0]["created_ms"]) / 1000 if pending else 0)
+        if not pending:
+            return 0
+        confirmations = [
+            await self._broker.publish(
+                row["value"].encode(),
+                row["topic"],
+                key=row["key"].encode(),
+                headers=CONTENT_TYPE_HEADER,
+                correlation_id=row["correlation_id"],
+                no_confirm=True,
+            )
+            for row in pending
+        ]
+        await asyncio.gather(*confirmations)
+        await self._uow.run(lambda tx: self._mark_sent(tx, [row["_id"] for row in pending]))
+        for row in pending:
+            self._metrics.events_published.labels(topic=row["topic"], type=row["type"]).inc()
+        return len(pending)
+
+    async def _pending(self, tx: Transaction) -> list[dict]:
+        """Read in a transaction, so a row of a transaction still in flight is never relayed."""
+        return (
+            await self._outbox.find({"sent": False}, session=tx.session)
+            .sort("created_ns", ASCENDING)
+            .limit(self._batch_size)
+            .to_list()
+        )
+
+    async def _mark_sent(self, tx: Transaction, ids: list[str]) -> None:
+        await self._outbox.update_many(
+            {"_id": {"$in": ids}}, {"$set": {"sent": True, "sent_ms": now_ms()}}, session=tx.session
+        )
+
+    async def purge_sent(self) -> None:
+        cutoff = now_ms() - self._retention_ms
+        await self._uow.run(
+            lambda tx: self._outbox.delete_many({"sent": True, "sent_ms": {"$lt": cutoff}}, session=tx.session)
+        )

@@ -1,0 +1,39 @@
+"""Configuration from environment variables only, with embedded-stack defaults."""
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pathlib import Path
+from typing import Annotated
+
+
+class ServiceSettings(BaseSettings):
+    """What every service reads. Each service subclasses it to set its own port and database."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    kafka_topic_partitions: int = Field(default=6, ge=1, description="Partitions for topics a service creates.")
+    mongodb_url: SecretStr = SecretStr("mongodb://127.0.0.1:27017")
+    mongodb_database: str
+    mongodb_transaction_lock: Path | None = Field(
+        default=None,
+        description="Embedded Mongo-wire server only: a lock file that serializes transactions across processes.",
+    )
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(ge=1, le=65535)
+    switchboard_api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, description="Comma-separated bearer keys accepted on the HTTP API."
+    )
+    max_request_bytes: int = Field(default=1_048_576, ge=1024)
+    consumer_max_attempts: int = Field(default=5, ge=1, description="Tries before a message is dead-lettered.")
+    consumer_retry_backoff_seconds: float = Field(default=0.2, ge=0)
+    consumer_batch_size: int = Field(default=200, ge=1)
+    outbox_poll_interval_seconds: float = Field(default=0.5, gt=0)
+    log_level: str = "INFO"
+
+    @field_validator("switchboard_api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value
