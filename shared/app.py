@@ -66,7 +66,10 @@ class ServiceKit:
         db = mongo[settings.mongodb_database]
         outbox = Outbox(db)
         instance_id = f"{socket.gethostname()}:{os.getpid()}"
-        uow = UnitOfWork(mongo, db, outbox.write, transaction_lock=settings.mongodb_transaction_lock)
+        lock_dir = settings.mongodb_transaction_lock_dir
+        uow = UnitOfWork(
+            mongo, db, outbox.write, transaction_lock=lock_dir / f"{db.name}.lock" if lock_dir else None
+        )
         relay = OutboxRelay(
             outbox,
             uow,
@@ -140,10 +143,12 @@ class ServiceKit:
             await ensure_topics(
                 self.settings.kafka_bootstrap_servers, topics.ALL_WITH_DEAD_LETTERS, self.settings.kafka_topic_partitions
             )
+            if self.settings.outbox_replay_on_start_seconds:
+                await self.relay.replay_since(self.settings.outbox_replay_on_start_seconds)
             await self.broker.start()
             chores = (self.relay.purge_sent, lambda: self.uow.run(self.inbox.purge_expired), *housekeeping)
             tasks = [asyncio.create_task(job()) for job in (self.relay.run, *background)]
-            tasks.append(asyncio.create_task(_every(HOUSEKEEPING_INTERVAL_SECONDS, chores)))
+            tasks.extend(asyncio.create_task(repeat(HOUSEKEEPING_INTERVAL_SECONDS, chore)()) for chore in chores)
             try:
                 yield
             finally:
@@ -197,14 +202,18 @@ class ServiceKit:
         return True
 
 
-async def _every(interval_seconds: float, jobs: Sequence[BackgroundJob]) -> None:
-    while True:
-        await asyncio.sleep(interval_seconds)
-        for job in jobs:
+def repeat(interval_seconds: float, job: BackgroundJob) -> BackgroundJob:
+    """A background job that runs `job` every interval; one failure is logged, not fatal."""
+
+    async def forever() -> None:
+        while True:
+            await asyncio.sleep(interval_seconds)
             try:
                 await job()
             except Exception:
-                log.exception("housekeeping job %s failed", getattr(job, "__qualname__", job))
+                log.exception("periodic job %s failed", getattr(job, "__qualname__", job))
+
+    return forever
 
 
 def serve(app: FastAPI, settings: ServiceSettings) -> None:

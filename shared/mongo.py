@@ -8,8 +8,9 @@ Two accommodations for the embedded Mongo-wire server (nx-27017), both harmless 
   transaction starts with a write that matches nothing.
 - It runs concurrent transactions as nested SAVEPOINTs on one SQLite connection, so one
   session's abort also rolls back another's commit. When `transaction_lock` is given (the
-  launcher passes a file beside the embedded server's data), transactions of every process
-  take that lock in turn, which makes them atomic and isolated again.
+  launcher asks for one file per database beside the embedded server's data), transactions
+  of every process on that database take it in turn, which makes them atomic and isolated again. Reads outside a
+  transaction (the APIs' GETs) may still see a transaction in flight there.
 """
 
 import asyncio

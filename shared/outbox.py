@@ -98,6 +98,15 @@ class OutboxRelay:
                     pass
                 self._wakeup.clear()
 
+    async def replay_since(self, seconds: float) -> None:
+        """Queue recently sent events again, for a broker that lost them (the embedded one restarted)."""
+        since = now_ms() - int(seconds * 1000)
+        await self._uow.run(
+            lambda tx: self._outbox.update_many(
+                {"sent": True, "sent_ms": {"$gte": since}}, {"$set": {"sent": False}}, session=tx.session
+            )
+        )
+
     async def relay_once(self) -> int:
         pending = await self._uow.run(self._pending)
         self._metrics.outbox_lag.set((now_ms() - pending[0]["created_ms"]) / 1000 if pending else 0)

