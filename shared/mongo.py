@@ -7,9 +7,12 @@ Two accommodations for the embedded Mongo-wire server (nx-27017), both harmless 
 - It opens a transaction only when the transaction's first command is a write, so every
   transaction starts with a write that matches nothing.
 - It runs concurrent transactions as nested SAVEPOINTs on one SQLite connection, so one
-  session's abort also rolls back another's commit. When `transaction_lock` is given (the
-  launcher asks for one file per database beside the embedded server's data), transactions
-  of every process on that database take it in turn, which makes them atomic and isolated again. Reads outside a
+  session's abort also rolls back another's commit, and a client killed mid-transaction leaves
+  its transaction open for good, swallowing every later one. When `transaction_lock` is given
+  (the launcher asks for one file per database beside the embedded server's data),
+  transactions of every process on that database take it in turn, which makes them atomic
+  and isolated again, and the lock ends a dead holder's orphaned transaction (see
+  `TransactionLock`). Reads outside a
   transaction (the APIs' GETs) may still see a transaction in flight there.
 """
 
@@ -20,6 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
+from bson import Binary
 from pymongo import AsyncMongoClient, ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
@@ -47,21 +51,39 @@ Work = Callable[[Transaction], Awaitable[T]]
 
 
 class TransactionLock:
-    """A lock shared by every process on this machine: an asyncio lock in front of a file lock."""
+    """A lock shared by every process on this machine: an asyncio lock in front of a file lock.
+
+    While a transaction runs, the file names its session. A holder that finds a session named
+    there knows the previous holder died mid-transaction, and ends that session, which makes
+    the embedded server roll the orphaned transaction back before any other can nest in it.
+    """
 
     def __init__(self, path: Path) -> None:
         self._path = path
         self._in_process = asyncio.Lock()
 
     @contextlib.asynccontextmanager
-    async def held(self) -> AsyncIterator[None]:
+    async def held(self, client: AsyncMongoClient, session: AsyncClientSession) -> AsyncIterator[None]:
         async with self._in_process:
-            with self._path.open("a") as lock_file:
+            with self._path.open("a+") as lock_file:
                 await asyncio.to_thread(fcntl.flock, lock_file, fcntl.LOCK_EX)
                 try:
+                    lock_file.seek(0)
+                    orphan = lock_file.read().strip()
+                    if orphan:
+                        await client.admin.command("endSessions", [{"id": Binary(bytes.fromhex(orphan), 4)}])
+                    _rewrite(lock_file, session.session_id["id"].hex())
                     yield
                 finally:
+                    _rewrite(lock_file, "")
                     fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+def _rewrite(lock_file, content: str) -> None:
+    lock_file.seek(0)
+    lock_file.truncate()
+    lock_file.write(content)
+    lock_file.flush()  # the page cache outlives a killed process; no fsync needed
 
 
 class UnitOfWork:
@@ -80,12 +102,6 @@ class UnitOfWork:
 
     async def run(self, work: Work[T]) -> T:
         """Run `work` in a transaction, retried by the driver on transient conflicts."""
-        if self._lock is None:
-            return await self._run(work)
-        async with self._lock.held():
-            return await self._run(work)
-
-    async def _run(self, work: Work[T]) -> T:
         published = False
 
         async def attempt(session: AsyncClientSession) -> T:
@@ -98,7 +114,11 @@ class UnitOfWork:
             return result
 
         async with self.client.start_session() as session:
-            result = await session.with_transaction(attempt)
+            if self._lock is None:
+                result = await session.with_transaction(attempt)
+            else:
+                async with self._lock.held(self.client, session):
+                    result = await session.with_transaction(attempt)
         if published:
             for listener in self._on_commit:
                 listener()

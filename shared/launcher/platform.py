@@ -49,6 +49,7 @@ class Platform:
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     ready_timeout_seconds: float = 90.0
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    _commands: dict[str, tuple[list[str], Mapping[str, str] | None]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.data_dir = self.data_dir.resolve()
@@ -137,9 +138,9 @@ class Platform:
                 [sys.executable, "-m", "shared.launcher.smtp_sink", "--port", str(self.ports.smtp),
                  "--maildir", str(self.maildir)],
             )
-        for name, port in (("kafka", self.ports.kafka), ("mongodb", self.ports.mongodb), ("smtp", self.ports.smtp)):
+        for name in ("kafka", "mongodb", "smtp"):
             if name in self.processes:
-                self._wait_for_port(name, port)
+                self._wait_for_port(name, self.ports.of(name))
 
     def start_service(self, service: str) -> None:
         self._spawn(service, [sys.executable, "-m", f"services.{service}"], env=self.service_environment(service))
@@ -162,6 +163,14 @@ class Platform:
         process.kill()
         process.wait()
 
+    def respawn(self, name: str) -> None:
+        """Start a killed part again, the way it was first started, and wait until it serves."""
+        self._spawn(name, *self._commands[name])
+        if name in SERVICES:
+            self.wait_ready(name)
+        else:
+            self._wait_for_port(name, self.ports.of(name))
+
     def stop(self) -> None:
         """Services first, so they finish their work while the infrastructure is still up."""
         order = [name for name in SERVICES if name in self.processes]
@@ -176,6 +185,7 @@ class Platform:
     # --- processes -------------------------------------------------------------------------
 
     def _spawn(self, name: str, command: list[str], env: Mapping[str, str] | None = None) -> None:
+        self._commands[name] = (command, env)
         log = self._log(name).open("ab")
         self.processes[name] = subprocess.Popen(
             command,

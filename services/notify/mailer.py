@@ -1,0 +1,113 @@
+"""Sends deliveries as email through the SMTP server that SMTP_URL names (aiosmtplib)."""
+
+import re
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from email.utils import format_datetime, parseaddr
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import aiosmtplib
+
+from services.notify.domain import Delivery, SendFailure
+
+TICKET_HEADER = "X-Switchboard-Ticket"
+SEND_TIMEOUT_SECONDS = 30.0
+_ADDRESS = re.compile(r"[^\s<>()\[\]\"',;:]+@[^\s<>()\[\]\"',;:]+")
+# A 5xx to these is about this message (no such mailbox, content refused); a 5xx to anything else
+# (authentication, our sender, TLS) is our configuration, and retrying delivers once it is fixed.
+_REJECTS_THIS_MESSAGE = (aiosmtplib.SMTPRecipientRefused, aiosmtplib.SMTPDataError)
+
+
+@dataclass(frozen=True)
+class SmtpServer:
+    hostname: str
+    port: int
+    use_tls: bool = False
+    start_tls: bool = False
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+
+def parse_smtp_url(url: str) -> SmtpServer:
+    """`smtp://[user:password@]host:port[?starttls=true]`, or `smtps://` for TLS from the first byte.
+
+    Errors never quote the URL: it may hold a password.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("smtp", "smtps"):
+        raise ValueError("SMTP_URL must start with smtp:// or smtps://")
+    if not parts.hostname:
+        raise ValueError("SMTP_URL names no host")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError("SMTP_URL has an invalid port") from None
+    options = parse_qs(parts.query)
+    if unknown := sorted(set(options) - {"starttls"}):
+        raise ValueError(f"SMTP_URL has unknown options: {', '.join(unknown)}")
+    starttls = options.get("starttls", ["false"])[-1].lower()
+    if starttls not in ("true", "false"):
+        raise ValueError("SMTP_URL: starttls must be true or false")
+    implicit_tls = parts.scheme == "smtps"
+    if implicit_tls and starttls == "true":
+        raise ValueError("SMTP_URL: smtps:// is TLS from the start; starttls=true is for smtp://")
+    return SmtpServer(
+        hostname=parts.hostname,
+        port=port or (465 if implicit_tls else 25),
+        use_tls=implicit_tls,
+        start_tls=starttls == "true",
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password is not None else None,
+    )
+
+
+def build_message(delivery: Delivery, mail_from: str) -> EmailMessage:
+    """Plain text with an HTML alternative; every header comes from the delivery, so a resend is the same mail."""
+    message = EmailMessage()
+    message["Message-ID"] = delivery.message_id
+    message["Date"] = format_datetime(delivery.created_at)
+    message["From"] = mail_from
+    message["To"] = delivery.recipient
+    message["Subject"] = delivery.subject
+    message[TICKET_HEADER] = delivery.ticket_id
+    message["Auto-Submitted"] = "auto-generated"  # RFC 3834: out-of-office replies must not answer it
+    message.set_content(delivery.text)
+    message.add_alternative(delivery.html, subtype="html")
+    return message
+
+
+def failure_from(error: Exception) -> SendFailure:
+    """What went wrong, in words fit to store and log: the server's reply with every address blanked out."""
+    if isinstance(error, aiosmtplib.SMTPRecipientsRefused) and error.recipients:
+        error = error.recipients[0]  # one recipient per message
+    if isinstance(error, aiosmtplib.SMTPResponseException):
+        reason = f"SMTP {error.code}: {error.message}"
+        permanent = isinstance(error, _REJECTS_THIS_MESSAGE) and 500 <= error.code < 600
+    else:
+        reason = f"{type(error).__name__}: {error}"
+        permanent = False
+    return SendFailure(_ADDRESS.sub("<address>", reason)[:500], permanent=permanent)
+
+
+class SmtpMailer:
+    def __init__(self, server: SmtpServer, mail_from: str) -> None:
+        if "@" not in parseaddr(mail_from)[1]:
+            raise ValueError("MAIL_FROM needs an address, e.g. 'Support <support@example.com>'")
+        self._server = server
+        self._mail_from = mail_from
+
+    async def send(self, delivery: Delivery) -> None:
+        """Hands the message to the server; raises `SendFailure` unless the server accepted it."""
+        try:
+            await aiosmtplib.send(
+                build_message(delivery, self._mail_from),
+                hostname=self._server.hostname,
+                port=self._server.port,
+                username=self._server.username,
+                password=self._server.password,
+                use_tls=self._server.use_tls,
+                start_tls=self._server.start_tls,
+                timeout=SEND_TIMEOUT_SECONDS,
+            )
+        except Exception as error:
+            raise failure_from(error) from error

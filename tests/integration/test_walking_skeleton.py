@@ -1,0 +1,220 @@
+"""The README walk-through, end to end, against the platform as `switchboard up` starts it."""
+
+import asyncio
+import json
+import uuid
+
+import pytest
+
+from shared import topics
+
+pytestmark = pytest.mark.integration
+
+
+def unique(prefix: str) -> str:
+    """Skills and agents unique to one test, so tests sharing the platform never take each other's tickets."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+async def test_a_new_ticket_goes_to_an_available_agent_with_the_skills(running_platform):
+    skill = unique("billing")
+    await running_platform.put_agent(unique("wrong-skills"), skills={unique("other"): 5}, capacity=5)
+    ada = unique("ada")
+    await running_platform.put_agent(ada, skills={skill: 3}, capacity=2)
+
+    ticket = await running_platform.submit_ticket(required_skills=[skill], priority="high")
+
+    assert ticket["status"] == "new" and ticket["priority"] == "high"
+    assert await running_platform.wait_for_assignee(ticket["id"]) == ada
+    async with running_platform.client("intake") as intake:
+        assert (await intake.get(f"/v1/tickets/{ticket['id']}")).json()["status"] == "open"
+
+
+async def test_a_ticket_waits_in_the_queue_until_a_matching_agent_becomes_available(running_platform):
+    skill = unique("legal")
+    agent = unique("lin")
+    await running_platform.put_agent(agent, skills={skill: 2}, capacity=1, status="away")
+    ticket = await running_platform.submit_ticket(required_skills=[skill])
+
+    await asyncio.sleep(2)
+    async with running_platform.client("intake") as intake:
+        assert (await intake.get(f"/v1/tickets/{ticket['id']}")).json()["assignee_id"] is None
+
+    await running_platform.put_agent(agent, skills={skill: 2}, capacity=1, status="available")
+    assert await running_platform.wait_for_assignee(ticket["id"]) == agent
+
+
+async def test_an_agent_is_never_given_more_tickets_than_their_capacity(running_platform):
+    skill = unique("returns")
+    agent = unique("max")
+    await running_platform.put_agent(agent, skills={skill: 1}, capacity=2)
+    tickets = [await running_platform.submit_ticket(required_skills=[skill]) for _ in range(3)]
+
+    await asyncio.sleep(3)
+
+    async with running_platform.client("intake") as intake:
+        assignees = [(await intake.get(f"/v1/tickets/{t['id']}")).json()["assignee_id"] for t in tickets]
+    async with running_platform.client("routing") as routing:
+        state = (await routing.get(f"/v1/agents/{agent}")).json()
+    assert assignees.count(agent) == 2 and assignees.count(None) == 1
+    assert (state["load"], state["free"]) == (2, 0)
+
+
+async def test_every_new_ticket_gets_a_first_reply_clock_and_its_event(running_platform):
+    ticket = await running_platform.submit_ticket()
+
+    started = await running_platform.events(
+        topics.SLA, until=lambda events: any(e["subject"] == ticket["id"] for e in events)
+    )
+    async with running_platform.client("sla") as sla:
+        response = await sla.get(f"/v1/tickets/{ticket['id']}/sla")
+
+    assert response.status_code == 200
+    [clock] = response.json()["clocks"]
+    assert clock["metric"] == "first_reply" and clock["state"] == "running"
+    assert clock["target_seconds"] > 0 and clock["due_at"] > ticket["created_at"]
+    [event] = [e for e in started if e["subject"] == ticket["id"]]
+    assert event["type"] == "support.sla.clock_started.v1"
+    assert event["data"]["due_at"].startswith(clock["due_at"][:19])
+
+
+async def test_the_customer_gets_exactly_one_acknowledgement_carrying_the_ticket_id(running_platform):
+    address = f"{unique('cust')}@example.com"
+    ticket = await running_platform.submit_ticket(customer={"id": unique("c"), "email": address, "name": "Bea"})
+
+    async with asyncio.timeout(20):
+        while not (mine := [m for m in running_platform.mail() if m["To"] == address]):
+            await asyncio.sleep(0.2)
+    await asyncio.sleep(2)  # time for a duplicate to show up, if there were one
+
+    mine = [m for m in running_platform.mail() if m["To"] == address]
+    assert len(mine) == 1
+    assert ticket["id"] in mine[0]["Subject"]
+    assert ticket["id"] in mine[0].get_body(("plain",)).get_content()
+
+
+async def test_the_same_idempotency_key_gives_one_ticket_and_the_same_answer(running_platform):
+    key = {"Idempotency-Key": unique("key")}
+    body = {"channel": "email", "customer": {"email": "cy@example.com"}, "subject": "Hi", "body": "Hello"}
+    async with running_platform.client("intake") as intake:
+        first = await intake.post("/v1/tickets", json=body, headers=key)
+        second = await intake.post("/v1/tickets", json=body, headers=key)
+        different = await intake.post("/v1/tickets", json={**body, "subject": "Other"}, headers=key)
+
+    assert first.status_code == second.status_code == 201
+    assert first.json() == second.json()
+    assert second.headers["Idempotent-Replayed"] == "true"
+    assert different.status_code == 409 and "Idempotency-Key" in different.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("service", "method", "path"),
+    [("intake", "POST", "/v1/tickets"), ("routing", "PUT", "/v1/agents/a1"), ("sla", "GET", "/v1/tickets/x/sla")],
+)
+@pytest.mark.parametrize("authorization", [None, "Bearer not-the-key", "Basic dev-key"])
+async def test_requests_without_a_valid_api_key_get_401(running_platform, service, method, path, authorization):
+    async with running_platform.client(service) as client:
+        headers = {"Authorization": authorization} if authorization else {}
+        client.headers.pop("Authorization")
+        response = await client.request(method, path, json={}, headers=headers)
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+
+
+async def test_malformed_tickets_get_422_saying_what_is_wrong(running_platform):
+    async with running_platform.client("intake") as intake:
+        response = await intake.post(
+            "/v1/tickets",
+            json={"channel": "fax", "customer": {"email": "not-an-address"}, "body": "x", "priority": "asap"},
+        )
+    assert response.status_code == 422
+    message = response.json()["message"]
+    for problem in ("body.channel", "body.customer.email", "body.subject: Field required", "body.priority"):
+        assert problem in message
+
+
+async def test_bad_agent_profiles_get_422(running_platform):
+    async with running_platform.client("routing") as routing:
+        negative = await routing.put("/v1/agents/a1", json={"name": "A", "capacity": -1})
+        bad_level = await routing.put("/v1/agents/a1", json={"name": "A", "capacity": 1, "skills": {"billing": 9}})
+    assert negative.status_code == 422 and "capacity" in negative.json()["message"]
+    assert bad_level.status_code == 422 and "skills.billing" in bad_level.json()["message"]
+
+
+async def test_unknown_ticket_gets_404(running_platform):
+    async with running_platform.client("intake") as intake:
+        response = await intake.get("/v1/tickets/TKT-nope")
+    assert response.status_code == 404 and "TKT-nope" in response.json()["detail"]
+
+
+async def test_a_ticket_submit_command_on_the_inbound_topic_opens_a_ticket(running_platform):
+    command_id = str(uuid.uuid4())
+    command = {
+        "specversion": "1.0",
+        "id": command_id,
+        "source": "webshop/checkout",
+        "type": "support.ticket.submit.v1",
+        "subject": "order-1042",
+        "correlationid": "order-1042-help",
+        "data": {"channel": "api", "customer": {"id": "shop-77", "email": "dee@example.com"},
+                 "subject": "Parcel lost", "body": "Where is my parcel?"},
+    }
+    await running_platform.publish(topics.INBOUND, json.dumps(command).encode(), key=b"order-1042")
+    await running_platform.publish(topics.INBOUND, json.dumps(command).encode(), key=b"order-1042")  # redelivered
+
+    created = await running_platform.events(
+        topics.TICKETS, until=lambda events: any(e.get("causationid") == command_id for e in events)
+    )
+    await asyncio.sleep(1)
+    created = await running_platform.events(topics.TICKETS, timeout=2)
+
+    mine = [e for e in created if e["causationid"] == command_id and e["type"] == "support.ticket.created.v1"]
+    assert len(mine) == 1, "the same command delivered twice must open one ticket"
+    assert mine[0]["correlationid"] == "order-1042-help"
+    async with running_platform.client("intake") as intake:
+        ticket = (await intake.get(f"/v1/tickets/{mine[0]['data']['ticket_id']}")).json()
+    assert ticket["subject"] == "Parcel lost" and ticket["channel"] == "api"
+
+
+async def test_an_invalid_inbound_message_is_dead_lettered_with_its_reason_and_the_rest_keep_flowing(
+    running_platform,
+):
+    poison = json.dumps({"specversion": "1.0", "id": str(uuid.uuid4()), "source": "crm", "type":
+                         "support.ticket.submit.v1", "subject": "x", "correlationid": "c",
+                         "data": {"channel": "pigeon", "subject": "s", "body": "b", "customer": {"id": "c"}}})
+    good_id = str(uuid.uuid4())
+    good = json.dumps({"specversion": "1.0", "id": good_id, "source": "crm", "type": "support.ticket.submit.v1",
+                       "subject": "y", "correlationid": "c2",
+                       "data": {"channel": "phone", "subject": "Call back", "body": "Please call",
+                                "customer": {"id": "crm-9"}}})
+    await running_platform.publish(topics.INBOUND, b"{not json", key=b"y")
+    await running_platform.publish(topics.INBOUND, poison.encode(), key=b"y")
+    await running_platform.publish(topics.INBOUND, good.encode(), key=b"y")
+
+    dead = await running_platform.read_topic(topics.dead_letter(topics.INBOUND), until=lambda r: len(r) >= 2)
+    created = await running_platform.events(
+        topics.TICKETS, until=lambda events: any(e.get("causationid") == good_id for e in events)
+    )
+
+    reasons = {record.value: dict(record.headers) for record in dead}
+    assert reasons[b"{not json"]["dlq-error"].startswith(b"invalid event")
+    assert b"data.channel" in reasons[poison.encode()]["dlq-error"]
+    assert reasons[poison.encode()]["dlq-consumer-group"] == b"switchboard-intake"
+    assert reasons[poison.encode()]["dlq-attempts"] == b"1"
+    assert any(e.get("causationid") == good_id for e in created)
+
+
+@pytest.mark.parametrize("service", ["intake", "routing", "sla", "notify"])
+async def test_each_service_reports_health_metrics_and_its_event_contract(running_platform, service):
+    async with running_platform.client(service) as client:
+        live, ready = await client.get("/health/live"), await client.get("/health/ready")
+        metrics = await client.get("/metrics")
+        asyncapi = await client.get("/docs/asyncapi.json")
+        asyncapi_page = await client.get("/docs/asyncapi")
+
+    assert live.status_code == 200
+    assert ready.status_code == 200 and ready.json()["checks"] == {"mongodb": True, "kafka": True}
+    assert "switchboard_outbox_lag_seconds" in metrics.text
+    assert "faststream_received_messages_total" in metrics.text or service == "notify"
+    assert asyncapi.json()["info"]["title"] == f"Switchboard {service}"
+    assert asyncapi_page.status_code == 200 and "asyncapi" in asyncapi_page.text.lower()

@@ -1,0 +1,95 @@
+"""The event contract as outside systems see it: CloudEvents fields, typed payloads, clear rejections."""
+
+import json
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+
+from shared.envelope import new_event
+from shared.events import InvalidEvent, TicketAssigned, TicketSubmit, UnknownEventType, parse_event
+
+NOW = datetime(2026, 11, 24, 9, 30, tzinfo=UTC)
+
+
+def assigned(ticket_id: str = "TKT-1") -> TicketAssigned:
+    return TicketAssigned(ticket_id=ticket_id, agent_id="ada", reason="skills match", assigned_at=NOW)
+
+
+def test_an_event_carries_the_cloudevents_attributes_and_round_trips():
+    event = new_event(assigned(), source="switchboard/routing", subject="TKT-1")
+    document = json.loads(event.to_json())
+
+    assert document["specversion"] == "1.0"
+    assert document["type"] == "support.ticket.assigned.v1"
+    assert document["source"] == "switchboard/routing"
+    assert document["subject"] == "TKT-1"
+    assert document["datacontenttype"] == "application/json"
+    assert document["time"].endswith("Z")
+    assert uuid.UUID(document["id"])
+    assert parse_event(event.to_json()) == event
+
+
+def test_an_event_caused_by_another_keeps_its_correlation_and_names_its_cause():
+    cause = new_event(assigned(), source="switchboard/routing", subject="TKT-1")
+    effect = new_event(assigned(), source="switchboard/intake", subject="TKT-1", cause=cause)
+
+    assert effect.correlationid == cause.correlationid == str(cause.id)
+    assert effect.causationid == str(cause.id)
+    assert effect.id != cause.id
+
+
+def test_consumers_ignore_fields_they_do_not_know_yet():
+    document = json.loads(new_event(assigned(), source="s", subject="TKT-1").to_json())
+    document["newattribute"] = "x"
+    document["data"]["added_in_a_later_release"] = 1
+
+    assert parse_event(json.dumps(document).encode()).data == assigned()
+
+
+def test_an_unknown_type_is_told_apart_from_an_invalid_event():
+    document = json.loads(new_event(assigned(), source="s", subject="TKT-1").to_json())
+    document["type"] = "support.ticket.assigned.v2"
+
+    with pytest.raises(UnknownEventType):
+        parse_event(json.dumps(document).encode())
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"", "empty message"),
+        (None, "empty message"),
+        (b"{not json", "message"),
+        (b'{"specversion": "1.0"}', "source: Field required"),
+    ],
+)
+def test_a_message_that_is_not_an_event_is_invalid_with_a_reason(raw, reason):
+    with pytest.raises(InvalidEvent, match=reason):
+        parse_event(raw)
+
+
+def test_a_payload_that_breaks_its_schema_says_which_field_is_wrong():
+    document = json.loads(
+        new_event(
+            TicketSubmit(channel="web", customer={"id": "c1"}, subject="s", body="b"), source="crm", subject="c1"
+        ).to_json()
+    )
+    document["data"]["customer"] = {"email": "nope"}
+
+    with pytest.raises(InvalidEvent, match=r"support.ticket.submit.v1: data.customer.email"):
+        parse_event(json.dumps(document).encode())
+
+
+@pytest.mark.parametrize(
+    "customer", [{"name": "no way to reach them"}, {}],
+)
+def test_a_customer_needs_an_id_or_an_email(customer):
+    with pytest.raises(ValueError, match="a customer needs an id or an email"):
+        TicketSubmit(channel="web", customer=customer, subject="s", body="b")
+
+
+@pytest.mark.parametrize("skill", ["Billing", "bill ing", "", "x" * 51])
+def test_required_skills_must_be_simple_names(skill):
+    with pytest.raises(ValueError):
+        TicketSubmit(channel="web", customer={"id": "c"}, subject="s", body="b", required_skills=[skill])

@@ -1,0 +1,41 @@
+"""What the launcher starts and what it tells each service, decided from the environment."""
+
+from pathlib import Path
+
+from shared.launcher.platform import DEV_API_KEY, Platform, Ports
+
+PORTS = Ports(kafka=1, mongodb=2, smtp=3, intake=11, routing=12, sla=13, notify=14)
+
+
+def test_by_default_everything_is_embedded_and_services_point_at_it(tmp_path):
+    platform = Platform(tmp_path, PORTS, environ={})
+
+    env = platform.service_environment("routing")
+
+    assert platform.kafka_embedded and platform.mongodb_embedded and platform.smtp_embedded
+    assert env["KAFKA_BOOTSTRAP_SERVERS"] == "127.0.0.1:1"
+    assert env["MONGODB_URL"] == "mongodb://127.0.0.1:2"
+    assert env["SMTP_URL"] == "smtp://127.0.0.1:3"
+    assert env["HTTP_PORT"] == "12"
+    assert env["SWITCHBOARD_API_KEYS"] == DEV_API_KEY == platform.api_key
+    assert Path(env["MONGODB_TRANSACTION_LOCK_DIR"]) == tmp_path.resolve() / "mongo"
+    assert float(env["OUTBOX_REPLAY_ON_START_SECONDS"]) > 0
+
+
+def test_infrastructure_named_in_the_environment_is_used_instead_of_starting_it(tmp_path):
+    environ = {
+        "KAFKA_BOOTSTRAP_SERVERS": "kafka:9092",
+        "MONGODB_URL": "mongodb://db:27017/?replicaSet=rs0",
+        "SMTP_URL": "smtp://mail:25",
+        "SWITCHBOARD_API_KEYS": "k1,k2",
+    }
+    platform = Platform(tmp_path, PORTS, environ=environ)
+
+    env = platform.service_environment("intake")
+
+    assert not (platform.kafka_embedded or platform.mongodb_embedded or platform.smtp_embedded)
+    assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
+    assert env["MONGODB_URL"] == "mongodb://db:27017/?replicaSet=rs0"
+    assert env["SMTP_URL"] == "smtp://mail:25"
+    assert "MONGODB_TRANSACTION_LOCK_DIR" not in env and "OUTBOX_REPLAY_ON_START_SECONDS" not in env
+    assert platform.api_key == "k1"
