@@ -22,7 +22,8 @@ def main(argv: list[str] | None = None) -> int:
 
     ports = Ports(**{name: getattr(args, f"{name}_port") for name in ("kafka", "mongodb", "smtp", *SERVICES)})
     platform = Platform(args.data_dir, ports)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    for signum in (signal.SIGINT, signal.SIGTERM):  # even where a parent shell ignored SIGINT
+        signal.signal(signum, _raise_interrupt)
     started = time.monotonic()
     try:
         platform.start()
