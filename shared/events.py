@@ -43,12 +43,26 @@ class Channel(StrEnum):
     API = "api"
 
 
+class CustomerTier(StrEnum):
+    STANDARD = "standard"
+    PREMIUM = "premium"
+    VIP = "vip"
+
+
+class AuthorType(StrEnum):
+    AGENT = "agent"
+    CUSTOMER = "customer"
+
+
 class Customer(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     id: str | None = Field(default=None, min_length=1, max_length=100)
     email: EmailStr | None = None
     name: str | None = Field(default=None, max_length=200)
+    tier: CustomerTier | None = None
+    language: str | None = Field(default=None, max_length=35, description="BCP 47 tag, e.g. `de` or `pt-BR`.")
+    timezone: str | None = Field(default=None, max_length=64, description="IANA name, e.g. `Europe/Berlin`.")
 
     @model_validator(mode="after")
     def _identified(self) -> "Customer":
@@ -83,6 +97,76 @@ class TicketCreated(Payload):
     priority: Priority
     required_skills: list[Skill]
     created_at: AwareDatetime
+    language: str | None = None
+    sentiment: float | None = Field(default=None, ge=-1, le=1)
+    category: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    triage_reasons: list[str] = Field(default_factory=list)
+    previous_agent_id: str | None = Field(default=None, description="Affinity hint: who helped this customer last.")
+    follow_up_of: str | None = Field(default=None, description="The solved ticket a late reply started this one from.")
+
+
+class TicketMessageAdded(Payload):
+    """A reply or an internal note (`public: false`) on a ticket."""
+
+    EVENT_TYPE: ClassVar[str] = "support.ticket.message_added.v1"
+
+    ticket_id: str
+    message_id: str
+    author_type: AuthorType
+    author_id: str | None = None
+    public: bool
+    body: str = Field(description="Carried so notify can send an agent's public reply to the customer.")
+    added_at: AwareDatetime
+
+
+class TicketStatusChanged(Payload):
+    EVENT_TYPE: ClassVar[str] = "support.ticket.status_changed.v1"
+
+    ticket_id: str
+    previous_status: str
+    status: str
+    changed_at: AwareDatetime
+
+
+class TicketPriorityChanged(Payload):
+    EVENT_TYPE: ClassVar[str] = "support.ticket.priority_changed.v1"
+
+    ticket_id: str
+    previous_priority: Priority
+    priority: Priority
+    changed_at: AwareDatetime
+
+
+class TicketTagsChanged(Payload):
+    EVENT_TYPE: ClassVar[str] = "support.ticket.tags_changed.v1"
+
+    ticket_id: str
+    tags: list[str]
+    changed_at: AwareDatetime
+
+
+class TicketSolved(Payload):
+    EVENT_TYPE: ClassVar[str] = "support.ticket.solved.v1"
+
+    ticket_id: str
+    assignee_id: str | None = None
+    solved_at: AwareDatetime
+
+
+class TicketReopened(Payload):
+    EVENT_TYPE: ClassVar[str] = "support.ticket.reopened.v1"
+
+    ticket_id: str
+    previous_assignee_id: str | None = None
+    reopened_at: AwareDatetime
+
+
+class TicketClosed(Payload):
+    EVENT_TYPE: ClassVar[str] = "support.ticket.closed.v1"
+
+    ticket_id: str
+    closed_at: AwareDatetime
 
 
 class TicketAssigned(Payload):
@@ -94,14 +178,114 @@ class TicketAssigned(Payload):
     assigned_at: AwareDatetime
 
 
-class SlaClockStarted(Payload):
-    EVENT_TYPE: ClassVar[str] = "support.sla.clock_started.v1"
+class TicketUnassigned(Payload):
+    """The ticket went back to the queue, keeping its original age (say, its agent went offline)."""
+
+    EVENT_TYPE: ClassVar[str] = "support.ticket.unassigned.v1"
 
     ticket_id: str
-    metric: str
+    agent_id: str
+    reason: str
+    unassigned_at: AwareDatetime
+
+
+class TicketOffered(Payload):
+    EVENT_TYPE: ClassVar[str] = "support.ticket.offered.v1"
+
+    ticket_id: str
+    offer_id: str
+    agent_id: str
+    expires_at: AwareDatetime
+
+
+class OfferOutcome(StrEnum):
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+
+
+class TicketOfferAnswered(Payload):
+    EVENT_TYPE: ClassVar[str] = "support.ticket.offer_answered.v1"
+
+    ticket_id: str
+    offer_id: str
+    agent_id: str
+    outcome: OfferOutcome
+    answered_at: AwareDatetime
+
+
+class TicketEscalated(Payload):
+    EVENT_TYPE: ClassVar[str] = "support.ticket.escalated.v1"
+
+    ticket_id: str
+    step: int = Field(ge=1)
+    action: str = Field(description="What the step did, e.g. `relax_skill_level`, `widen_to_l2`, `supervisor_queue`.")
+    description: str
+    escalated_at: AwareDatetime
+
+
+class AgentStatusChanged(Payload):
+    """From a workforce-management system: an agent's presence changed."""
+
+    EVENT_TYPE: ClassVar[str] = "support.agent.status_changed.v1"
+
+    agent_id: str
+    status: str = Field(description="`available`, `away` or `offline`.")
+    changed_at: AwareDatetime
+
+
+class SlaClockEvent(Payload):
+    """Fields every SLA clock event carries."""
+
+    ticket_id: str
+    metric: str = Field(description="`first_reply`, `next_reply`, `periodic_update` or `resolution`.")
+    policy: str = "default"
     target_seconds: int
+
+
+class SlaClockStarted(SlaClockEvent):
+    EVENT_TYPE: ClassVar[str] = "support.sla.clock_started.v1"
+
     started_at: AwareDatetime
     due_at: AwareDatetime
+
+
+class SlaClockPaused(SlaClockEvent):
+    EVENT_TYPE: ClassVar[str] = "support.sla.clock_paused.v1"
+
+    elapsed_seconds: float
+    paused_at: AwareDatetime
+
+
+class SlaClockResumed(SlaClockEvent):
+    EVENT_TYPE: ClassVar[str] = "support.sla.clock_resumed.v1"
+
+    resumed_at: AwareDatetime
+    due_at: AwareDatetime
+
+
+class SlaWarning(SlaClockEvent):
+    EVENT_TYPE: ClassVar[str] = "support.sla.warning.v1"
+
+    threshold: float = Field(gt=0, lt=1, description="Share of the target used up, e.g. 0.75.")
+    due_at: AwareDatetime
+    remaining_seconds: float
+    warned_at: AwareDatetime
+
+
+class SlaBreached(SlaClockEvent):
+    EVENT_TYPE: ClassVar[str] = "support.sla.breached.v1"
+
+    due_at: AwareDatetime
+    breached_at: AwareDatetime
+
+
+class SlaFulfilled(SlaClockEvent):
+    EVENT_TYPE: ClassVar[str] = "support.sla.fulfilled.v1"
+
+    elapsed_seconds: float
+    breached: bool
+    fulfilled_at: AwareDatetime
 
 
 class NotificationSent(Payload):
@@ -114,9 +298,59 @@ class NotificationSent(Payload):
     sent_at: AwareDatetime
 
 
+class NotificationFailed(Payload):
+    EVENT_TYPE: ClassVar[str] = "support.notification.failed.v1"
+
+    notification_id: str
+    ticket_id: str
+    kind: str
+    channel: str
+    reason: str
+    attempts: int
+    failed_at: AwareDatetime
+
+
+class NotificationSuppressed(Payload):
+    """Not sent on purpose: opted out, an address that is not valid, quiet hours turned into a digest."""
+
+    EVENT_TYPE: ClassVar[str] = "support.notification.suppressed.v1"
+
+    notification_id: str
+    ticket_id: str
+    kind: str
+    channel: str
+    reason: str
+    suppressed_at: AwareDatetime
+
+
 EVENT_TYPES: dict[str, type[Payload]] = {
     payload.EVENT_TYPE: payload
-    for payload in (TicketSubmit, TicketCreated, TicketAssigned, SlaClockStarted, NotificationSent)
+    for payload in (
+        TicketSubmit,
+        TicketCreated,
+        TicketMessageAdded,
+        TicketStatusChanged,
+        TicketPriorityChanged,
+        TicketTagsChanged,
+        TicketSolved,
+        TicketReopened,
+        TicketClosed,
+        TicketAssigned,
+        TicketUnassigned,
+        TicketOffered,
+        TicketOfferAnswered,
+        TicketEscalated,
+        AgentStatusChanged,
+        SlaClockStarted,
+        SlaClockPaused,
+        SlaClockResumed,
+        SlaWarning,
+        SlaBreached,
+        SlaFulfilled,
+        NotificationSent,
+        NotificationFailed,
+        NotificationSuppressed,
+    )
 }
 
 
