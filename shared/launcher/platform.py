@@ -7,6 +7,7 @@ and on Linux each is also told to exit if the launcher itself dies.
 
 import ctypes
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -22,6 +23,8 @@ SERVICES = ("intake", "routing", "sla", "notify")
 DEV_API_KEY = "dev-key"
 STOP_GRACE_SECONDS = 10.0
 OUTBOX_REPLAY_SECONDS = 24 * 3600
+GENERATED_SECRETS = ("CSAT_SIGNING_KEY", "INBOUND_EMAIL_SIGNING_KEY", "WEBHOOK_SIGNING_KEY")
+"""Signing keys services share (intake verifies what notify signs); made once per data dir unless set."""
 
 
 @dataclass(frozen=True)
@@ -95,10 +98,20 @@ class Platform:
             # The embedded broker keeps messages in memory only: after a restart of the
             # platform, services send their recent events again (consumers drop repeats).
             env.setdefault("OUTBOX_REPLAY_ON_START_SECONDS", str(OUTBOX_REPLAY_SECONDS))
+        for name in GENERATED_SECRETS:
+            env.setdefault(name, self._secret(name))
         env["HTTP_HOST"] = "127.0.0.1"
         env["HTTP_PORT"] = str(self.ports.of(service))
         env["PYTHONUNBUFFERED"] = "1"
         return env
+
+    def _secret(self, name: str) -> str:
+        path = self.data_dir / "secrets" / name.lower()
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            path.write_text(secrets.token_urlsafe(32))
+            path.chmod(0o600)
+        return path.read_text()
 
     # --- lifecycle -----------------------------------------------------------------------------
 

@@ -39,3 +39,17 @@ def test_infrastructure_named_in_the_environment_is_used_instead_of_starting_it(
     assert env["SMTP_URL"] == "smtp://mail:25"
     assert "MONGODB_TRANSACTION_LOCK_DIR" not in env and "OUTBOX_REPLAY_ON_START_SECONDS" not in env
     assert platform.api_key == "k1"
+
+
+def test_signing_keys_are_made_once_per_data_dir_and_shared_by_every_service(tmp_path):
+    platform = Platform(tmp_path, PORTS, environ={})
+
+    intake, notify = platform.service_environment("intake"), platform.service_environment("notify")
+    again = Platform(tmp_path, PORTS, environ={}).service_environment("intake")
+
+    assert len(intake["CSAT_SIGNING_KEY"]) >= 32
+    assert intake["CSAT_SIGNING_KEY"] == notify["CSAT_SIGNING_KEY"] == again["CSAT_SIGNING_KEY"]
+    assert intake["CSAT_SIGNING_KEY"] != intake["WEBHOOK_SIGNING_KEY"]
+    assert Platform(tmp_path, PORTS, environ={"CSAT_SIGNING_KEY": "mine"}).service_environment("sla")[
+        "CSAT_SIGNING_KEY"
+    ] == "mine"
