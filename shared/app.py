@@ -11,11 +11,11 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import uvicorn
-from fastapi import APIRouter, FastAPI, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 from faststream.kafka import KafkaBroker
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
@@ -23,14 +23,16 @@ from faststream.specification import AsyncAPI, get_asyncapi_html
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pymongo import AsyncMongoClient
 
-from shared import topics
-from shared.consumer import EventConsumer, Inbox, Subscription
+from shared import contract, topics
+from shared.consumer import ConsumerLagMonitor, EventConsumer, Inbox, Subscription
 from shared.http import api_key_guard, install_http_conventions
 from shared.kafka_admin import ensure_topics
+from shared.logging import configure_logging, correlated, safe_correlation_id
 from shared.metrics import PlatformMetrics
 from shared.mongo import Lease, UnitOfWork
 from shared.outbox import Outbox, OutboxRelay
 from shared.settings import ServiceSettings
+from shared.tracing import kafka_middlewares
 
 log = logging.getLogger(__name__)
 
@@ -51,15 +53,17 @@ class ServiceKit:
     inbox: Inbox
     uow: UnitOfWork
     instance_id: str
+    tracer_provider: object | None = None  # an OpenTelemetry TracerProvider when tracing is on
 
     @classmethod
     def create(cls, name: str, settings: ServiceSettings) -> "ServiceKit":
         registry = CollectorRegistry()
         metrics = PlatformMetrics(registry)
+        tracing, tracer_provider = kafka_middlewares(name)
         broker = KafkaBroker(
             settings.kafka_bootstrap_servers,
             client_id=f"switchboard-{name}",
-            middlewares=[KafkaPrometheusMiddleware(registry=registry, app_name=f"switchboard-{name}")],
+            middlewares=[*tracing, KafkaPrometheusMiddleware(registry=registry, app_name=f"switchboard-{name}")],
             logger=logging.getLogger(f"switchboard.{name}.kafka"),
         )
         mongo = AsyncMongoClient(settings.mongodb_url.get_secret_value(), tz_aware=True, connect=False)
@@ -91,6 +95,7 @@ class ServiceKit:
             inbox=Inbox(db),
             uow=uow,
             instance_id=instance_id,
+            tracer_provider=tracer_provider,
         )
 
     @property
@@ -121,9 +126,13 @@ class ServiceKit:
         background: Sequence[BackgroundJob] = (),
         housekeeping: Sequence[BackgroundJob] = (),
         description: str = "",
+        publishes: Mapping[str, Sequence[type]] | None = None,
     ) -> FastAPI:
+        """`publishes` (topic -> payload types) documents what the service sends in its AsyncAPI
+        document; by default the service's entry in `shared.contract.PUBLISHES`."""
+        background = list(background)
         if subscriptions:
-            EventConsumer(
+            consumer = EventConsumer(
                 subscriptions,
                 group=self.consumer_group,
                 uow=self.uow,
@@ -132,7 +141,16 @@ class ServiceKit:
                 metrics=self.metrics,
                 max_attempts=self.settings.consumer_max_attempts,
                 backoff_seconds=self.settings.consumer_retry_backoff_seconds,
-            ).subscribe(self.settings.consumer_batch_size)
+            )
+            consumer.subscribe(self.settings.consumer_batch_size)
+            lag = ConsumerLagMonitor(
+                self.settings.kafka_bootstrap_servers,
+                self.consumer_group,
+                consumer.topics,
+                self.metrics,
+                interval_seconds=self.settings.consumer_lag_interval_seconds,
+            )
+            background.append(lag.run)
 
         @contextlib.asynccontextmanager
         async def lifespan(_: FastAPI):
@@ -157,16 +175,28 @@ class ServiceKit:
                 await asyncio.gather(*tasks, return_exceptions=True)
                 await self.broker.stop()
                 await self.mongo.close()
+                if self.tracer_provider is not None:
+                    self.tracer_provider.shutdown()
 
         app = FastAPI(title=f"Switchboard {self.name}", description=description, lifespan=lifespan)
+        app.state.service_name = self.name
+        asyncapi = self.asyncapi(
+            description, subscriptions, contract.PUBLISHES.get(self.name, {}) if publishes is None else publishes
+        )
+        app.state.asyncapi = asyncapi  # what shared.asyncapi_export writes to deploy/asyncapi/
         install_http_conventions(app, self.metrics, self.settings.max_request_bytes)
+
+        @app.middleware("http")
+        async def correlate(request: Request, call_next):
+            with correlated(safe_correlation_id(request.headers.get("x-correlation-id"))):
+                return await call_next(request)
+
         app.include_router(api)
-        app.include_router(self._operations_routes(description))
+        app.include_router(self._operations_routes(asyncapi))
         return app
 
-    def _operations_routes(self, description: str) -> APIRouter:
+    def _operations_routes(self, asyncapi: AsyncAPI) -> APIRouter:
         routes = APIRouter(tags=["operations"])
-        asyncapi = AsyncAPI(self.broker, title=f"Switchboard {self.name}", version="1.0.0", description=description)
 
         @routes.get("/health/live")
         async def live() -> dict:
@@ -194,6 +224,46 @@ class ServiceKit:
 
         return routes
 
+    def asyncapi(
+        self,
+        description: str,
+        subscriptions: Sequence[Subscription],
+        publishes: Mapping[str, Sequence[type]],
+    ) -> AsyncAPI:
+        """The service's event contract: each topic it consumes (with the event types it handles) and
+        each it publishes, with CloudEvents envelope schemas per event type.
+
+        Built on a broker of its own that is never started: the real consumer is one batch
+        subscriber across all topics (so its signature says nothing about payloads), and the
+        outbox publishes without declared publishers.
+        """
+        docs = KafkaBroker(self.settings.kafka_bootstrap_servers, client_id=f"switchboard-{self.name}")
+        for subscription in subscriptions:
+            payloads = tuple(subscription.handlers)
+            schema = contract.message_schema(payloads)
+
+            async def handle(event: schema) -> None:  # documentation only; never called
+                """"""
+
+            docs.subscriber(
+                subscription.topic,
+                group_id=self.consumer_group,
+                title=f"{subscription.topic}:{self.consumer_group}",
+                description=f"{self.consumer_group} consumes "
+                + ", ".join(payload.EVENT_TYPE for payload in payloads)
+                + f"; other types are ignored. Messages it cannot process go to {topics.dead_letter(subscription.topic)}.",
+            )(handle)
+        for topic, payloads in publishes.items():
+            docs.publisher(
+                topic,
+                title=topic,
+                schema=contract.message_schema(tuple(payloads)),
+                description=f"switchboard-{self.name} publishes "
+                + ", ".join(payload.EVENT_TYPE for payload in payloads)
+                + " (CloudEvents, structured JSON; the Kafka key is the event's subject).",
+            )
+        return AsyncAPI(docs, title=f"Switchboard {self.name}", version="1.0.0", description=description)
+
     async def _mongo_ready(self) -> bool:
         try:
             await asyncio.wait_for(self.mongo.admin.command("ping"), timeout=2)
@@ -218,8 +288,14 @@ def repeat(interval_seconds: float, job: BackgroundJob) -> BackgroundJob:
 
 def serve(app: FastAPI, settings: ServiceSettings) -> None:
     """Run one service in this process until SIGTERM or Ctrl-C."""
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    configure_logging(
+        getattr(app.state, "service_name", "switchboard"), level=settings.log_level, fmt=settings.log_format
     )
-    uvicorn.run(app, host=settings.http_host, port=settings.http_port, access_log=False, log_level="warning")
+    uvicorn.run(
+        app,
+        host=settings.http_host,
+        port=settings.http_port,
+        access_log=False,
+        log_level="warning",
+        log_config=None,  # uvicorn's own lines go through the JSON handler too
+    )

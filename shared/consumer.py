@@ -29,6 +29,7 @@ from shared import topics
 from shared.clock import now_ms
 from shared.envelope import Envelope
 from shared.events import InvalidEvent, Payload, UnknownEventType, parse_event
+from shared.logging import correlated
 from shared.metrics import PlatformMetrics
 from shared.mongo import Transaction, UnitOfWork
 
@@ -167,7 +168,8 @@ class EventConsumer:
         for record, event in batch:
             if event.id in fresh_ids:
                 fresh_ids.discard(event.id)  # a batch may carry the same event twice
-                await self._handlers[record.topic, type(event.data)](transaction, event)
+                with correlated(event.correlationid):
+                    await self._handlers[record.topic, type(event.data)](transaction, event)
                 self._count(record.topic, event.type, "processed")
             else:
                 self._count(record.topic, event.type, "duplicate")
@@ -210,3 +212,83 @@ class EventConsumer:
 
     def _count(self, topic: str, event_type: str, outcome: str) -> None:
         self._metrics.events_consumed.labels(topic=topic, type=event_type, outcome=outcome).inc()
+
+
+class ConsumerLagMonitor:
+    """Exports how far a consumer group is behind on each topic it reads, and how full its DLQs are.
+
+    Every `interval_seconds` it compares the group's committed offsets with the topics' end
+    offsets (lag, summed over partitions; a partition with no commit yet counts from its
+    beginning, as `auto_offset_reset="earliest"` would read it), and measures the dead-letter
+    topics this group writes to (end minus beginning offset). It reads only offsets, never
+    messages, and never joins the group, so it causes no rebalance. Every replica of a service
+    reports the same group's numbers: aggregate with `max`, not `sum`.
+    """
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        group: str,
+        topics_read: Sequence[str],
+        metrics: PlatformMetrics,
+        *,
+        interval_seconds: float,
+    ) -> None:
+        self._bootstrap = bootstrap_servers
+        self._group = group
+        self._topics = list(topics_read)
+        self._dead_letter_topics = [topics.dead_letter(topic) for topic in self._topics]
+        self._metrics = metrics
+        self._interval = interval_seconds
+
+    async def run(self) -> None:
+        from aiokafka import AIOKafkaConsumer
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        while True:
+            admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap)
+            offsets = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, group_id=None, enable_auto_commit=False)
+            try:
+                await admin.start()
+                await offsets.start()
+                while True:
+                    await self.measure(admin, offsets)
+                    await asyncio.sleep(self._interval)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # Kafka down: keep the last values, connect again later
+                log.warning("could not measure consumer lag: %s: %s", type(error).__name__, error)
+            finally:
+                await asyncio.gather(offsets.stop(), admin.close(), return_exceptions=True)
+            await asyncio.sleep(self._interval)
+
+    async def measure(self, admin, offsets) -> dict[str, int]:
+        from aiokafka import TopicPartition
+
+        await offsets.topics()  # refreshes metadata, so partitions_for_topic knows every topic
+        partitions = {
+            topic: [TopicPartition(topic, p) for p in sorted(offsets.partitions_for_topic(topic) or ())]
+            for topic in (*self._topics, *self._dead_letter_topics)
+        }
+        every = [tp for tps in partitions.values() for tp in tps]
+        if not every:
+            return {}
+        end = await offsets.end_offsets(every)
+        beginning = await offsets.beginning_offsets(every)
+        # Naming the partitions (rather than asking for all of the group's) also works on brokers that
+        # do not implement the all-partitions form of OffsetFetch, such as the embedded one.
+        read = [tp for topic in self._topics for tp in partitions[topic]]
+        committed = await admin.list_consumer_group_offsets(self._group, partitions=read) if read else {}
+        lags: dict[str, int] = {}
+        for topic in self._topics:
+            lag = 0
+            for tp in partitions[topic]:
+                position = committed.get(tp)
+                start = position.offset if position is not None and position.offset >= 0 else beginning[tp]
+                lag += max(0, end[tp] - start)
+            lags[topic] = lag
+            self._metrics.consumer_lag.labels(topic=topic).set(lag)
+        for topic in self._dead_letter_topics:
+            held = sum(max(0, end[tp] - beginning[tp]) for tp in partitions[topic])
+            self._metrics.dead_letter_topic_messages.labels(topic=topic).set(held)
+        return lags

@@ -85,6 +85,15 @@ class TicketSubmit(Payload):
     body: str = Field(min_length=1, max_length=100_000)
     required_skills: list[Annotated[Skill, Field(pattern=SKILL_PATTERN)]] = Field(default_factory=list, max_length=20)
     priority: Priority | None = None
+    external_id: str | None = Field(
+        default=None, min_length=1, max_length=200, description="The channel's own message id: a repeat opens no second ticket."
+    )
+    metadata: dict[str, str | int | float | bool | None] = Field(
+        default_factory=dict, max_length=50, description="Channel-specific details (chat, social, phone call record)."
+    )
+    language: str | None = Field(default=None, max_length=35, description="Caller-supplied; wins over detection.")
+    category: str | None = Field(default=None, pattern=SKILL_PATTERN, description="Caller-supplied; wins over triage.")
+    tags: list[Annotated[str, Field(min_length=1, max_length=50)]] = Field(default_factory=list, max_length=20)
 
 
 class TicketCreated(Payload):
@@ -103,6 +112,9 @@ class TicketCreated(Payload):
     tags: list[str] = Field(default_factory=list)
     triage_reasons: list[str] = Field(default_factory=list)
     previous_agent_id: str | None = Field(default=None, description="Affinity hint: who helped this customer last.")
+    required_skill_levels: dict[Skill, Annotated[int, Field(ge=1, le=5)]] = Field(
+        default_factory=dict, description="Minimum level per required skill; a required skill not named needs level 1."
+    )
     follow_up_of: str | None = Field(default=None, description="The solved ticket a late reply started this one from.")
 
 
@@ -167,6 +179,18 @@ class TicketClosed(Payload):
 
     ticket_id: str
     closed_at: AwareDatetime
+
+
+class TicketCsatReceived(Payload):
+    """A customer rated a solved ticket (1..5) from notify's signed survey link; a later rating replaces it."""
+
+    EVENT_TYPE: ClassVar[str] = "support.ticket.csat_received.v1"
+
+    ticket_id: str
+    score: int = Field(ge=1, le=5)
+    comment: str | None = None
+    assignee_id: str | None = None
+    rated_at: AwareDatetime
 
 
 class TicketAssigned(Payload):
@@ -335,6 +359,7 @@ EVENT_TYPES: dict[str, type[Payload]] = {
         TicketSolved,
         TicketReopened,
         TicketClosed,
+        TicketCsatReceived,
         TicketAssigned,
         TicketUnassigned,
         TicketOffered,

@@ -39,6 +39,20 @@ class PlatformMetrics:
             ["method", "route", "status"],
             registry=registry,
         )
+        self.consumer_lag = Gauge(
+            "switchboard_consumer_lag_messages",
+            "Messages on a topic not yet consumed by this service's consumer group (end offset minus committed "
+            "offset, summed over partitions). Every replica reports its group's lag: aggregate with max, not sum.",
+            ["topic"],
+            registry=registry,
+        )
+        self.dead_letter_topic_messages = Gauge(
+            "switchboard_dead_letter_topic_messages",
+            "Messages held in a dead-letter topic this service writes to (end minus beginning offset, summed over "
+            "partitions). Several services may report the same topic: aggregate with max.",
+            ["topic"],
+            registry=registry,
+        )
         self.http_duration = Histogram(
             "switchboard_http_request_duration_seconds",
             "HTTP request latency, by route template.",

@@ -3,7 +3,7 @@
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 
 class ServiceSettings(BaseSettings):
@@ -37,6 +37,12 @@ class ServiceSettings(BaseSettings):
         "it starts a fresh in-memory broker); consumers' inboxes drop the ones they had processed.",
     )
     log_level: str = "INFO"
+    log_format: Literal["json", "text"] = Field(
+        default="json", description="json: one JSON object a line, with the correlation id; text: for reading by eye."
+    )
+    consumer_lag_interval_seconds: float = Field(
+        default=15.0, gt=0, description="How often a service measures its consumer group's lag for /metrics."
+    )
 
     @field_validator("switchboard_api_keys", mode="before")
     @classmethod
