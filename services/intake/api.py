@@ -1,40 +1,410 @@
-"""Intake's REST API: thin handlers that parse, call one use case, and answer."""
+"""Intake's REST API: thin handlers that parse, call one use case, and answer.
 
-from typing import Annotated
+Two routes authenticate by signature instead of an API key: the inbound email webhook (signed by
+the mail provider's relay) and the CSAT link (signed by notify), since neither caller holds a key.
+"""
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Response, status
+import html
+import time
+from typing import Annotated, Literal
 
-from services.intake.domain import Ticket
-from services.intake.repository import TicketRepository
-from services.intake.service import IdempotencyConflict, Intake
-from shared.events import TicketSubmit
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response, status
+from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from services.intake.access import Forbidden, KeyPolicy, RateLimited
+from services.intake.domain import (
+    InvalidSubmission,
+    InvalidTransition,
+    Message,
+    NotRatable,
+    Ticket,
+    TicketClosedForReplies,
+    TicketStatus,
+)
+from services.intake.email_inbound import (
+    BadSignature,
+    InvalidEmail,
+    JsonEmail,
+    parse_json,
+    parse_raw,
+    verify_csat,
+    verify_signature,
+)
+from services.intake.repository import CustomerRepository, InvalidCursor, MessageRepository, TicketRepository
+from services.intake.service import (
+    ConcurrentEdit,
+    IdempotencyConflict,
+    Intake,
+    ReplayedWebhook,
+    TicketNotFound,
+    VersionMismatch,
+)
+from services.intake.settings import IntakeSettings
+from shared.events import AuthorType, CustomerTier, Priority, TicketSubmit
+from shared.http import describe_validation_errors
 
 
-def build_routes(intake: Intake, tickets: TicketRepository, require_api_key) -> APIRouter:
-    routes = APIRouter(prefix="/v1", tags=["tickets"], dependencies=[Depends(require_api_key)])
+class NewMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
 
-    @routes.post("/tickets", status_code=status.HTTP_201_CREATED, response_model=Ticket)
+    author_type: AuthorType
+    author_id: str | None = Field(default=None, min_length=1, max_length=100)
+    body: str = Field(min_length=1, max_length=100_000)
+    public: bool = Field(default=True, description="false: an internal note, never shown to the customer.")
+
+    @model_validator(mode="after")
+    def _customers_write_publicly(self) -> "NewMessage":
+        if self.author_type is AuthorType.CUSTOMER and not self.public:
+            raise ValueError("internal notes (public: false) are for agents only")
+        return self
+
+
+class TicketEdit(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: TicketStatus | None = None
+    priority: Priority | None = None
+    tags: list[Annotated[str, Field(min_length=1, max_length=50)]] | None = Field(default=None, max_length=20)
+
+    @model_validator(mode="after")
+    def _something(self) -> "TicketEdit":
+        if self.status is None and self.priority is None and self.tags is None:
+            raise ValueError("send at least one of status, priority, tags")
+        return self
+
+
+class MessageAnswer(BaseModel):
+    ticket: Ticket
+    message: Message | None = Field(description="None when the reply started a follow-up ticket instead.")
+    follow_up_of: str | None = None
+
+
+class TicketPage(BaseModel):
+    tickets: list[Ticket]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page.")
+
+
+class TicketSummary(BaseModel):
+    id: str
+    subject: str
+    status: TicketStatus
+    priority: Priority
+    created_at: str
+
+
+class CustomerView(BaseModel):
+    id: str
+    email: str | None = None
+    name: str | None = None
+    tier: CustomerTier | None = None
+    language: str | None = None
+    timezone: str | None = None
+    last_agent_id: str | None = None
+    tickets: list[TicketSummary]
+
+
+class EmailAnswer(BaseModel):
+    ticket_id: str
+    message_id: str | None
+    action: Literal["created", "threaded", "follow_up"]
+
+
+class CsatAnswer(BaseModel):
+    ticket_id: str
+    score: int
+    message: str
+
+
+class Problem(BaseModel):
+    detail: str | list
+    message: str | None = None
+    allowed: list[str] | None = Field(default=None, description="On 409 for a status change: the statuses allowed now.")
+
+
+def _doc(*codes: int) -> dict:
+    reasons = {
+        401: "missing, invalid or stale credentials (API key, or the webhook signature)",
+        403: "the API key lacks the route's scope; or the CSAT link's signature is wrong or expired",
+        429: "this API key's rate limit is exceeded; see Retry-After",
+        404: "no such ticket or customer",
+        409: "conflict: an invalid status transition (with `allowed`), a reused key, a replayed webhook, a closed ticket",
+        412: "If-Match names a version that is no longer current",
+        413: "request body too large",
+        422: "malformed input; `message` names each wrong field",
+        503: "the signing key is not configured",
+    }
+    return {code: {"model": Problem, "description": reasons[code]} for code in codes}
+
+
+def _problem(code: int, message: str, **extra) -> JSONResponse:
+    return JSONResponse({"detail": message, "message": message, **extra}, status_code=code)
+
+
+def _etag(ticket: Ticket, response: Response) -> Ticket:
+    response.headers["ETag"] = f'"{ticket.version}"'
+    return ticket
+
+
+def _version(if_match: str | None) -> int | None:
+    if if_match is None:
+        return None
+    raw = if_match.strip().removeprefix("W/").strip('"')
+    if not raw.isdigit():
+        raise HTTPException(status.HTTP_412_PRECONDITION_FAILED, "If-Match must be the ticket's version, e.g. \"3\"")
+    return int(raw)
+
+
+def scope_guard(policy: KeyPolicy):
+    """`Depends(needs("tickets:write"))`: 403 without the scope, 429 (with Retry-After) over the rate limit."""
+
+    def needs(scope: str):
+        async def check(request: Request) -> None:
+            key = (request.headers.get("authorization") or "").partition(" ")[2].strip()
+            try:
+                policy.check(key, scope)
+            except Forbidden as forbidden:
+                raise HTTPException(status.HTTP_403_FORBIDDEN, str(forbidden)) from None
+            except RateLimited as limited:
+                raise HTTPException(
+                    status.HTTP_429_TOO_MANY_REQUESTS,
+                    str(limited),
+                    headers={"Retry-After": str(max(1, round(limited.retry_after)))},
+                ) from None
+
+        return Depends(check)
+
+    return needs
+
+
+def build_routes(intake: Intake, db, settings: IntakeSettings, require_api_key) -> APIRouter:
+    tickets = TicketRepository(db)
+    needs = scope_guard(KeyPolicy(settings.scopes(), settings.rate_limit_per_minute))
+    read, write = [needs("tickets:read")], [needs("tickets:write")]
+    routes = APIRouter()
+    keyed = APIRouter(
+        prefix="/v1", tags=["tickets"], dependencies=[Depends(require_api_key)], responses=_doc(401, 403, 413, 422, 429)
+    )
+    signed = APIRouter(prefix="/v1", tags=["signed callbacks"], responses=_doc(413, 422, 503))
+
+    @keyed.post("/tickets", status_code=status.HTTP_201_CREATED, response_model=Ticket, responses=_doc(409), dependencies=write)
     async def submit_ticket(
         submission: TicketSubmit,
         response: Response,
         idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
     ) -> Ticket:
+        """Open a ticket from any channel; it is triaged (see `triage_reasons`) unless the caller decided."""
         try:
             submitted = await intake.submit(submission, idempotency_key=idempotency_key)
         except IdempotencyConflict:
             raise HTTPException(
                 status.HTTP_409_CONFLICT, "Idempotency-Key was already used for a different submission"
             ) from None
+        except InvalidSubmission as invalid:
+            return _problem(status.HTTP_422_UNPROCESSABLE_CONTENT, str(invalid))
         response.headers["Location"] = f"/v1/tickets/{submitted.ticket.id}"
         if submitted.replayed:
             response.headers["Idempotent-Replayed"] = "true"
-        return submitted.ticket
+        return _etag(submitted.ticket, response)
 
-    @routes.get("/tickets/{ticket_id}", response_model=Ticket)
-    async def get_ticket(ticket_id: str) -> Ticket:
+    @keyed.get("/tickets", response_model=TicketPage, dependencies=read)
+    async def list_tickets(
+        status_: Annotated[TicketStatus | None, Query(alias="status")] = None,
+        assignee_id: Annotated[str | None, Query(max_length=100)] = None,
+        customer_id: Annotated[str | None, Query(max_length=100)] = None,
+        priority: Priority | None = None,
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+        cursor: Annotated[str | None, Query(max_length=400)] = None,
+    ) -> TicketPage | JSONResponse:
+        """Newest first, filtered; follow `next_cursor` for more."""
+        filters = {"status": status_, "assignee_id": assignee_id, "customer.id": customer_id, "priority": priority}
+        try:
+            page, next_cursor = await tickets.page(filters, limit=limit, after=cursor)
+        except InvalidCursor as invalid:
+            return _problem(status.HTTP_422_UNPROCESSABLE_CONTENT, f"query.cursor: {invalid}")
+        return TicketPage(tickets=page, next_cursor=next_cursor)
+
+    @keyed.get("/tickets/{ticket_id}", response_model=Ticket, responses=_doc(404), dependencies=read)
+    async def get_ticket(ticket_id: str, response: Response) -> Ticket:
         ticket = await tickets.get(ticket_id)
         if ticket is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no ticket {ticket_id}")
-        return ticket
+        return _etag(ticket, response)
 
+    @keyed.patch("/tickets/{ticket_id}", response_model=Ticket, responses=_doc(404, 409, 412), dependencies=write)
+    async def edit_ticket(
+        ticket_id: str,
+        changes: TicketEdit,
+        response: Response,
+        if_match: Annotated[str | None, Header(max_length=50)] = None,
+    ) -> Ticket | JSONResponse:
+        """Change status, priority or tags. With `If-Match: "<version>"`, a concurrent edit gets 412."""
+        try:
+            ticket = await intake.edit(
+                ticket_id,
+                status=changes.status,
+                priority=changes.priority,
+                tags=changes.tags,
+                expected_version=_version(if_match),
+            )
+        except TicketNotFound as missing:
+            return _problem(status.HTTP_404_NOT_FOUND, str(missing))
+        except InvalidTransition as invalid:
+            return _problem(status.HTTP_409_CONFLICT, str(invalid), allowed=invalid.allowed)
+        except (VersionMismatch, ConcurrentEdit) as stale:
+            return _problem(status.HTTP_412_PRECONDITION_FAILED, str(stale) if isinstance(stale, VersionMismatch)
+                            else "the ticket changed meanwhile; reload it and try again")
+        return _etag(ticket, response)
+
+    @keyed.post(
+        "/tickets/{ticket_id}/messages",
+        status_code=status.HTTP_201_CREATED,
+        response_model=MessageAnswer,
+        responses=_doc(404, 409),
+        dependencies=write,
+    )
+    async def add_message(ticket_id: str, new: NewMessage) -> MessageAnswer | JSONResponse:
+        """A reply or an internal note. A customer's reply reopens a recently solved ticket, else starts a follow-up."""
+        try:
+            added = await intake.add_message(
+                ticket_id, author_type=new.author_type, author_id=new.author_id, body=new.body, public=new.public
+            )
+        except TicketNotFound as missing:
+            return _problem(status.HTTP_404_NOT_FOUND, str(missing))
+        except TicketClosedForReplies as closed:
+            return _problem(status.HTTP_409_CONFLICT, str(closed))
+        except ConcurrentEdit:
+            return _problem(status.HTTP_409_CONFLICT, "the ticket is changing too often; try again")
+        return MessageAnswer(ticket=added.ticket, message=added.message, follow_up_of=added.follow_up_of)
+
+    @keyed.get("/tickets/{ticket_id}/messages", response_model=list[Message], responses=_doc(404), dependencies=read)
+    async def list_messages(ticket_id: str) -> list[Message]:
+        if await tickets.get(ticket_id) is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no ticket {ticket_id}")
+        return await MessageRepository(db).of_ticket(ticket_id)
+
+    @keyed.get(
+        "/customers/{customer_id}", response_model=CustomerView, tags=["customers"], responses=_doc(404), dependencies=read
+    )
+    async def get_customer(customer_id: str) -> CustomerView:
+        profile = await CustomerRepository(db).get(customer_id)
+        if profile is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no customer {customer_id}")
+        theirs, _ = await tickets.page({"customer.id": customer_id}, limit=200, after=None)
+        return CustomerView(
+            **{**profile, "id": profile["_id"]},
+            tickets=[
+                TicketSummary(id=t.id, subject=t.subject, status=t.status, priority=t.priority,
+                              created_at=t.created_at.isoformat())
+                for t in theirs
+            ],
+        )
+
+    @signed.post(
+        "/inbound/email",
+        response_model=EmailAnswer,
+        status_code=status.HTTP_201_CREATED,
+        responses={**_doc(401, 409), 200: {"description": "the same Message-ID again: the first answer"}},
+        openapi_extra={
+            "requestBody": {
+                "content": {
+                    "message/rfc822": {"schema": {"type": "string", "format": "binary"}},
+                    "application/json": {"schema": JsonEmail.model_json_schema(by_alias=True)},
+                }
+            }
+        },
+    )
+    async def inbound_email(
+        request: Request,
+        response: Response,
+        x_switchboard_timestamp: Annotated[str | None, Header(max_length=20)] = None,
+        x_switchboard_signature: Annotated[str | None, Header(max_length=200)] = None,
+    ) -> EmailAnswer | JSONResponse:
+        """An email (raw RFC 5322, or JSON), signed with INBOUND_EMAIL_SIGNING_KEY: a new ticket or a threaded reply."""
+        if settings.inbound_email_signing_key is None:
+            return _problem(status.HTTP_503_SERVICE_UNAVAILABLE, "inbound email is not configured")
+        raw = await request.body()
+        try:
+            digest = verify_signature(
+                settings.inbound_email_signing_key.get_secret_value(),
+                x_switchboard_timestamp,
+                x_switchboard_signature,
+                raw,
+                now=time.time(),
+                tolerance=settings.inbound_email_tolerance_seconds,
+            )
+        except BadSignature as bad:
+            return _problem(status.HTTP_401_UNAUTHORIZED, str(bad))
+        try:
+            if (request.headers.get("content-type") or "").startswith("application/json"):
+                email = parse_json(JsonEmail.model_validate_json(raw))
+            else:
+                email = parse_raw(raw)
+        except ValidationError as invalid:
+            problems = [{"loc": ["body", *e["loc"]], "msg": e["msg"]} for e in invalid.errors(include_url=False)]
+            return _problem(status.HTTP_422_UNPROCESSABLE_CONTENT, describe_validation_errors(problems))
+        except InvalidEmail as invalid:
+            return _problem(status.HTTP_422_UNPROCESSABLE_CONTENT, str(invalid))
+        expires_ms = (int(x_switchboard_timestamp) + settings.inbound_email_tolerance_seconds + 60) * 1000
+        try:
+            received = await intake.receive_email(email, signature=digest, signature_expires_ms=expires_ms)
+        except ReplayedWebhook as replayed:
+            return _problem(status.HTTP_409_CONFLICT, str(replayed))
+        if received.replayed:
+            response.status_code = status.HTTP_200_OK
+            response.headers["Idempotent-Replayed"] = "true"
+        return EmailAnswer(ticket_id=received.ticket_id, message_id=received.message_id, action=received.action)
+
+    @signed.get("/tickets/{ticket_id}/csat", response_model=CsatAnswer, tags=["csat"], responses=_doc(403, 404, 409))
+    async def csat_from_link(
+        ticket_id: str,
+        request: Request,
+        score: Annotated[int, Query(ge=1, le=5)],
+        expires: Annotated[int, Query(ge=0)],
+        signature: Annotated[str, Query(min_length=64, max_length=64, pattern=r"^[0-9a-fA-F]{64}$")],
+        comment: Annotated[str | None, Query(max_length=2000)] = None,
+    ):
+        """The survey link notify mails: one rating per solved ticket; a later click replaces it."""
+        return await _rate(ticket_id, request, score, expires, signature, comment)
+
+    class CsatBody(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+        score: int = Field(ge=1, le=5)
+        comment: str | None = Field(default=None, max_length=2000)
+
+    @signed.post("/tickets/{ticket_id}/csat", response_model=CsatAnswer, tags=["csat"], responses=_doc(403, 404, 409))
+    async def csat_with_comment(
+        ticket_id: str,
+        request: Request,
+        rating: CsatBody,
+        expires: Annotated[int, Query(ge=0)],
+        signature: Annotated[str, Query(min_length=64, max_length=64, pattern=r"^[0-9a-fA-F]{64}$")],
+    ):
+        """The same rating with a comment (a survey page posts it), authorised by the link's signature."""
+        return await _rate(ticket_id, request, rating.score, expires, signature, rating.comment)
+
+    async def _rate(ticket_id: str, request: Request, score: int, expires: int, signature: str, comment: str | None):
+        if settings.csat_signing_key is None:
+            return _problem(status.HTTP_503_SERVICE_UNAVAILABLE, "CSAT is not configured")
+        try:
+            verify_csat(settings.csat_signing_key.get_secret_value(), ticket_id, expires, signature, now=time.time())
+        except BadSignature as bad:
+            return _problem(status.HTTP_403_FORBIDDEN, str(bad))
+        try:
+            await intake.rate(ticket_id, score, comment)
+        except TicketNotFound as missing:
+            return _problem(status.HTTP_404_NOT_FOUND, str(missing))
+        except NotRatable as early:
+            return _problem(status.HTTP_409_CONFLICT, str(early))
+        thanks = "Thank you for your feedback."
+        if "text/html" in request.headers.get("accept", ""):
+            return HTMLResponse(
+                f"<!doctype html><html><head><meta charset='utf-8'><title>Thank you</title></head>"
+                f"<body><h1>{thanks}</h1><p>You rated ticket {html.escape(ticket_id)} {score} out of 5.</p></body></html>"
+            )
+        return CsatAnswer(ticket_id=ticket_id, score=score, message=thanks)
+
+    routes.include_router(keyed)
+    routes.include_router(signed)
     return routes

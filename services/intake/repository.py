@@ -1,28 +1,79 @@
-"""MongoDB adapters for intake: tickets and idempotency keys."""
+"""MongoDB adapters for intake: tickets, messages, customers, and the keys that make intake idempotent."""
 
-from pymongo import ASCENDING, ReturnDocument
+import base64
+import re
+import secrets
+from collections.abc import Mapping
+
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
-from services.intake.domain import Ticket
-from shared.clock import from_ms, to_ms
+from services.intake.domain import TICKET_ID_PATTERN, Message, SlaSummary, Ticket
+from shared.clock import from_ms, now_ms, to_ms
+from shared.events import Customer
 
 
 def _to_document(ticket: Ticket) -> dict:
-    document = ticket.model_dump(mode="json", exclude={"id", "created_at", "updated_at"})
-    document.update(_id=ticket.id, created_ms=to_ms(ticket.created_at), updated_ms=to_ms(ticket.updated_at))
+    document = ticket.model_dump(mode="json", exclude={"id", "created_at", "updated_at", "solved_at", "csat", "sla"})
+    document.update(
+        _id=ticket.id,
+        created_ms=to_ms(ticket.created_at),
+        updated_ms=to_ms(ticket.updated_at),
+        solved_ms=to_ms(ticket.solved_at) if ticket.solved_at else None,
+        csat=(
+            {"score": ticket.csat.score, "comment": ticket.csat.comment, "rated_ms": to_ms(ticket.csat.rated_at)}
+            if ticket.csat
+            else None
+        ),
+        sla={metric: _sla_document(summary) for metric, summary in ticket.sla.items()},
+    )
     return document
 
 
+def _sla_document(summary: SlaSummary) -> dict:
+    document = summary.model_dump(mode="json", exclude={"due_at"})
+    document["due_ms"] = to_ms(summary.due_at) if summary.due_at else None
+    return document
+
+
+def _sla_summary(document: dict) -> SlaSummary:
+    return SlaSummary.model_validate({**document, "due_at": from_ms(document["due_ms"]) if document.get("due_ms") else None})
+
+
 def _from_document(document: dict) -> Ticket:
+    csat = document.get("csat")
     return Ticket.model_validate(
         {
             **document,
             "id": document["_id"],
             "created_at": from_ms(document["created_ms"]),
             "updated_at": from_ms(document["updated_ms"]),
+            "solved_at": from_ms(document["solved_ms"]) if document.get("solved_ms") else None,
+            "csat": {"score": csat["score"], "comment": csat.get("comment"), "rated_at": from_ms(csat["rated_ms"])}
+            if csat
+            else None,
+            "sla": {metric: _sla_summary(clock) for metric, clock in (document.get("sla") or {}).items()},
         }
     )
+
+
+class InvalidCursor(ValueError):
+    pass
+
+
+def encode_cursor(ticket_id: str) -> str:
+    return base64.urlsafe_b64encode(ticket_id.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    try:
+        ticket_id = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True).decode()
+    except (ValueError, UnicodeDecodeError):
+        ticket_id = ""
+    if not re.fullmatch(TICKET_ID_PATTERN, ticket_id):
+        raise InvalidCursor("cursor is not one this API gave out")
+    return ticket_id
 
 
 class TicketRepository:
@@ -33,6 +84,10 @@ class TicketRepository:
     async def ensure_indexes(self) -> None:
         await self._tickets.create_index([("customer.id", ASCENDING), ("created_ms", ASCENDING)])
         await self._tickets.create_index([("customer.email", ASCENDING), ("created_ms", ASCENDING)])
+        # No `_id` in compound indexes: the embedded Mongo-wire server cannot index it (ids sort by time anyway).
+        await self._tickets.create_index([("status", ASCENDING), ("created_ms", DESCENDING)])
+        await self._tickets.create_index([("assignee_id", ASCENDING), ("created_ms", DESCENDING)])
+        await self._tickets.create_index([("status", ASCENDING), ("solved_ms", ASCENDING)])
 
     async def add(self, ticket: Ticket) -> None:
         await self._tickets.insert_one(_to_document(ticket), session=self._session)
@@ -51,9 +106,111 @@ class TicketRepository:
         )
         return replaced is not None
 
+    async def page(self, filters: Mapping[str, str], *, limit: int, after: str | None) -> tuple[list[Ticket], str | None]:
+        """Newest first; `after` is the cursor of the previous page (the last id it showed)."""
+        query: dict = {field: value for field, value in filters.items() if value is not None}
+        if after is not None:
+            query["_id"] = {"$lt": decode_cursor(after)}
+        documents = (
+            await self._tickets.find(query, session=self._session).sort("_id", DESCENDING).limit(limit + 1).to_list()
+        )
+        tickets = [_from_document(document) for document in documents[:limit]]
+        more = len(documents) > limit
+        return tickets, encode_cursor(tickets[-1].id) if more and tickets else None
+
+    async def project_sla(self, ticket_id: str, metric: str, project) -> bool:
+        """Set one SLA clock's summary, computed by `project(current)`; the version is not bumped."""
+        document = await self._tickets.find_one({"_id": ticket_id}, {"sla": 1}, session=self._session)
+        if document is None:
+            return False
+        current = (document.get("sla") or {}).get(metric)
+        summary = project(_sla_summary(current) if current else None)
+        await self._tickets.update_one(
+            {"_id": ticket_id}, {"$set": {f"sla.{metric}": _sla_document(summary)}}, session=self._session
+        )
+        return True
+
+    async def solved_before(self, cutoff_ms: int, limit: int = 200) -> list[Ticket]:
+        documents = (
+            await self._tickets.find({"status": "solved", "solved_ms": {"$lt": cutoff_ms}}, session=self._session)
+            .limit(limit)
+            .to_list()
+        )
+        return [_from_document(document) for document in documents]
+
+
+class MessageRepository:
+    def __init__(self, db: AsyncDatabase, session: AsyncClientSession | None = None) -> None:
+        self._messages = db["messages"]
+        self._session = session
+
+    async def ensure_indexes(self) -> None:
+        await self._messages.create_index([("ticket_id", ASCENDING), ("created_ms", ASCENDING)])
+
+    async def add(self, message: Message) -> None:
+        document = message.model_dump(mode="json", exclude={"id", "created_at"})
+        document.update(_id=message.id, created_ms=to_ms(message.created_at))
+        await self._messages.insert_one(document, session=self._session)
+
+    async def of_ticket(self, ticket_id: str, limit: int = 500) -> list[Message]:
+        documents = (
+            await self._messages.find({"ticket_id": ticket_id}, session=self._session)
+            .sort("created_ms", ASCENDING)
+            .limit(limit)
+            .to_list()
+        )
+        return [
+            Message.model_validate({**d, "id": d["_id"], "created_at": from_ms(d["created_ms"])}) for d in documents
+        ]
+
+
+class CustomerRepository:
+    """Profiles keyed by the caller's customer id, or one intake makes for a customer known only by email."""
+
+    def __init__(self, db: AsyncDatabase, session: AsyncClientSession | None = None) -> None:
+        self._customers = db["customers"]
+        self._session = session
+
+    async def ensure_indexes(self) -> None:
+        await self._customers.create_index([("email", ASCENDING)])
+
+    async def upsert(self, given: Customer, now: int) -> dict:
+        """Find by id, else by email; fields the caller sent overwrite the stored ones."""
+        existing = None
+        if given.id is not None:
+            existing = await self._customers.find_one({"_id": given.id}, session=self._session)
+        elif given.email is not None:
+            existing = await self._customers.find_one({"email": str(given.email)}, session=self._session)
+        customer_id = existing["_id"] if existing else (given.id or f"cust-{secrets.token_hex(6)}")
+        fields = given.model_dump(mode="json", exclude={"id"}, exclude_none=True)
+        return await self._customers.find_one_and_update(
+            {"_id": customer_id},
+            {"$set": {**fields, "updated_ms": now}, "$setOnInsert": {"created_ms": now}},
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
+            session=self._session,
+        )
+
+    async def get(self, customer_id: str) -> dict | None:
+        return await self._customers.find_one({"_id": customer_id}, session=self._session)
+
+    async def remember_agent(self, customer_id: str, agent_id: str, ticket_id: str) -> None:
+        await self._customers.update_one(
+            {"_id": customer_id},
+            {"$set": {"last_agent_id": agent_id, "last_ticket_id": ticket_id}},
+            session=self._session,
+        )
+
+
+def customer_of(profile: dict) -> Customer:
+    return Customer.model_validate({**profile, "id": profile["_id"]})
+
 
 class IdempotencyKeys:
-    """Which ticket a submission key produced, and a fingerprint of the request that used it."""
+    """What a submission key produced (a ticket, maybe a message), and a fingerprint of the request that used it.
+
+    Keys are namespaced: `http:<Idempotency-Key>`, `channel:<channel>:<external id>`, `email:<Message-ID>`.
+    """
 
     def __init__(self, db: AsyncDatabase, session: AsyncClientSession | None = None) -> None:
         self._keys = db["idempotency_keys"]
@@ -62,8 +219,67 @@ class IdempotencyKeys:
     async def find(self, key: str) -> dict | None:
         return await self._keys.find_one({"_id": key}, session=self._session)
 
-    async def remember(self, key: str, *, fingerprint: str, ticket_id: str, at_ms: int) -> None:
+    async def remember(
+        self,
+        key: str,
+        *,
+        fingerprint: str,
+        ticket_id: str,
+        at_ms: int,
+        message_id: str | None = None,
+        action: str | None = None,
+        answer: dict | None = None,
+    ) -> None:
+        """`answer` is the first response, given again verbatim to a repeat (the ticket may have moved on since)."""
         await self._keys.insert_one(
-            {"_id": key, "fingerprint": fingerprint, "ticket_id": ticket_id, "created_ms": at_ms},
+            {
+                "_id": key,
+                "fingerprint": fingerprint,
+                "ticket_id": ticket_id,
+                "message_id": message_id,
+                "action": action,
+                "answer": answer,
+                "created_ms": at_ms,
+            },
             session=self._session,
         )
+
+
+class EmailThreads:
+    """Message-IDs of inbound mails and the ticket each belongs to, so replies to them thread."""
+
+    def __init__(self, db: AsyncDatabase, session: AsyncClientSession | None = None) -> None:
+        self._threads = db["email_threads"]
+        self._session = session
+
+    async def ticket_of(self, message_ids: list[str]) -> str | None:
+        if not message_ids:
+            return None
+        rows = await self._threads.find({"_id": {"$in": message_ids}}, session=self._session).to_list()
+        by_id = {row["_id"]: row["ticket_id"] for row in rows}
+        return next((by_id[m] for m in message_ids if m in by_id), None)
+
+    async def remember(self, message_id: str, ticket_id: str) -> None:
+        await self._threads.update_one(
+            {"_id": message_id}, {"$set": {"ticket_id": ticket_id, "created_ms": now_ms()}}, upsert=True, session=self._session
+        )
+
+
+class SeenSignatures:
+    """Webhook signatures used within the timestamp tolerance: the same signed request twice is a replay."""
+
+    def __init__(self, db: AsyncDatabase, session: AsyncClientSession | None = None) -> None:
+        self._seen = db["webhook_signatures"]
+        self._session = session
+
+    async def ensure_indexes(self) -> None:
+        await self._seen.create_index([("expires_ms", ASCENDING)])
+
+    async def first_use(self, signature: str, expires_ms: int) -> bool:
+        if await self._seen.find_one({"_id": signature}, session=self._session):
+            return False
+        await self._seen.insert_one({"_id": signature, "expires_ms": expires_ms}, session=self._session)
+        return True
+
+    async def purge_expired(self) -> None:
+        await self._seen.delete_many({"expires_ms": {"$lt": now_ms()}}, session=self._session)

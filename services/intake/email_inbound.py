@@ -1,0 +1,221 @@
+"""Inbound email, pure: webhook signatures, parsing RFC 5322 or its JSON form, threading, quote stripping.
+
+Signature scheme (the same notify uses for its outgoing webhooks): the sender puts the unix time in
+`X-Switchboard-Timestamp` and `sha256=<hex HMAC-SHA256(key, "{timestamp}.{raw body}")>` in
+`X-Switchboard-Signature`. A timestamp more than the tolerance away from now is refused, so a
+captured request cannot be replayed later; within the window the service remembers signatures.
+"""
+
+import hashlib
+import hmac
+import re
+from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from email.utils import parseaddr
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field
+
+from services.intake.domain import TICKET_ID_PATTERN, ticket_reference_in
+
+TIMESTAMP_HEADER = "X-Switchboard-Timestamp"
+SIGNATURE_HEADER = "X-Switchboard-Signature"
+NOTIFY_MESSAGE_ID_DOMAIN = "switchboard.local"
+_NOTIFY_THREAD_ROOT = re.compile(rf"<({TICKET_ID_PATTERN})@{re.escape(NOTIFY_MESSAGE_ID_DOMAIN)}>")
+_MESSAGE_ID = re.compile(r"<[^<>\s]+>")
+
+
+class BadSignature(Exception):
+    """The webhook is not signed with our key, or not recently: the message says which."""
+
+
+def sign(key: str, timestamp: int, body: bytes) -> str:
+    return "sha256=" + hmac.new(key.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+
+
+def verify_signature(key: str, timestamp: str | None, signature: str | None, body: bytes, *, now: float, tolerance: int) -> str:
+    """The verified signature's hex digest (the replay key), or `BadSignature` saying what is wrong."""
+    if not timestamp or not signature:
+        raise BadSignature(f"missing {TIMESTAMP_HEADER} or {SIGNATURE_HEADER} header")
+    if not timestamp.isdigit():
+        raise BadSignature(f"{TIMESTAMP_HEADER} must be unix seconds")
+    if abs(now - int(timestamp)) > tolerance:
+        raise BadSignature(f"{TIMESTAMP_HEADER} is more than {tolerance} seconds away from now")
+    expected = sign(key, int(timestamp), body)
+    if not hmac.compare_digest(expected.encode(), signature.strip().encode()):
+        raise BadSignature(f"{SIGNATURE_HEADER} does not match the body")
+    return expected.removeprefix("sha256=")
+
+
+def csat_signature(key: str, ticket_id: str, expires: int) -> str:
+    """hex HMAC-SHA256(key, "{ticket_id}.{expires}"): what notify puts in the survey link."""
+    return hmac.new(key.encode(), f"{ticket_id}.{expires}".encode(), hashlib.sha256).hexdigest()
+
+
+def verify_csat(key: str, ticket_id: str, expires: int, signature: str, *, now: float) -> None:
+    if not hmac.compare_digest(csat_signature(key, ticket_id, expires).encode(), signature.lower().encode()):
+        raise BadSignature("the survey link's signature is not valid")
+    if expires < now:
+        raise BadSignature("the survey link has expired")
+
+
+# --- the message -------------------------------------------------------------------------------
+
+
+class InvalidEmail(ValueError):
+    """An email intake cannot take in (no sender, no text); the message says why."""
+
+
+class JsonEmail(BaseModel):
+    """The JSON form of an inbound email, as mail providers' inbound webhooks post it."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    message_id: str | None = Field(default=None, max_length=998)
+    from_: str = Field(alias="from", min_length=3, max_length=998, description="`Ann Lee <ann@example.com>` or an address.")
+    to: str | None = Field(default=None, max_length=998)
+    subject: str = Field(default="", max_length=998)
+    text: str | None = Field(default=None, max_length=1_000_000)
+    html: str | None = Field(default=None, max_length=1_000_000)
+    in_reply_to: str | None = Field(default=None, max_length=998)
+    references: list[str] | str | None = None
+
+
+class _Sender(BaseModel):
+    email: EmailStr
+
+
+@dataclass(frozen=True)
+class InboundEmail:
+    message_id: str | None
+    from_email: str
+    from_name: str | None
+    to: str | None
+    subject: str
+    body: str
+    """The new text only: quoted history and signatures are stripped."""
+    replied_to: list[str] = field(default_factory=list)
+    """In-Reply-To first, then References newest first: the Message-IDs this mail answers."""
+
+    def ticket_reference(self) -> str | None:
+        """The ticket notify's mails name: their thread root `<TKT-…@switchboard.local>`, else `[TKT-…]` in the subject."""
+        for message_id in self.replied_to:
+            if found := _NOTIFY_THREAD_ROOT.fullmatch(message_id):
+                return found.group(1)
+        return ticket_reference_in(self.subject)
+
+
+def parse_raw(raw: bytes) -> InboundEmail:
+    message: EmailMessage = message_from_bytes(raw, policy=policy.default)  # type: ignore[assignment]
+    try:
+        name, address = parseaddr(str(message.get("From", "")))
+        subject = str(message.get("Subject", "") or "")
+        body_part = message.get_body(("plain", "html"))
+        text = body_part.get_content() if body_part is not None else ""
+        if body_part is not None and body_part.get_content_type() == "text/html":
+            text = html_to_text(text)
+    except (LookupError, ValueError, AttributeError) as error:
+        raise InvalidEmail(f"cannot read the message: {error}") from None
+    replied = _message_ids(str(message.get("In-Reply-To", "") or ""))
+    references = _message_ids(" ".join(str(v) for v in message.get_all("References", []) or []))
+    return _inbound(
+        message_id=(_message_ids(str(message.get("Message-ID", "") or "")) or [None])[0],
+        sender=(name, address),
+        to=str(message.get("To", "") or "") or None,
+        subject=subject,
+        text=text,
+        replied_to=replied + list(reversed(references)),
+    )
+
+
+def parse_json(data: JsonEmail) -> InboundEmail:
+    references = data.references if isinstance(data.references, list) else [data.references or ""]
+    text = data.text if data.text else html_to_text(data.html or "")
+    return _inbound(
+        message_id=(_message_ids(data.message_id or "") or [None])[0],
+        sender=parseaddr(data.from_),
+        to=data.to,
+        subject=data.subject,
+        text=text,
+        replied_to=_message_ids(data.in_reply_to or "") + list(reversed(_message_ids(" ".join(references)))),
+    )
+
+
+def _inbound(*, message_id, sender: tuple[str, str], to, subject: str, text: str, replied_to: list[str]) -> InboundEmail:
+    name, address = sender
+    try:
+        email = _Sender(email=address).email
+    except ValueError:
+        raise InvalidEmail("the From header has no valid address") from None
+    body = strip_quoted(text)
+    if not body:
+        body = text.strip() or subject.strip()
+    if not body:
+        raise InvalidEmail("the message has neither text nor a subject")
+    seen: list[str] = []
+    for message_id_ in replied_to:
+        if message_id_ not in seen:
+            seen.append(message_id_)
+    return InboundEmail(
+        message_id=message_id,
+        from_email=str(email),
+        from_name=name or None,
+        to=to,
+        subject=(subject.strip() or "(no subject)")[:500],
+        body=body[:100_000],
+        replied_to=seen,
+    )
+
+
+def _message_ids(header: str) -> list[str]:
+    return _MESSAGE_ID.findall(header)
+
+
+# --- quoted history ----------------------------------------------------------------------------
+
+_REPLY_HEADER = re.compile(
+    r"^\s*("
+    r"On .{1,300}wrote:\s*$"  # Gmail, Apple Mail
+    r"|Am .{1,300}schrieb .{0,200}:\s*$"  # German clients
+    r"|Le .{1,300}a écrit\s*:\s*$"  # French clients
+    r"|El .{1,300}escribió:\s*$"  # Spanish clients
+    r"|-{2,}\s*Original Message\s*-{2,}"  # Outlook
+    r"|-{2,}\s*Ursprüngliche Nachricht\s*-{2,}"
+    r"|_{10,}\s*$"  # Outlook's rule above the quoted header block
+    r"|From:\s.+$"  # a forwarded/quoted header block
+    r")",
+    re.IGNORECASE,
+)
+_SIGNATURE = re.compile(r"^(-- |--|Sent from my .+|Von meinem .+ gesendet)\s*$")
+
+
+def strip_quoted(text: str) -> str:
+    """The reply's own text: stops at the first quote header ("On … wrote:"), drops `>` lines and the signature."""
+    kept: list[str] = []
+    lines = text.replace("\r\n", "\n").split("\n")
+    for index, line in enumerate(lines):
+        if _REPLY_HEADER.match(line):
+            # "On Mon, 1 Jan 2026 at 10:00, Ann <ann@example.com>" may wrap before "wrote:".
+            break
+        if index + 1 < len(lines) and re.match(r"^\s*On .{1,300}$", line) and lines[index + 1].strip().endswith("wrote:"):
+            break
+        if _SIGNATURE.match(line):
+            break
+        if line.lstrip().startswith(">"):
+            continue
+        kept.append(line.rstrip())
+    return "\n".join(kept).strip()
+
+
+_TAG = re.compile(r"<[^>]+>")
+_BLOCK = re.compile(r"<\s*(br|p|/p|div|/div|li|/li|tr|/tr)\b[^>]*>", re.IGNORECASE)
+_QUOTE_BLOCK = re.compile(r"<blockquote\b.*?</blockquote>", re.IGNORECASE | re.DOTALL)
+
+
+def html_to_text(html: str) -> str:
+    """Enough HTML to text for a support message: quotes dropped, blocks become lines, tags removed."""
+    import html as entities
+
+    without_quotes = _QUOTE_BLOCK.sub("", html)
+    text = _TAG.sub("", _BLOCK.sub("\n", without_quotes))
+    return entities.unescape(re.sub(r"\n{3,}", "\n\n", text)).strip()

@@ -1,0 +1,295 @@
+"""Intake end to end on the embedded stack: triage, customers, channels, deduplication, the lifecycle, CSAT."""
+
+import asyncio
+import json
+import time
+import uuid
+
+import pytest
+
+from services.intake.email_inbound import csat_signature
+from shared import topics
+
+pytestmark = pytest.mark.integration
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def of_ticket(ticket_id: str, *types: str):
+    """An `until` for `events()`: every one of `types` has been seen for the ticket."""
+    wanted = {f"support.ticket.{t}.v1" for t in types}
+    return lambda events: wanted <= {e["type"] for e in events if e["subject"] == ticket_id}
+
+
+async def ticket_events(platform, ticket_id: str, *types: str, timeout: float = 20) -> list[dict]:
+    events = await platform.events(topics.TICKETS, until=of_ticket(ticket_id, *types), timeout=timeout)
+    return [e for e in events if e["subject"] == ticket_id]
+
+
+async def test_a_ticket_is_triaged_and_created_says_why(running_platform):
+    ticket = await running_platform.submit_ticket(
+        subject="Charged twice", body="I was charged twice for order 1042, please refund one payment."
+    )
+
+    assert (ticket["category"], ticket["required_skills"], ticket["priority"]) == ("billing", ["billing"], "high")
+    assert ticket["language"] == "en" and -1 <= ticket["sentiment"] <= 1
+    assert "priority high: refund requested ('refund')" in ticket["triage_reasons"]
+    [created] = [e for e in await ticket_events(running_platform, ticket["id"], "created")
+                 if e["type"] == "support.ticket.created.v1"]
+    data = created["data"]
+    assert (data["category"], data["language"], data["tags"]) == ("billing", "en", ["billing"])
+    assert data["triage_reasons"] == ticket["triage_reasons"]
+    async with running_platform.client("intake") as intake:
+        metrics = (await intake.get("/metrics")).text
+    assert 'switchboard_tickets_created_total{channel="web",priority="high"}' in metrics
+
+
+async def test_what_the_caller_supplies_wins_over_triage_and_says_so(running_platform):
+    ticket = await running_platform.submit_ticket(
+        subject="Outage", body="Everything is down!", priority="low", required_skills=["ops"], language="de",
+    )
+    assert (ticket["priority"], ticket["required_skills"], ticket["language"]) == ("low", ["ops"], "de")
+    assert "priority low: set by the caller" in ticket["triage_reasons"]
+
+
+async def test_customers_are_upserted_a_vip_is_raised_and_their_tickets_listed(running_platform):
+    customer_id = unique("vip")
+    await running_platform.submit_ticket(customer={"id": customer_id, "email": "vi@example.com", "tier": "vip",
+                                                   "language": "en", "timezone": "Europe/Berlin"},
+                                         subject="Question", body="Where do I change my settings?")
+    second = await running_platform.submit_ticket(customer={"id": customer_id, "name": "Vi P"},
+                                                  subject="Another question", body="And my notification settings?")
+
+    assert second["priority"] == "high" and "priority high: vip tier" in second["triage_reasons"]
+    assert second["customer"]["tier"] == "vip" and second["customer"]["email"] == "vi@example.com"
+    async with running_platform.client("intake") as intake:
+        profile = (await intake.get(f"/v1/customers/{customer_id}")).json()
+        missing = await intake.get("/v1/customers/nobody-here")
+    assert (profile["name"], profile["tier"], profile["timezone"]) == ("Vi P", "vip", "Europe/Berlin")
+    assert [t["id"] for t in profile["tickets"]][0] == second["id"] and len(profile["tickets"]) == 2
+    assert missing.status_code == 404
+
+
+async def test_a_returning_customer_brings_their_previous_agent_as_an_affinity_hint(running_platform):
+    skill, agent, customer_id = unique("affinity"), unique("ada"), unique("c")
+    await running_platform.put_agent(agent, skills={skill: 3}, capacity=5)
+    first = await running_platform.submit_ticket(customer={"id": customer_id}, required_skills=[skill])
+    assert await running_platform.wait_for_assignee(first["id"], timeout=60) == agent
+
+    again = await running_platform.submit_ticket(customer={"id": customer_id}, required_skills=[skill])
+
+    assert again["previous_agent_id"] == agent
+    created = [e for e in await ticket_events(running_platform, again["id"], "created")]
+    assert created[0]["data"]["previous_agent_id"] == agent
+
+
+async def test_the_lifecycle_publishes_every_change_with_concurrency_and_transition_checks(running_platform):
+    ticket = await running_platform.submit_ticket()
+    path = f"/v1/tickets/{ticket['id']}"
+    async with running_platform.client("intake") as intake:
+        note = await intake.post(f"{path}/messages", json={"author_type": "agent", "author_id": "ada",
+                                                             "body": "Checking the payment", "public": False})
+        current = await intake.get(path)
+        version = current.headers["ETag"]
+        pending = await intake.patch(path, json={"status": "pending", "priority": "urgent", "tags": ["Refund"]},
+                                     headers={"If-Match": version})
+        stale = await intake.patch(path, json={"status": "open"}, headers={"If-Match": version})
+        invalid = await intake.patch(path, json={"status": "closed"})
+        reply = await intake.post(f"{path}/messages", json={"author_type": "customer", "body": "Any news?"})
+        solved = await intake.patch(path, json={"status": "solved"})
+        reopened = await intake.post(f"{path}/messages", json={"author_type": "customer", "body": "Not fixed"})
+        messages = (await intake.get(f"{path}/messages")).json()
+        bad = await intake.post(f"{path}/messages", json={"author_type": "customer", "body": "x", "public": False})
+
+    assert note.status_code == 201 and note.json()["message"]["public"] is False
+    assert pending.status_code == 200, pending.text
+    assert (pending.json()["status"], pending.json()["priority"], pending.json()["tags"]) == ("pending", "urgent", ["refund"])
+    assert stale.status_code == 412 and "version" in stale.json()["detail"]
+    assert invalid.status_code == 409 and invalid.json()["allowed"] == ["open", "on_hold", "solved"]
+    assert reply.json()["ticket"]["status"] == "open", "a customer's reply wakes a pending ticket"
+    assert solved.json()["status"] == "solved"
+    assert reopened.json()["ticket"]["status"] == "open" and reopened.json()["follow_up_of"] is None
+    assert [m["author_type"] for m in messages] == ["agent", "customer", "customer"]
+    assert bad.status_code == 422 and "agents only" in bad.json()["message"]
+
+    events = await ticket_events(running_platform, ticket["id"], "message_added", "status_changed",
+                                 "priority_changed", "tags_changed", "solved", "reopened")
+    types = [e["type"].split(".")[2] for e in events]
+    assert types.count("message_added") == 3 and types.count("solved") == 1 and types.count("reopened") == 1
+    statuses = [(e["data"]["previous_status"], e["data"]["status"]) for e in events if "status_changed" in e["type"]]
+    assert statuses == [("new", "pending"), ("pending", "open"), ("open", "solved"), ("solved", "open")]
+    [note_event] = [e for e in events if "message_added" in e["type"] and not e["data"]["public"]]
+    assert note_event["data"]["author_type"] == "agent" and note_event["data"]["body"] == "Checking the payment"
+
+
+async def test_a_reply_to_a_closed_ticket_starts_a_follow_up(running_platform):
+    ticket = await running_platform.submit_ticket()
+    path = f"/v1/tickets/{ticket['id']}"
+    async with running_platform.client("intake") as intake:
+        await intake.patch(path, json={"status": "solved"})
+        await intake.patch(path, json={"status": "closed"})
+        agent = await intake.post(f"{path}/messages", json={"author_type": "agent", "body": "One more thing"})
+        reply = await intake.post(f"{path}/messages", json={"author_type": "customer", "body": "It broke again"})
+
+    assert agent.status_code == 409 and "closed" in agent.json()["detail"]
+    assert reply.status_code == 201
+    follow_up = reply.json()["ticket"]
+    assert reply.json()["follow_up_of"] == ticket["id"] and follow_up["follow_up_of"] == ticket["id"]
+    assert follow_up["id"] != ticket["id"] and follow_up["body"] == "It broke again"
+    [created] = await ticket_events(running_platform, follow_up["id"], "created")
+    assert created["data"]["follow_up_of"] == ticket["id"]
+
+
+async def test_tickets_are_listed_by_filter_with_cursor_pagination(running_platform):
+    customer_id = unique("lister")
+    ids = [(await running_platform.submit_ticket(customer={"id": customer_id}, priority="low"))["id"] for _ in range(3)]
+    async with running_platform.client("intake") as intake:
+        first = (await intake.get("/v1/tickets", params={"customer_id": customer_id, "limit": 2})).json()
+        second = (await intake.get("/v1/tickets", params={"customer_id": customer_id, "limit": 2,
+                                                          "cursor": first["next_cursor"]})).json()
+        none = (await intake.get("/v1/tickets", params={"customer_id": customer_id, "priority": "urgent"})).json()
+        bad = await intake.get("/v1/tickets", params={"status": "sleeping"})
+
+    assert [t["id"] for t in first["tickets"] + second["tickets"]] == list(reversed(ids))
+    assert second["next_cursor"] is None and none["tickets"] == []
+    assert bad.status_code == 422 and "status" in bad.json()["message"]
+
+
+async def test_channel_kinds_carry_their_metadata_and_a_channel_message_id_opens_one_ticket(running_platform):
+    call = {"channel": "phone", "customer": {"id": unique("caller")}, "subject": "Call", "body": "Called about settings",
+            "metadata": {"call_id": "c-1", "caller_number": "+49301234", "duration_seconds": 95},
+            "external_id": unique("call")}
+    async with running_platform.client("intake") as intake:
+        first = await intake.post("/v1/tickets", json=call)
+        again = await intake.post("/v1/tickets", json=call)
+        wrong = await intake.post("/v1/tickets", json={**call, "channel": "social", "external_id": unique("post")})
+
+    assert first.status_code == again.status_code == 201
+    assert first.json()["id"] == again.json()["id"] and again.headers["Idempotent-Replayed"] == "true"
+    assert first.json()["metadata"]["duration_seconds"] == 95 and first.json()["priority"] == "high"
+    assert wrong.status_code == 422 and "metadata.network" in wrong.json()["message"]
+
+
+async def test_an_inbound_command_with_the_same_channel_message_id_opens_one_ticket(running_platform):
+    # (A command with wrong metadata is rejected to the DLQ: see tests/unit/test_intake_service.py. It is not
+    # sent here because the walking skeleton's DLQ test reads the shared DLQ topic expecting only its own records.)
+    external_id = unique("crm")
+
+    def command() -> bytes:
+        return json.dumps({
+            "specversion": "1.0", "id": str(uuid.uuid4()), "source": "crm", "type": "support.ticket.submit.v1",
+            "subject": external_id, "correlationid": external_id,
+            "data": {"channel": "social", "customer": {"id": "crm-1"}, "subject": "Post", "body": "Your app crashes",
+                     "external_id": external_id, "metadata": {"network": "x", "handle": "@crm"}},
+        }).encode()
+
+    for value in (command(), command()):  # the same message resent with new event ids
+        await running_platform.publish(topics.INBOUND, value, key=external_id.encode())
+
+    await running_platform.events(topics.TICKETS, until=lambda es: any(e["correlationid"] == external_id for e in es))
+    await asyncio.sleep(2)  # time for a second ticket to show up, if there were one
+    created = [e for e in await running_platform.events(topics.TICKETS, timeout=3)
+               if e["correlationid"] == external_id and e["type"] == "support.ticket.created.v1"]
+    assert len(created) == 1
+    assert created[0]["data"]["channel"] == "social"
+
+
+def routing_event(kind: str, ticket_id: str, agent_id: str) -> bytes:
+    at = {"assigned": "assigned_at", "unassigned": "unassigned_at"}[kind]
+    return json.dumps({"specversion": "1.0", "id": str(uuid.uuid4()), "source": "switchboard/routing",
+                       "type": f"support.ticket.{kind}.v1", "subject": ticket_id, "correlationid": ticket_id,
+                       "data": {"ticket_id": ticket_id, "agent_id": agent_id, "reason": "test",
+                                f"{at}": "2026-11-24T10:00:00Z"}}).encode()
+
+
+async def test_assignment_and_unassignment_from_routing_are_projected_on_the_ticket(running_platform):
+    ticket = await running_platform.submit_ticket(required_skills=[unique("nobody-has-it")])
+    agent = unique("una")
+    await running_platform.publish(topics.ROUTING, routing_event("assigned", ticket["id"], agent), key=ticket["id"].encode())
+    assert await running_platform.wait_for_assignee(ticket["id"], timeout=60) == agent
+
+    stale = routing_event("unassigned", ticket["id"], "someone-else")
+    await running_platform.publish(topics.ROUTING, stale, key=ticket["id"].encode())
+    await running_platform.publish(topics.ROUTING, routing_event("unassigned", ticket["id"], agent), key=ticket["id"].encode())
+
+    async with running_platform.client("intake") as intake:
+        async with asyncio.timeout(60):
+            while (seen := (await intake.get(f"/v1/tickets/{ticket['id']}")).json())["assignee_id"] is not None:
+                await asyncio.sleep(0.2)
+    assert seen["status"] == "open", "unassignment keeps the status"
+
+
+def csat_link(platform, ticket_id: str, score: int, expires: int, key: str | None = None) -> str:
+    key = key or platform.platform.service_environment("intake")["CSAT_SIGNING_KEY"]
+    return f"/v1/tickets/{ticket_id}/csat?score={score}&expires={expires}&signature={csat_signature(key, ticket_id, expires)}"
+
+
+async def test_csat_is_taken_from_the_signed_link_once_per_ticket(running_platform):
+    ticket = await running_platform.submit_ticket()
+    later = int(time.time()) + 3600
+    async with running_platform.client("intake") as intake:
+        intake.headers.pop("Authorization")  # the signature authenticates, not an API key
+        too_early = await intake.get(csat_link(running_platform, ticket["id"], 4, later))
+        async with running_platform.client("intake") as staff:
+            await staff.patch(f"/v1/tickets/{ticket['id']}", json={"status": "solved"})
+        first = await intake.get(csat_link(running_platform, ticket["id"], 2, later), headers={"Accept": "text/html"})
+        changed = await intake.get(csat_link(running_platform, ticket["id"], 5, later))
+        forged = await intake.get(csat_link(running_platform, ticket["id"], 5, later, key="guess"))
+        expired = await intake.get(csat_link(running_platform, ticket["id"], 5, int(time.time()) - 1))
+        bad_score = await intake.get(csat_link(running_platform, ticket["id"], 9, later))
+
+    assert too_early.status_code == 409
+    assert first.status_code == 200 and "Thank you" in first.text and first.headers["content-type"].startswith("text/html")
+    assert changed.status_code == 200 and changed.json()["score"] == 5
+    assert forged.status_code == 403 and "signature" in forged.json()["detail"]
+    assert expired.status_code == 403 and "expired" in expired.json()["detail"]
+    assert bad_score.status_code == 422
+    async with running_platform.client("intake") as intake:
+        assert (await intake.get(f"/v1/tickets/{ticket['id']}")).json()["csat"]["score"] == 5
+    events = await ticket_events(running_platform, ticket["id"], "csat_received")
+    assert [e["data"]["score"] for e in events if e["type"] == "support.ticket.csat_received.v1"][:2] == [2, 5]
+
+
+async def test_the_ticket_view_shows_its_sla_clocks_projected_from_sla(running_platform):
+    ticket = await running_platform.submit_ticket(required_skills=[unique("unstaffed")])  # stays unassigned
+    async with running_platform.client("intake") as intake:
+        async with asyncio.timeout(60):
+            while "first_reply" not in (seen := (await intake.get(f"/v1/tickets/{ticket['id']}")).json())["sla"]:
+                await asyncio.sleep(0.3)
+    clock = seen["sla"]["first_reply"]
+    assert clock["state"] == "running" and clock["due_at"] > ticket["created_at"] and clock["breached"] is False
+    assert seen["version"] == ticket["version"], "a projection is not an edit: If-Match versions stay valid"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs"),
+    [
+        ("POST", "/v1/tickets", {"content": b"{not json", "headers": {"Content-Type": "application/json"}}),
+        ("POST", "/v1/tickets", {"json": {"channel": "web", "customer": {}, "subject": "s", "body": "b"}}),
+        ("POST", "/v1/tickets", {"json": {"channel": "chat", "customer": {"id": "c"}, "subject": "s", "body": "b",
+                                          "metadata": {"widget": ["not", "a", "string"]}}}),
+        ("POST", "/v1/tickets", {"json": {"channel": "web", "customer": {"id": "c"}, "subject": "s", "body": "b",
+                                          "tags": [""], "category": "Not A Slug"}}),
+        ("GET", "/v1/tickets", {"params": {"limit": 0}}),
+        ("GET", "/v1/tickets", {"params": {"cursor": "%%%"}}),
+        ("GET", "/v1/tickets", {"params": {"cursor": "/w"}}),
+        ("PATCH", "/v1/tickets/TKT-nope", {"json": {"status": "open"}}),
+        ("PATCH", "/v1/tickets/TKT-nope", {"json": {}}),
+        ("PATCH", "/v1/tickets/TKT-nope", {"json": {"status": "open"}, "headers": {"If-Match": "W/\"x\""}}),
+        ("POST", "/v1/tickets/TKT-nope/messages", {"json": {"author_type": "bot", "body": ""}}),
+        ("POST", "/v1/tickets/TKT-nope/messages", {"json": {"author_type": "agent", "body": "hi"}}),
+        ("GET", "/v1/tickets/TKT-nope/messages", {}),
+        ("GET", "/v1/customers/nobody", {}),
+        ("GET", "/v1/tickets/TKT-nope/csat", {"params": {"score": 3, "expires": 1, "signature": "zz"}}),
+        ("GET", "/v1/tickets/TKT-nope/csat", {"params": {"score": 3, "expires": 9999999999, "signature": "0" * 64}}),
+        ("POST", "/v1/inbound/email", {"content": b"\xff\xfe garbage", "headers": {"X-Switchboard-Timestamp": "1"}}),
+    ],
+)
+async def test_bad_input_gets_a_4xx_that_says_what_is_wrong(running_platform, method, path, kwargs):
+    async with running_platform.client("intake") as intake:
+        response = await intake.request(method, path, **kwargs)
+    assert 400 <= response.status_code < 500, response.text
+    body = response.json()
+    assert body.get("message") or body.get("detail")
