@@ -1,21 +1,53 @@
-"""Routing's REST API: agents' profiles, skills, capacity and presence."""
+"""Routing's REST API: agents' profiles and presence, offers, and what the queue looks like."""
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Path, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
+from pydantic import BaseModel
 
-from services.routing.domain import Agent, AgentProfile
-from services.routing.service import Routing
+from services.routing.domain import Agent, AgentProfile, PresenceChange
+from services.routing.service import OfferClosed, Routing, UnknownAgent, UnknownOffer
 
 AgentId = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$")]
+OfferId = Annotated[str, Path(pattern=r"^[a-f0-9]{32}$")]
+
+
+class AgentPage(BaseModel):
+    agents: list[Agent]
+    next_after: str | None
+
+
+class QueueView(BaseModel):
+    depth: int
+    by_priority: dict[str, int]
+    by_skill: dict[str, int]
+    by_channel: dict[str, int]
+    oldest_ticket_id: str | None
+    oldest_wait_seconds: float
+
+
+class OfferAnswerView(BaseModel):
+    offer_id: str
+    ticket_id: str
+    agent_id: str
+    outcome: str
 
 
 def build_routes(routing: Routing, require_api_key) -> APIRouter:
-    routes = APIRouter(prefix="/v1", tags=["agents"], dependencies=[Depends(require_api_key)])
+    routes = APIRouter(prefix="/v1", tags=["routing"], dependencies=[Depends(require_api_key)])
 
     @routes.put("/agents/{agent_id}")
     async def put_agent(agent_id: AgentId, profile: AgentProfile) -> Agent:
+        """Create or update an agent; the answer carries `load` and `free`, in total and per channel."""
         return await routing.put_agent(agent_id, profile)
+
+    @routes.patch("/agents/{agent_id}")
+    async def patch_agent(agent_id: AgentId, change: PresenceChange) -> Agent:
+        """Change presence: `{"status": "available" | "away" | "offline"}`."""
+        try:
+            return await routing.set_presence(agent_id, change.status)
+        except UnknownAgent:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no agent {agent_id}") from None
 
     @routes.get("/agents/{agent_id}")
     async def get_agent(agent_id: AgentId) -> Agent:
@@ -23,5 +55,52 @@ def build_routes(routing: Routing, require_api_key) -> APIRouter:
         if agent is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no agent {agent_id}")
         return agent
+
+    @routes.get("/agents")
+    async def list_agents(
+        after: Annotated[str | None, Query(max_length=100)] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> AgentPage:
+        """Agents in id order with their load per channel; page on with `after=<next_after>`."""
+        agents = await routing.list_agents(after=after, limit=limit)
+        return AgentPage(agents=agents, next_after=agents[-1].id if len(agents) == limit else None)
+
+    @routes.get("/agents/{agent_id}/offers")
+    async def agent_offers(agent_id: AgentId) -> list[dict]:
+        """The agent's open offers, to answer with `POST /v1/offers/{offer_id}/accept` or `/reject`."""
+        return await routing.offers_for(agent_id)
+
+    @routes.post("/offers/{offer_id}/accept")
+    async def accept(offer_id: OfferId) -> OfferAnswerView:
+        return await _answer(offer_id, accept=True)
+
+    @routes.post("/offers/{offer_id}/reject")
+    async def reject(offer_id: OfferId) -> OfferAnswerView:
+        return await _answer(offer_id, accept=False)
+
+    async def _answer(offer_id: str, *, accept: bool) -> OfferAnswerView:
+        try:
+            answer = await routing.answer_offer(offer_id, accept=accept)
+        except UnknownOffer:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no offer {offer_id}") from None
+        except OfferClosed as closed:
+            raise HTTPException(status.HTTP_409_CONFLICT, str(closed)) from None
+        return OfferAnswerView(
+            offer_id=answer.offer_id, ticket_id=answer.ticket_id, agent_id=answer.agent_id, outcome=answer.outcome.value
+        )
+
+    @routes.get("/queues")
+    async def queues() -> QueueView:
+        """Waiting tickets: depth by priority, skill and channel, and the longest wait."""
+        summary = await routing.queue_summary()
+        return QueueView(**summary.__dict__)
+
+    @routes.get("/tickets/{ticket_id}")
+    async def ticket(ticket_id: Annotated[str, Path(max_length=200)]) -> dict:
+        """Routing's view of a ticket: state, assignee or open offer, escalation step, current requirements."""
+        view = await routing.ticket_view(ticket_id)
+        if view is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"routing knows no ticket {ticket_id}")
+        return view
 
     return routes

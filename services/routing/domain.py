@@ -1,16 +1,31 @@
-"""Who should take a ticket. Pure: no I/O, so the matching rules are tested on their own."""
+"""Who should take a ticket, and in which order. Pure: no I/O, so the rules are tested on their own.
 
-from dataclasses import dataclass
-from datetime import datetime
+- Hard constraints (`Requirements.admits`): available, every required skill at or above its
+  level, speaks the ticket's language, free capacity on the ticket's channel, in a targeted
+  tier and team, not an agent who already declined or let the offer lapse.
+- Score (`score`): skill fit, utilisation on the channel, idle time and affinity to the
+  customer's previous agent; the reason of each decision says which parts decided it.
+- Queue order (`queue_key`): urgency (priority, one step up after an SLA warning), then age.
+- Escalation (`EscalationPolicy`): configured steps that relax the requirements as a ticket waits.
+"""
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field
+from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
 
-from shared.events import SKILL_PATTERN, Priority
+from shared.events import SKILL_PATTERN, Channel, Priority
 
 SkillName = Annotated[str, Field(pattern=SKILL_PATTERN)]
 SkillLevel = Annotated[int, Field(ge=1, le=5)]
+Slots = Annotated[int, Field(ge=0, le=1000)]
+LanguageTag = Annotated[str, Field(pattern=r"^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*$")]
+TeamName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,99}$")]
+
+CHANNELS: tuple[str, ...] = tuple(channel.value for channel in Channel)
+MAX_LEVEL = 5
 
 
 class Presence(StrEnum):
@@ -19,15 +34,60 @@ class Presence(StrEnum):
     OFFLINE = "offline"
 
 
+class Tier(StrEnum):
+    L1 = "l1"
+    L2 = "l2"
+    SUPERVISOR = "supervisor"
+
+
+class Mode(StrEnum):
+    AUTO = "auto"
+    OFFER = "offer"
+
+
+def primary_language(tag: str | None) -> str | None:
+    """`pt-BR` -> `pt`: agents are matched on the primary language subtag."""
+    return tag.split("-")[0].lower() if tag else None
+
+
 class AgentProfile(BaseModel):
-    """What a workforce system or an admin says about an agent."""
+    """What a workforce system or an admin says about an agent (`PUT /v1/agents/{id}`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(min_length=1, max_length=200)
     skills: dict[SkillName, SkillLevel] = Field(default_factory=dict, max_length=100)
-    capacity: int = Field(ge=0, le=1000, description="Tickets the agent can hold at once.")
+    languages: list[LanguageTag] = Field(
+        default_factory=list, max_length=20, description="Languages spoken; empty means not restricted."
+    )
+    team: TeamName | None = None
+    tier: Tier = Tier.L1
+    capacity: Slots | dict[Channel, Slots] = Field(
+        description="Tickets held at once: a number (a pool every channel draws on) or per channel, "
+        'e.g. {"chat": 3, "email": 10, "phone": 1}; channels not named get none.'
+    )
     status: Presence = Presence.OFFLINE
+    mode: Mode | None = Field(default=None, description="`auto` or `offer`; unset follows ROUTING_MODE.")
+
+
+class PresenceChange(BaseModel):
+    """`PATCH /v1/agents/{id}`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    status: Presence
+
+
+def channel_capacity(capacity: int | dict) -> tuple[dict[str, int], int]:
+    """Per-channel limits and the overall limit.
+
+    A plain number N is a pool: each channel may use up to N and all together at most N (the
+    skeleton's meaning). Per-channel limits are independent: the overall limit is their sum.
+    """
+    if isinstance(capacity, int):
+        return {channel: capacity for channel in CHANNELS}, capacity
+    limits = {channel: int(capacity.get(channel, capacity.get(Channel(channel), 0))) for channel in CHANNELS}
+    return limits, sum(limits.values())
 
 
 class Agent(BaseModel):
@@ -36,57 +96,358 @@ class Agent(BaseModel):
     id: str
     name: str
     skills: dict[str, int]
-    capacity: int
+    languages: list[str] = Field(default_factory=list)
+    team: str | None = None
+    tier: Tier = Tier.L1
+    capacity: int | dict[str, int]
     status: Presence
-    load: int = Field(description="Tickets assigned and not yet released.")
+    mode: Mode | None = None
+    load: int = Field(default=0, description="Tickets held (assigned or offered) on every channel together.")
+    load_by_channel: dict[str, int] = Field(default_factory=dict)
+    last_assigned_at: datetime | None = None
     version: int = 1
 
     @computed_field
     @property
     def free(self) -> int:
-        return max(self.capacity - self.load, 0)
+        return max(channel_capacity(self.capacity)[1] - self.load, 0)
+
+    @computed_field
+    @property
+    def free_by_channel(self) -> dict[str, int]:
+        return {channel: self.free_on(channel) for channel in CHANNELS}
+
+    def free_on(self, channel: str) -> int:
+        limits, total = channel_capacity(self.capacity)
+        return max(min(limits[channel] - self.load_by_channel.get(channel, 0), total - self.load), 0)
+
+    def utilisation(self, channel: str) -> float:
+        limit = channel_capacity(self.capacity)[0][channel]
+        return self.load_by_channel.get(channel, 0) / limit if limit else 1.0
+
+    def speaks(self, language: str | None) -> bool:
+        return language is None or not self.languages or language in {primary_language(l) for l in self.languages}
 
     def with_profile(self, profile: AgentProfile) -> "Agent":
         """Profile changes keep the agent's current load: tickets already held stay held."""
-        return self.model_copy(update={**profile.model_dump(), "version": self.version + 1})
+        return self.model_copy(update={**_profile_fields(profile), "version": self.version + 1})
+
+    @classmethod
+    def new(cls, agent_id: str, profile: AgentProfile) -> "Agent":
+        return cls(id=agent_id, **_profile_fields(profile))
+
+
+def _profile_fields(profile: AgentProfile) -> dict:
+    fields = profile.model_dump(mode="json")
+    return fields
 
 
 class WaitingTicket(BaseModel):
+    """Routing's view of a ticket: what it needs and how long it has waited."""
+
     model_config = ConfigDict(frozen=True)
 
     ticket_id: str
     priority: Priority
     required_skills: list[str]
+    skill_levels: dict[str, int] = Field(default_factory=dict)
+    channel: Channel = Channel.WEB
+    language: str | None = None
+    category: str | None = None
+    customer_id: str | None = None
+    previous_agent_id: str | None = None
     created_at: datetime
+    queued_at: datetime | None = Field(default=None, description="When it (re)entered the queue; escalation counts from here.")
+    sla_warned: bool = False
+    escalation_step: int = 0
+    declined_by: list[str] = Field(default_factory=list)
+    version: int = 1
+
+    @property
+    def urgency(self) -> int:
+        return urgency(self.priority, self.sla_warned)
+
+    @property
+    def required_levels(self) -> dict[str, int]:
+        return {skill: max(1, min(MAX_LEVEL, self.skill_levels.get(skill, 1))) for skill in self.required_skills}
+
+
+def urgency(priority: Priority, sla_warned: bool) -> int:
+    """Priority rank (0 low .. 3 urgent), one step up once the SLA warned that it is close to breaching."""
+    return priority.rank + (1 if sla_warned else 0)
+
+
+def queue_key(ticket: WaitingTicket) -> tuple[int, datetime, str]:
+    """Most urgent first, then oldest first (original age, kept when a ticket comes back)."""
+    return (-ticket.urgency, ticket.created_at, ticket.ticket_id)
+
+
+queue_order = queue_key  # the skeleton's name
+
+
+# --- requirements and escalation ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Requirements:
+    """The hard constraints a ticket puts on an agent, after the escalation steps it went through."""
+
+    skills: tuple[tuple[str, int], ...]
+    channel: str
+    language: str | None = None
+    tiers: frozenset[Tier] = frozenset({Tier.L1, Tier.L2})
+    teams: frozenset[str] | None = None
+    exclude: frozenset[str] = frozenset()
+
+    @property
+    def skill_levels(self) -> dict[str, int]:
+        return dict(self.skills)
+
+    def admits(self, agent: Agent) -> bool:
+        return (
+            agent.status is Presence.AVAILABLE
+            and agent.id not in self.exclude
+            and agent.tier in self.tiers
+            and (self.teams is None or agent.team in self.teams)
+            and all(agent.skills.get(skill, 0) >= level for skill, level in self.skills)
+            and agent.speaks(self.language)
+            and agent.free_on(self.channel) > 0
+        )
+
+    def describe(self) -> str:
+        skills = ", ".join(f"{skill}>={level}" for skill, level in self.skills) or "no skills"
+        parts = [skills, f"channel {self.channel}", f"tiers {'/'.join(sorted(self.tiers))}"]
+        if self.language:
+            parts.append(f"language {self.language}")
+        if self.teams is not None:
+            parts.append(f"teams {'/'.join(sorted(self.teams))}")
+        return "; ".join(parts)
+
+
+class EscalationAction(StrEnum):
+    RELAX_SKILL_LEVEL = "relax_skill_level"
+    WIDEN_TO_TEAM = "widen_to_team"
+    WIDEN_TO_L2 = "widen_to_l2"
+    SUPERVISOR_QUEUE = "supervisor_queue"
+
+
+class EscalationStep(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    after_seconds: float = Field(gt=0, description="Waiting time (since the ticket entered the queue) before this step.")
+    action: EscalationAction
+    levels: int = Field(default=1, ge=1, le=4, description="relax_skill_level: levels taken off each requirement.")
+    teams: list[TeamName] = Field(
+        default_factory=list, description="widen_to_team: teams added; empty lifts the team restriction."
+    )
+
+    def describe(self) -> str:
+        if self.action is EscalationAction.RELAX_SKILL_LEVEL:
+            return f"required skill levels lowered by {self.levels} after {self.after_seconds:g}s waiting"
+        if self.action is EscalationAction.WIDEN_TO_TEAM:
+            teams = ", ".join(self.teams) if self.teams else "every team"
+            return f"widened to {teams} after {self.after_seconds:g}s waiting"
+        if self.action is EscalationAction.WIDEN_TO_L2:
+            return f"widened to l2 agents after {self.after_seconds:g}s waiting"
+        return f"moved to the supervisor queue after {self.after_seconds:g}s waiting"
+
+
+class EscalationPolicy(BaseModel):
+    """The escalation workflow (ESCALATION_FILE / ESCALATION_JSON).
+
+    Tickets target l1 agents until a `widen_to_l2` step runs when the workflow has one, else
+    l1 and l2 from the start; `team_by_category` restricts a ticket to teams by its category
+    until a `widen_to_team` step; `supervisor_queue` hands it to supervisors, skills aside.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    steps: list[EscalationStep] = Field(default_factory=list, max_length=20)
+    team_by_category: dict[str, list[TeamName]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "EscalationPolicy":
+        waits = [step.after_seconds for step in self.steps]
+        if waits != sorted(waits):
+            raise ValueError("steps must be in order of after_seconds")
+        actions = [step.action for step in self.steps]
+        if EscalationAction.SUPERVISOR_QUEUE in actions[:-1]:
+            raise ValueError("supervisor_queue can only be the last step")
+        return self
+
+    @property
+    def initial_tiers(self) -> frozenset[Tier]:
+        if any(step.action is EscalationAction.WIDEN_TO_L2 for step in self.steps):
+            return frozenset({Tier.L1})
+        return frozenset({Tier.L1, Tier.L2})
+
+    def requirements(self, ticket: WaitingTicket) -> Requirements:
+        levels = ticket.required_levels
+        tiers = self.initial_tiers
+        teams_listed = self.team_by_category.get(ticket.category or "")
+        teams = frozenset(teams_listed) if teams_listed else None
+        for step in self.steps[: ticket.escalation_step]:
+            if step.action is EscalationAction.RELAX_SKILL_LEVEL:
+                levels = {skill: max(1, level - step.levels) for skill, level in levels.items()}
+            elif step.action is EscalationAction.WIDEN_TO_L2:
+                tiers = tiers | {Tier.L2}
+            elif step.action is EscalationAction.WIDEN_TO_TEAM:
+                teams = None if not step.teams or teams is None else teams | set(step.teams)
+            else:
+                tiers, teams, levels = frozenset({Tier.SUPERVISOR}), None, {}
+        return Requirements(
+            skills=tuple(sorted(levels.items())),
+            channel=ticket.channel.value,
+            language=primary_language(ticket.language),
+            tiers=tiers,
+            teams=teams,
+            exclude=frozenset(ticket.declined_by),
+        )
+
+    def due_steps(self, done: int, waited_seconds: float) -> list[tuple[int, EscalationStep]]:
+        """The steps (numbered from 1) that are due now, after the first `done` ran."""
+        return [
+            (number, step)
+            for number, step in enumerate(self.steps, start=1)
+            if number > done and waited_seconds >= step.after_seconds
+        ]
+
+    def next_due_seconds(self, done: int) -> float | None:
+        """Waiting time at which the next step is due, or None when every step ran."""
+        return self.steps[done].after_seconds if done < len(self.steps) else None
+
+
+# --- scoring ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Weights:
+    skill_fit: float = 1.0
+    utilisation: float = 3.0
+    idle: float = 0.5
+    affinity: float = 3.0
+    idle_horizon: timedelta = timedelta(hours=1)
+
+
+DEFAULT_WEIGHTS = Weights()
+
+
+@dataclass(frozen=True)
+class Score:
+    total: float
+    skill_fit: float
+    utilisation: float
+    idle_seconds: float
+    affinity: bool
+
+
+def score(
+    agent: Agent, requirements: Requirements, now: datetime, *, affinity_agent_id: str | None, weights: Weights = DEFAULT_WEIGHTS
+) -> Score:
+    """Higher is better. Each part is in [0, 1] before weighting.
+
+    - skill fit: how far above the required levels the agent is, on average (1 with no skills required);
+    - utilisation: share of the channel's capacity already in use (counts against);
+    - idle: time since the last assignment, up to `idle_horizon` (never assigned counts as fully idle);
+    - affinity: the agent who helped this customer before, inside the affinity window.
+    """
+    levels = requirements.skill_levels
+    if levels:
+        fit = sum((agent.skills.get(s, 0) - lvl) / (MAX_LEVEL - lvl or 1) for s, lvl in levels.items()) / len(levels)
+        fit = max(0.0, min(1.0, fit))
+    else:
+        fit = 1.0
+    used = agent.utilisation(requirements.channel)
+    idle = (now - agent.last_assigned_at).total_seconds() if agent.last_assigned_at else weights.idle_horizon.total_seconds()
+    idle = max(0.0, idle)
+    idle_part = min(idle / weights.idle_horizon.total_seconds(), 1.0)
+    affine = affinity_agent_id is not None and agent.id == affinity_agent_id
+    total = (
+        weights.skill_fit * fit
+        + weights.utilisation * (1 - used)
+        + weights.idle * idle_part
+        + (weights.affinity if affine else 0.0)
+    )
+    return Score(total, fit, used, idle, affine)
 
 
 @dataclass(frozen=True)
 class Match:
     agent: Agent
     reason: str
+    score: Score | None = None
+
+
+def choose_agent(
+    candidates: list[Agent],
+    ticket: WaitingTicket,
+    requirements: Requirements | None = None,
+    now: datetime | None = None,
+    *,
+    affinity_agent_id: str | None = None,
+    weights: Weights = DEFAULT_WEIGHTS,
+) -> Match | None:
+    """The best-scoring agent the hard constraints admit; ties go to the longest idle, then by id."""
+    requirements = requirements or EscalationPolicy().requirements(ticket)
+    now = now or ticket.created_at
+    eligible = [agent for agent in candidates if requirements.admits(agent)]
+    if not eligible:
+        return None
+    scored = [(score(a, requirements, now, affinity_agent_id=affinity_agent_id, weights=weights), a) for a in eligible]
+    best_score, best = max(scored, key=lambda pair: (round(pair[0].total, 9), pair[0].idle_seconds, _desc(pair[1].id)))
+    return Match(best, explain(best, best_score, requirements, len(eligible)), best_score)
+
+
+def _desc(agent_id: str) -> tuple:
+    return tuple(-ord(char) for char in agent_id)  # max() then prefers the smallest id
+
+
+def explain(agent: Agent, result: Score, requirements: Requirements, eligible: int) -> str:
+    levels = requirements.skill_levels
+    skills = ", ".join(f"{s} {agent.skills.get(s, 0)}>={lvl}" for s, lvl in levels.items()) or "none required"
+    channel = requirements.channel
+    limit = channel_capacity(agent.capacity)[0][channel]
+    parts = [
+        f"skills: {skills}",
+        f"{channel} load {agent.load_by_channel.get(channel, 0)}/{limit} before",
+        f"idle {int(result.idle_seconds)}s" if agent.last_assigned_at else "no assignment yet",
+    ]
+    if requirements.language:
+        parts.append(f"speaks {requirements.language}")
+    if result.affinity:
+        parts.append("affinity: helped this customer before")
+    parts.append(f"best of {eligible} eligible (score {result.total:.2f}, least utilised then longest idle)")
+    return "; ".join(parts)
 
 
 def can_take(agent: Agent, ticket: WaitingTicket) -> bool:
-    return (
-        agent.status is Presence.AVAILABLE
-        and agent.free > 0
-        and all(agent.skills.get(skill, 0) >= 1 for skill in ticket.required_skills)
-    )
+    """Eligibility under the default workflow (no escalation)."""
+    return EscalationPolicy().requirements(ticket).admits(agent)
 
 
-def choose_agent(candidates: list[Agent], ticket: WaitingTicket) -> Match | None:
-    """The least utilised eligible agent; ties go to the one with the most free slots, then by id."""
-    eligible = [agent for agent in candidates if can_take(agent, ticket)]
-    if not eligible:
-        return None
-    best = min(eligible, key=lambda agent: (agent.load / agent.capacity, -agent.free, agent.id))
-    skills = ", ".join(f"{skill} {best.skills[skill]}" for skill in ticket.required_skills) or "none required"
-    return Match(
-        best,
-        f"skills: {skills}; least utilised of {len(eligible)} eligible ({best.load}/{best.capacity} before)",
-    )
+def affinity_agent(
+    hint: str | None, remembered: tuple[str, datetime] | None, now: datetime, window: timedelta
+) -> str | None:
+    """The agent a ticket has affinity to: the producer's hint, else routing's own memory inside the window."""
+    if hint:
+        return hint
+    if remembered and now - remembered[1] <= window:
+        return remembered[0]
+    return None
 
 
-def queue_order(ticket: WaitingTicket) -> tuple[int, datetime]:
-    """Most urgent first, then oldest first."""
-    return (-ticket.priority.rank, ticket.created_at)
+def can_return_to(agent: Agent | None, channel: str) -> bool:
+    """A reopened ticket goes back to its previous agent when they are available with room on its channel."""
+    return agent is not None and agent.status is Presence.AVAILABLE and agent.free_on(channel) > 0
+
+
+@dataclass
+class QueueSummary:
+    """What `GET /v1/queues` answers, computed from waiting tickets."""
+
+    depth: int = 0
+    by_priority: dict[str, int] = field(default_factory=lambda: {p.value: 0 for p in Priority})
+    by_skill: dict[str, int] = field(default_factory=dict)
+    by_channel: dict[str, int] = field(default_factory=dict)
+    oldest_ticket_id: str | None = None
+    oldest_wait_seconds: float = 0.0

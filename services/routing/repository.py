@@ -1,18 +1,37 @@
-"""MongoDB adapters for routing: agents and the tickets routing is responsible for.
+"""MongoDB adapters for routing: agents, the tickets routing is responsible for, customers' last agents.
 
-Capacity and assignment are claimed with conditional updates, so two replicas can never
-overfill an agent or assign one ticket twice.
+Capacity and assignment are claimed with conditional updates (`find_one_and_update` on the
+expected free capacity or ticket version), so two replicas can never overfill an agent or
+assign one ticket twice. Instants are stored as epoch milliseconds.
+
+Indexes serve the matching: agents are found by `skill_keys` (one key per skill and level an
+agent covers, e.g. `billing:1`..`billing:3`), presence and free capacity, never by a scan; the
+queue is read in order from the (state, urgency, created) index.
 """
+
+from collections.abc import Iterable
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
-from services.routing.domain import Agent, Presence, WaitingTicket
+from services.routing.domain import (
+    CHANNELS,
+    Agent,
+    Presence,
+    QueueSummary,
+    Requirements,
+    WaitingTicket,
+    channel_capacity,
+    primary_language,
+)
 from shared.clock import from_ms, now_ms, to_ms
 from shared.events import Priority
 
 CANDIDATE_LIMIT = 50
+ANY_LANGUAGE = "*"
+
+WAITING, OFFERED, ASSIGNED, DONE = "waiting", "offered", "assigned", "done"
 
 
 class AgentRepository:
@@ -21,27 +40,69 @@ class AgentRepository:
         self._session = session
 
     async def ensure_indexes(self) -> None:
+        await self._agents.create_index([("skill_keys", ASCENDING), ("status", ASCENDING), ("free", DESCENDING)])
         await self._agents.create_index([("status", ASCENDING), ("free", DESCENDING)])
 
     async def get(self, agent_id: str) -> Agent | None:
         document = await self._agents.find_one({"_id": agent_id}, session=self._session)
         return _agent(document) if document else None
 
-    async def save(self, agent: Agent) -> None:
-        document = agent.model_dump(exclude={"id"})  # includes `free`, which queries filter on
-        document.update(_id=agent.id, updated_ms=now_ms())
-        await self._agents.replace_one({"_id": agent.id}, document, upsert=True, session=self._session)
+    async def page(self, *, after: str | None, limit: int) -> list[Agent]:
+        query = {"_id": {"$gt": after}} if after else {}
+        documents = await self._agents.find(query, session=self._session).sort("_id", ASCENDING).limit(limit).to_list()
+        return [_agent(document) for document in documents]
 
-    async def candidates_for(self, ticket: WaitingTicket) -> list[Agent]:
-        query = {"status": Presence.AVAILABLE.value, "free": {"$gt": 0}}
-        query.update({f"skills.{skill}": {"$gte": 1} for skill in ticket.required_skills})
+    async def create(self, agent: Agent) -> bool:
+        """Insert a new agent; False when one with this id appeared meanwhile."""
+        if await self._agents.find_one({"_id": agent.id}, {"_id": 1}, session=self._session):
+            return False
+        await self._agents.insert_one(_document(agent), session=self._session)
+        return True
+
+    async def replace(self, agent: Agent, *, expected_version: int) -> bool:
+        """Write the whole profile back, only if nobody changed the agent (say, claimed a slot) meanwhile."""
+        replaced = await self._agents.find_one_and_replace(
+            {"_id": agent.id, "version": expected_version}, _document(agent), session=self._session
+        )
+        return replaced is not None
+
+    async def candidates(self, requirements: Requirements, *, limit: int = CANDIDATE_LIMIT) -> list[Agent]:
+        """Agents who meet the hard constraints, most free first, from the skill index."""
+        channel = requirements.channel
+        query: dict = {
+            "status": Presence.AVAILABLE.value,
+            "free": {"$gt": 0},
+            f"free_by_channel.{channel}": {"$gt": 0},
+            "tier": {"$in": sorted(requirements.tiers)},
+        }
+        keys = [f"{skill}:{level}" for skill, level in requirements.skills]
+        if keys:
+            query["skill_keys"] = {"$all": keys}
+        if requirements.language:
+            query["language_keys"] = {"$in": [requirements.language, ANY_LANGUAGE]}
+        if requirements.teams is not None:
+            query["team"] = {"$in": sorted(requirements.teams)}
+        if requirements.exclude:
+            query["_id"] = {"$nin": sorted(requirements.exclude)}
         documents = (
-            await self._agents.find(query, session=self._session)
-            .sort("free", DESCENDING)
-            .limit(CANDIDATE_LIMIT)
-            .to_list()
+            await self._agents.find(query, session=self._session).sort("free", DESCENDING).limit(limit).to_list()
         )
         return [_agent(document) for document in documents]
+
+    async def upgrade_legacy(self) -> int:
+        """Agents stored by the walking skeleton (no skill index, no per-channel load): rewrite them.
+
+        Their held tickets had no channel in routing's records, so their load counts on `web`.
+        """
+        documents = await self._agents.find({"skill_keys": {"$exists": False}}, session=self._session).to_list()
+        for document in documents:
+            load = int(document.get("load", 0))
+            agent = Agent.model_validate(
+                {**document, "id": document["_id"], "load": load, "load_by_channel": {"web": load} if load else {}}
+            )
+            await self._agents.replace_one({"_id": agent.id}, _document(agent), session=self._session)
+            await self._refresh_free(agent)
+        return len(documents)
 
     async def anyone_free(self) -> bool:
         found = await self._agents.find_one(
@@ -49,77 +110,296 @@ class AgentRepository:
         )
         return found is not None
 
-    async def claim_slot(self, agent_id: str) -> bool:
-        """Take one unit of capacity, only if the agent is still available with a free slot."""
+    async def claim_slot(self, agent_id: str, channel: str) -> Agent | None:
+        """Take one unit of capacity on `channel`, only if the agent is still available with room there."""
         claimed = await self._agents.find_one_and_update(
-            {"_id": agent_id, "status": Presence.AVAILABLE.value, "free": {"$gt": 0}},
-            {"$inc": {"load": 1, "free": -1}},
+            {
+                "_id": agent_id,
+                "status": Presence.AVAILABLE.value,
+                "free": {"$gt": 0},
+                f"free_by_channel.{channel}": {"$gt": 0},
+            },
+            {
+                "$inc": {"load": 1, "free": -1, f"load_by_channel.{channel}": 1, "version": 1},
+                "$set": {"last_assigned_ms": now_ms(), "updated_ms": now_ms()},
+            },
             session=self._session,
             return_document=ReturnDocument.AFTER,
         )
-        return claimed is not None
+        if claimed is None:
+            return None
+        agent = _agent(claimed)
+        await self._refresh_free(agent)
+        return agent
+
+    async def release_slot(self, agent_id: str, channel: str) -> Agent | None:
+        """Give back one unit of capacity on `channel` (never below zero)."""
+        released = await self._agents.find_one_and_update(
+            {"_id": agent_id, f"load_by_channel.{channel}": {"$gt": 0}},
+            {"$inc": {"load": -1, "free": 1, f"load_by_channel.{channel}": -1, "version": 1}},
+            session=self._session,
+            return_document=ReturnDocument.AFTER,
+        )
+        if released is None:
+            return None
+        agent = _agent(released)
+        await self._refresh_free(agent)
+        return agent
+
+    async def set_status(self, agent_id: str, status: Presence) -> tuple[Agent, Presence] | None:
+        """The agent after the change and the presence it had before; None for an unknown agent."""
+        before = await self._agents.find_one_and_update(
+            {"_id": agent_id},
+            {"$set": {"status": status.value, "updated_ms": now_ms()}, "$inc": {"version": 1}},
+            session=self._session,
+        )
+        if before is None:
+            return None
+        return (await self.get(agent_id), Presence(before["status"]))
+
+    async def _refresh_free(self, agent: Agent) -> None:
+        """Per-channel free capacity is derived (it depends on the pool too); store it for the index."""
+        await self._agents.update_one(
+            {"_id": agent.id}, {"$set": {"free_by_channel": agent.free_by_channel}}, session=self._session
+        )
 
 
 class RoutedTicketRepository:
-    """Routing's own view of tickets: waiting in the queue, or assigned to an agent."""
+    """Routing's own view of tickets: waiting, offered to an agent, assigned, or done."""
 
     def __init__(self, db: AsyncDatabase, session: AsyncClientSession | None = None) -> None:
         self._tickets = db["tickets"]
         self._session = session
 
     async def ensure_indexes(self) -> None:
-        await self._tickets.create_index(
-            [("state", ASCENDING), ("priority_rank", DESCENDING), ("created_ms", ASCENDING)]
-        )
+        await self._tickets.create_index([("state", ASCENDING), ("urgency", DESCENDING), ("created_ms", ASCENDING)])
+        await self._tickets.create_index([("state", ASCENDING), ("next_escalation_ms", ASCENDING)])
+        await self._tickets.create_index([("state", ASCENDING), ("offer_expires_ms", ASCENDING)])
+        await self._tickets.create_index([("offer_ids", ASCENDING)])
+        await self._tickets.create_index([("assignee_id", ASCENDING), ("state", ASCENDING)])
 
-    async def enqueue(self, ticket: WaitingTicket) -> bool:
+    async def get(self, ticket_id: str) -> dict | None:
+        return await self._tickets.find_one({"_id": ticket_id}, session=self._session)
+
+    async def upgrade_legacy(self, next_escalation_ms) -> int:
+        """Tickets stored by the walking skeleton: add what the queue index and matching read."""
+        documents = await self._tickets.find({"urgency": {"$exists": False}}, session=self._session).to_list()
+        for document in documents:
+            created = document["created_ms"]
+            await self._tickets.update_one(
+                {"_id": document["_id"]},
+                {"$set": {"urgency": Priority(document["priority"]).rank, "sla_warned": False, "channel": "web",
+                          "skill_levels": {}, "queued_ms": created, "escalation_step": 0,
+                          "next_escalation_ms": next_escalation_ms(created, 0), "declined_by": [],
+                          "assignee_id": document.get("assignee_id"), "version": 1}},
+                session=self._session,
+            )
+        return len(documents)
+
+    async def enqueue(self, ticket: WaitingTicket, *, next_escalation_ms: int | None, extra: dict | None = None) -> bool:
         """Adds the ticket to the queue unless routing knows it already."""
         if await self._tickets.find_one({"_id": ticket.ticket_id}, {"_id": 1}, session=self._session):
             return False
+        queued_ms = to_ms(ticket.queued_at or ticket.created_at)
         await self._tickets.insert_one(
             {
                 "_id": ticket.ticket_id,
-                "state": "waiting",
+                "state": WAITING,
                 "priority": ticket.priority.value,
-                "priority_rank": ticket.priority.rank,
+                "urgency": ticket.urgency,
+                "sla_warned": False,
                 "required_skills": ticket.required_skills,
+                "skill_levels": ticket.skill_levels,
+                "channel": ticket.channel.value,
+                "language": primary_language(ticket.language),
+                "category": ticket.category,
+                "customer_id": ticket.customer_id,
+                "previous_agent_id": ticket.previous_agent_id,
                 "created_ms": to_ms(ticket.created_at),
+                "queued_ms": queued_ms,
+                "escalation_step": 0,
+                "next_escalation_ms": next_escalation_ms,
+                "declined_by": [],
+                "assignee_id": None,
+                "version": 1,
+                **(extra or {}),
             },
             session=self._session,
         )
         return True
 
-    async def waiting(self, limit: int) -> list[WaitingTicket]:
-        documents = (
-            await self._tickets.find({"state": "waiting"}, session=self._session)
-            .sort([("priority_rank", DESCENDING), ("created_ms", ASCENDING)])
+    async def waiting(self, limit: int) -> list[dict]:
+        """The queue, in order: most urgent first, then oldest (the documents; see `waiting_ticket`)."""
+        return (
+            await self._tickets.find({"state": WAITING}, session=self._session)
+            .sort([("urgency", DESCENDING), ("created_ms", ASCENDING)])
             .limit(limit)
             .to_list()
         )
-        return [_waiting(document) for document in documents]
 
-    async def mark_assigned(self, ticket_id: str, agent_id: str) -> bool:
-        """Only a waiting ticket can be assigned: the guard against assigning it twice."""
-        assigned = await self._tickets.find_one_and_update(
-            {"_id": ticket_id, "state": "waiting"},
-            {"$set": {"state": "assigned", "assignee_id": agent_id, "assigned_ms": now_ms()}},
-            session=self._session,
+    async def waiting_for(self, agent: Agent, requirements_of, limit: int) -> list[dict]:
+        """Waiting tickets `agent` can take, in queue order, at most as many as they have room for.
+
+        The channels the agent has room on and their languages narrow the query; the rest of the
+        hard constraints (skills, tier, team, declined) are checked on each ticket read, up to
+        `limit` tickets read.
+        """
+        channels = [channel for channel in CHANNELS if agent.free_on(channel) > 0]
+        if not channels:
+            return []
+        query: dict = {"state": WAITING, "channel": {"$in": channels}}
+        if agent.languages:
+            query["language"] = {"$in": [*sorted({primary_language(l) for l in agent.languages}), None]}
+        room = {channel: agent.free_on(channel) for channel in channels}
+        taken: list[dict] = []
+        cursor = (
+            self._tickets.find(query, session=self._session)
+            .sort([("urgency", DESCENDING), ("created_ms", ASCENDING)])
+            .limit(limit)
         )
-        return assigned is not None
+        try:
+            async for document in cursor:
+                channel = document.get("channel") or "web"
+                if room.get(channel, 0) > 0 and requirements_of(waiting_ticket(document)).admits(agent):
+                    taken.append(document)
+                    room[channel] -= 1
+                    if len(taken) >= agent.free or not any(room.values()):
+                        break
+        finally:
+            await cursor.close()
+        return taken
 
-    async def assignee_of(self, ticket_id: str) -> str | None:
-        document = await self._tickets.find_one({"_id": ticket_id}, session=self._session)
-        return document.get("assignee_id") if document else None
+    async def update(self, ticket_id: str, expected: dict, changes: dict) -> dict | None:
+        """A conditional update: applies only while the ticket still matches `expected`; the new document."""
+        return await self._tickets.find_one_and_update(
+            {"_id": ticket_id, **expected},
+            {"$set": {**changes, "updated_ms": now_ms()}, "$inc": {"version": 1}},
+            session=self._session,
+            return_document=ReturnDocument.AFTER,
+        )
+
+    async def held_by(self, agent_id: str, states: Iterable[str]) -> list[dict]:
+        return await self._tickets.find(
+            {"assignee_id": agent_id, "state": {"$in": list(states)}}, session=self._session
+        ).to_list()
+
+    async def by_offer(self, offer_id: str) -> dict | None:
+        """The ticket an offer was for, whether the offer is still open or not."""
+        return await self._tickets.find_one({"offer_ids": {"$in": [offer_id]}}, session=self._session)  # `$in`: nx-27017 misses plain equality on an indexed array
+
+    async def offers_of(self, agent_id: str) -> list[dict]:
+        return await self._tickets.find({"assignee_id": agent_id, "state": OFFERED}, session=self._session).to_list()
+
+    async def offers_expired(self, now: int, limit: int) -> list[dict]:
+        return (
+            await self._tickets.find({"state": OFFERED, "offer_expires_ms": {"$lte": now}}, session=self._session)
+            .limit(limit)
+            .to_list()
+        )
+
+    async def escalation_due(self, now: int, limit: int) -> list[dict]:
+        return (
+            await self._tickets.find(
+                {"state": WAITING, "next_escalation_ms": {"$ne": None, "$lte": now}}, session=self._session
+            )
+            .limit(limit)
+            .to_list()
+        )
+
+    async def depth_by_priority(self) -> dict[str, int]:
+        return {
+            priority.value: await self._tickets.count_documents(
+                {"state": WAITING, "priority": priority.value}, session=self._session
+            )
+            for priority in Priority
+        }
+
+    async def summary(self, now: int) -> QueueSummary:
+        summary = QueueSummary()
+        summary.by_priority = await self.depth_by_priority()
+        summary.depth = sum(summary.by_priority.values())
+        async for row in await self._tickets.aggregate(
+            [{"$match": {"state": WAITING}}, {"$unwind": "$required_skills"},
+             {"$group": {"_id": "$required_skills", "n": {"$sum": 1}}}],
+            session=self._session,
+        ):
+            summary.by_skill[row["_id"]] = row["n"]
+        async for row in await self._tickets.aggregate(
+            [{"$match": {"state": WAITING}}, {"$group": {"_id": "$channel", "n": {"$sum": 1}}}], session=self._session
+        ):
+            summary.by_channel[row["_id"]] = row["n"]
+        oldest = (
+            await self._tickets.find({"state": WAITING}, {"created_ms": 1}, session=self._session)
+            .sort("created_ms", ASCENDING)
+            .limit(1)
+            .to_list()
+        )
+        if oldest:
+            summary.oldest_ticket_id = oldest[0]["_id"]
+            summary.oldest_wait_seconds = max(0.0, (now - oldest[0]["created_ms"]) / 1000)
+        return summary
+
+
+class AffinityRepository:
+    """The agent who last took each customer's ticket, for the affinity window."""
+
+    def __init__(self, db: AsyncDatabase, session: AsyncClientSession | None = None) -> None:
+        self._customers = db["customer_agents"]
+        self._session = session
+
+    async def remember(self, customer_id: str, agent_id: str, at_ms: int) -> None:
+        await self._customers.update_one(
+            {"_id": customer_id}, {"$set": {"agent_id": agent_id, "at_ms": at_ms}}, upsert=True, session=self._session
+        )
+
+    async def last_agent(self, customer_id: str) -> tuple[str, int] | None:
+        row = await self._customers.find_one({"_id": customer_id}, session=self._session)
+        return (row["agent_id"], row["at_ms"]) if row else None
+
+
+def _skill_keys(skills: dict[str, int]) -> list[str]:
+    return [f"{skill}:{level}" for skill, top in skills.items() for level in range(1, top + 1)]
+
+
+def _document(agent: Agent) -> dict:
+    limits, total = channel_capacity(agent.capacity)
+    document = agent.model_dump(mode="json", exclude={"id", "last_assigned_at"})
+    document.update(
+        _id=agent.id,
+        skill_keys=_skill_keys(agent.skills),
+        language_keys=sorted({primary_language(l) for l in agent.languages}) or [ANY_LANGUAGE],
+        capacity_by_channel=limits,
+        total_capacity=total,
+        free=total - agent.load,  # may go below zero when capacity shrinks under held tickets
+        load_by_channel={channel: agent.load_by_channel.get(channel, 0) for channel in CHANNELS},
+        last_assigned_ms=to_ms(agent.last_assigned_at) if agent.last_assigned_at else None,
+        updated_ms=now_ms(),
+    )
+    return document
 
 
 def _agent(document: dict) -> Agent:
-    return Agent.model_validate({**document, "id": document["_id"]})
+    last = document.get("last_assigned_ms")
+    return Agent.model_validate(
+        {**document, "id": document["_id"], "last_assigned_at": from_ms(last) if last else None}
+    )
 
 
-def _waiting(document: dict) -> WaitingTicket:
+def waiting_ticket(document: dict) -> WaitingTicket:
     return WaitingTicket(
         ticket_id=document["_id"],
         priority=Priority(document["priority"]),
         required_skills=document["required_skills"],
+        skill_levels=document.get("skill_levels") or {},
+        channel=document.get("channel") or "web",
+        language=document.get("language"),
+        category=document.get("category"),
+        customer_id=document.get("customer_id"),
+        previous_agent_id=document.get("previous_agent_id"),
         created_at=from_ms(document["created_ms"]),
+        queued_at=from_ms(document.get("queued_ms") or document["created_ms"]),
+        sla_warned=document.get("sla_warned", False),
+        escalation_step=document.get("escalation_step", 0),
+        declined_by=document.get("declined_by") or [],
+        version=document.get("version", 1),
     )

@@ -1,5 +1,14 @@
-from pydantic import Field
+"""Routing's settings: environment variables only; a bad escalation workflow stops the service at start."""
 
+import json
+from pathlib import Path
+from typing import Annotated
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import NoDecode
+
+from services.routing.domain import EscalationPolicy, Mode, Presence
 from shared.settings import ServiceSettings
 
 
@@ -7,5 +16,50 @@ class RoutingSettings(ServiceSettings):
     http_port: int = 8002
     mongodb_database: str = "switchboard_routing"
     queue_sweep_interval_seconds: float = Field(
-        default=2.0, gt=0, description="How often waiting tickets are matched again, as a safety net."
+        default=2.0, gt=0, description="How often waiting tickets are matched again, escalated, and offers expired."
     )
+    routing_mode: Mode = Field(default=Mode.AUTO, description="`auto` assigns directly; `offer` reserves and asks.")
+    offer_timeout_seconds: float = Field(default=120.0, gt=0, description="An unanswered offer goes to the next agent.")
+    unassign_on_presence: Annotated[list[Presence], NoDecode] = Field(
+        default_factory=lambda: [Presence.OFFLINE],
+        description="Presences that send an agent's open tickets back to the queue (comma-separated; empty: never).",
+    )
+    affinity_window_seconds: float = Field(
+        default=7 * 24 * 3600, ge=0, description="How long routing prefers the agent who last helped a customer."
+    )
+    escalation_file: Path | None = Field(default=None, description="YAML (or JSON) file with the escalation workflow.")
+    escalation_json: str | None = Field(default=None, description="The escalation workflow as JSON, instead of a file.")
+
+    @field_validator("unassign_on_presence", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _escalation_valid(self) -> "RoutingSettings":
+        self.escalation_policy()  # raises with the reason
+        return self
+
+    def escalation_policy(self) -> EscalationPolicy:
+        if self.escalation_file and self.escalation_json:
+            raise ValueError("set ESCALATION_FILE or ESCALATION_JSON, not both")
+        try:
+            if self.escalation_file:
+                source = f"ESCALATION_FILE {self.escalation_file}"
+                raw = yaml.safe_load(self.escalation_file.read_text())
+            elif self.escalation_json:
+                source = "ESCALATION_JSON"
+                raw = json.loads(self.escalation_json)
+            else:
+                return EscalationPolicy()
+        except (OSError, yaml.YAMLError, json.JSONDecodeError) as error:
+            raise ValueError(f"{source}: cannot read the escalation workflow: {error}") from None
+        try:
+            return EscalationPolicy.model_validate(raw or {})
+        except ValidationError as error:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'workflow'}: {e['msg']}" for e in error.errors(include_url=False)
+            )
+            raise ValueError(f"{source}: invalid escalation workflow: {problems}") from None

@@ -1,25 +1,51 @@
-"""Who gets a ticket: eligibility, choice and queue order, without any I/O."""
+"""Who gets a ticket: eligibility, scoring and queue order, without any I/O."""
 
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.routing.domain import Agent, AgentProfile, Presence, WaitingTicket, can_take, choose_agent, queue_order
-from shared.events import Priority
+from services.routing.domain import (
+    Agent,
+    AgentProfile,
+    EscalationPolicy,
+    Presence,
+    Tier,
+    WaitingTicket,
+    affinity_agent,
+    can_return_to,
+    can_take,
+    channel_capacity,
+    choose_agent,
+    queue_key,
+    queue_order,
+    score,
+)
+from shared.events import Channel, Priority
 
 T0 = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
 
 
-def agent(agent_id: str, *, skills=None, capacity=2, load=0, status=Presence.AVAILABLE) -> Agent:
-    return Agent(id=agent_id, name=agent_id, skills=skills or {}, capacity=capacity, status=status, load=load)
+def agent(agent_id: str, *, skills=None, capacity=2, load=0, status=Presence.AVAILABLE, channel="web",
+          languages=(), tier=Tier.L1, team=None, idle_minutes=None) -> Agent:
+    return Agent(
+        id=agent_id, name=agent_id, skills=skills or {}, capacity=capacity, status=status, load=load,
+        load_by_channel={channel: load} if load else {}, languages=list(languages), tier=tier, team=team,
+        last_assigned_at=T0 - timedelta(minutes=idle_minutes) if idle_minutes is not None else None,
+    )
 
 
-def ticket(*skills: str, priority=Priority.NORMAL, age_minutes=0) -> WaitingTicket:
+def ticket(*skills: str, priority=Priority.NORMAL, age_minutes=0, levels=None, channel=Channel.WEB, language=None,
+           ticket_id=None, sla_warned=False, previous_agent_id=None) -> WaitingTicket:
     return WaitingTicket(
-        ticket_id=f"T-{priority}-{age_minutes}",
+        ticket_id=ticket_id or f"T-{priority}-{age_minutes}",
         priority=priority,
         required_skills=list(skills),
+        skill_levels=levels or {},
+        channel=channel,
+        language=language,
         created_at=T0 - timedelta(minutes=age_minutes),
+        sla_warned=sla_warned,
+        previous_agent_id=previous_agent_id,
     )
 
 
@@ -33,10 +59,42 @@ def ticket(*skills: str, priority=Priority.NORMAL, age_minutes=0) -> WaitingTick
         (agent("a", skills={"billing": 1}, status=Presence.OFFLINE), False),
         (agent("a", skills={"billing": 1}, capacity=2, load=2), False),
         (agent("a", skills={"billing": 1}, capacity=0), False),
+        (agent("a", skills={"billing": 1}, tier=Tier.SUPERVISOR), False),
     ],
 )
 def test_an_agent_can_take_a_ticket_only_when_available_skilled_and_not_full(candidate, eligible):
     assert can_take(candidate, ticket("billing")) is eligible
+
+
+@pytest.mark.parametrize(("level", "eligible"), [(1, False), (2, False), (3, True), (5, True)])
+def test_every_required_skill_must_be_held_at_or_above_its_level(level, eligible):
+    assert can_take(agent("a", skills={"billing": level}), ticket("billing", levels={"billing": 3})) is eligible
+
+
+@pytest.mark.parametrize(
+    ("languages", "ticket_language", "eligible"),
+    [((), "de", True), (("de",), "de", True), (("de", "en"), "de-AT", True), (("en",), "de", False),
+     (("pt-BR",), "pt", True), (("en",), None, True)],
+)
+def test_the_agent_must_speak_the_tickets_language_and_no_languages_means_unrestricted(
+    languages, ticket_language, eligible
+):
+    assert can_take(agent("a", languages=languages), ticket(language=ticket_language)) is eligible
+
+
+def test_capacity_per_channel_is_independent_and_a_plain_number_is_a_pool_every_channel_draws_on():
+    per_channel = Agent(id="a", name="a", skills={}, capacity={"chat": 3, "email": 10, "phone": 1},
+                        status=Presence.AVAILABLE, load=4, load_by_channel={"chat": 3, "phone": 1})
+    pool = Agent(id="b", name="b", skills={}, capacity=2, status=Presence.AVAILABLE, load=2,
+                 load_by_channel={"web": 1, "email": 1})
+
+    assert (per_channel.free_on("chat"), per_channel.free_on("email"), per_channel.free_on("phone")) == (0, 10, 0)
+    assert per_channel.free_on("web") == 0, "channels not named get no capacity"
+    assert per_channel.free == 10
+    assert pool.free == 0 and all(pool.free_on(channel) == 0 for channel in ("web", "chat", "email"))
+    assert channel_capacity(3) == ({c.value: 3 for c in Channel}, 3)
+    assert can_take(per_channel, ticket(channel=Channel.EMAIL))
+    assert not can_take(per_channel, ticket(channel=Channel.CHAT))
 
 
 def test_the_least_utilised_eligible_agent_is_chosen_and_the_reason_says_why():
@@ -47,7 +105,42 @@ def test_the_least_utilised_eligible_agent_is_chosen_and_the_reason_says_why():
     match = choose_agent([busy, idle, unskilled], ticket("billing"))
 
     assert match.agent.id == "idle"
-    assert "billing 2" in match.reason and "2 eligible" in match.reason
+    assert "billing 2>=1" in match.reason and "2 eligible" in match.reason and "web load 0/4" in match.reason
+
+
+def test_at_equal_utilisation_the_longest_idle_agent_wins_then_the_better_skill_fit():
+    recent = agent("recent", skills={"billing": 3}, idle_minutes=1)
+    long_idle = agent("long-idle", skills={"billing": 3}, idle_minutes=50)
+    assert choose_agent([recent, long_idle], ticket("billing"), now=T0).agent.id == "long-idle"
+
+    expert = agent("expert", skills={"billing": 5}, idle_minutes=30)
+    novice = agent("novice", skills={"billing": 1}, idle_minutes=30)
+    assert choose_agent([novice, expert], ticket("billing"), now=T0).agent.id == "expert"
+
+
+def test_affinity_to_the_customers_previous_agent_outweighs_a_small_load_difference():
+    previous = agent("previous", capacity=4, load=1)
+    fresh = agent("fresh", capacity=4)
+    chosen = choose_agent([fresh, previous], ticket(previous_agent_id="previous"), now=T0, affinity_agent_id="previous")
+
+    assert chosen.agent.id == "previous" and "affinity" in chosen.reason
+    assert choose_agent([fresh, previous], ticket(), now=T0).agent.id == "fresh"
+
+
+def test_affinity_comes_from_the_hint_or_from_routing_memory_inside_the_window():
+    window = timedelta(days=7)
+    assert affinity_agent("hinted", None, T0, window) == "hinted"
+    assert affinity_agent(None, ("remembered", T0 - timedelta(days=2)), T0, window) == "remembered"
+    assert affinity_agent(None, ("remembered", T0 - timedelta(days=8)), T0, window) is None
+    assert affinity_agent(None, None, T0, window) is None
+
+
+def test_the_score_parts_are_bounded_and_utilisation_counts_against():
+    requirements = EscalationPolicy().requirements(ticket("billing"))
+    empty = score(agent("a", skills={"billing": 1}, capacity=4), requirements, T0, affinity_agent_id=None)
+    half = score(agent("b", skills={"billing": 1}, capacity=4, load=2), requirements, T0, affinity_agent_id=None)
+    assert empty.utilisation == 0 and half.utilisation == 0.5 and half.total < empty.total
+    assert 0 <= empty.skill_fit <= 1
 
 
 def test_nobody_is_chosen_when_no_agent_qualifies():
@@ -62,6 +155,23 @@ def test_the_queue_serves_priority_first_then_age():
     assert sorted([new_normal, old_normal, new_urgent], key=queue_order) == [new_urgent, old_normal, new_normal]
 
 
+def test_an_sla_warning_moves_a_ticket_up_one_priority_step_ahead_of_older_tickets_there():
+    old_high = ticket(priority=Priority.HIGH, age_minutes=30, ticket_id="old-high")
+    warned_normal = ticket(priority=Priority.NORMAL, age_minutes=40, sla_warned=True, ticket_id="warned")
+    old_normal = ticket(priority=Priority.NORMAL, age_minutes=60, ticket_id="old-normal")
+    urgent = ticket(priority=Priority.URGENT, age_minutes=1, ticket_id="urgent")
+
+    ordered = [t.ticket_id for t in sorted([old_normal, old_high, warned_normal, urgent], key=queue_key)]
+    assert ordered == ["urgent", "warned", "old-high", "old-normal"]
+
+
+def test_a_reopened_ticket_returns_to_its_previous_agent_only_when_they_are_available_with_room():
+    assert can_return_to(agent("a"), "web")
+    assert not can_return_to(agent("a", status=Presence.AWAY), "web")
+    assert not can_return_to(agent("a", capacity=1, load=1), "web")
+    assert not can_return_to(None, "web")
+
+
 def test_a_profile_change_keeps_the_tickets_an_agent_already_holds():
     holding = agent("a", skills={"billing": 1}, capacity=3, load=2)
 
@@ -71,11 +181,23 @@ def test_a_profile_change_keeps_the_tickets_an_agent_already_holds():
     assert updated.version == holding.version + 1
 
 
+def test_a_profile_takes_languages_team_tier_and_capacity_per_channel():
+    profile = AgentProfile.model_validate(
+        {"name": "A", "skills": {"billing": 3}, "languages": ["de", "en"], "team": "payments", "tier": "l2",
+         "capacity": {"chat": 3, "email": 10, "phone": 1}, "status": "available"}
+    )
+    created = Agent.new("a", profile)
+    assert created.tier is Tier.L2 and created.team == "payments" and created.languages == ["de", "en"]
+    assert created.free_by_channel == {"web": 0, "email": 10, "chat": 3, "social": 0, "phone": 1, "api": 0}
+
+
 @pytest.mark.parametrize(
     "profile",
     [{"name": "A", "capacity": -1}, {"name": "A", "capacity": 1, "skills": {"billing": 0}},
      {"name": "A", "capacity": 1, "skills": {"billing": 6}}, {"name": "", "capacity": 1},
-     {"name": "A", "capacity": 1, "status": "busy"}],
+     {"name": "A", "capacity": 1, "status": "busy"}, {"name": "A", "capacity": {"chat": -1}},
+     {"name": "A", "capacity": {"fax": 1}}, {"name": "A", "capacity": 1, "tier": "l3"},
+     {"name": "A", "capacity": 1, "skills": {"Bad Skill": 1}}, {"name": "A", "capacity": 1, "languages": ["d e"]}],
 )
 def test_invalid_profiles_are_refused(profile):
     with pytest.raises(ValueError):

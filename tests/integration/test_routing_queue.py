@@ -1,0 +1,123 @@
+"""Routing's use cases against the real Mongo-wire server, without a broker: the queue and its claims.
+
+A batch of `ticket.created` polled from several partitions arrives in any order; routing must
+still serve the queue by urgency, then age, and never give one slot or one ticket twice,
+even when two routing instances serve the same database at once.
+"""
+
+import asyncio
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+from pymongo import AsyncMongoClient
+
+from services.routing.domain import AgentProfile, Presence
+from services.routing.metrics import RoutingMetrics
+from services.routing.service import Routing, RoutingConfig
+from shared.clock import utc_now
+from shared.envelope import new_event
+from shared.events import Customer, TicketCreated
+from shared.mongo import UnitOfWork
+from shared.outbox import Outbox
+from tests.support import free_port
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def mongo_url(tmp_path_factory):
+    data = tmp_path_factory.mktemp("routing-queue")
+    port = free_port()
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "nx-27017"), "--data-dir", str(data), "-p", str(port),
+         "--log-file", str(data / "server.log"), "--pid-file", str(data / "nx-27017.pid")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+    )
+    try:
+        yield f"mongodb://127.0.0.1:{port}", data
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+async def routing_on(url: str, lock_dir: Path, database: str) -> tuple[Routing, AsyncMongoClient]:
+    client = AsyncMongoClient(url, tz_aware=True)
+    async with asyncio.timeout(30):
+        while True:
+            try:
+                await client.admin.command("ping")
+                break
+            except Exception:
+                await asyncio.sleep(0.2)
+    db = client[database]
+    uow = UnitOfWork(client, db, Outbox(db).write, transaction_lock=lock_dir / f"{database}.lock")
+    return Routing(uow, "switchboard/routing", RoutingMetrics(CollectorRegistry()), RoutingConfig()), client
+
+
+def created(ticket_id: str, skill: str, priority: str, age_minutes: int):
+    return new_event(
+        TicketCreated(ticket_id=ticket_id, channel="chat", customer=Customer(id=f"c-{ticket_id}"), subject="s",
+                      priority=priority, required_skills=[skill], created_at=utc_now() - timedelta(minutes=age_minutes)),
+        source="tests", subject=ticket_id,
+    )
+
+
+async def test_a_batch_from_several_partitions_is_served_in_queue_order_not_arrival_order(mongo_url):
+    url, lock_dir = mongo_url
+    routing, client = await routing_on(url, lock_dir, "routing_batch")
+    try:
+        await routing.put_agent("solo", AgentProfile(name="Solo", skills={"chat": 1}, capacity=1, status="available"))
+        batch = [created("T-new-low", "chat", "low", 1), created("T-old-normal", "chat", "normal", 30),
+                 created("T-urgent", "chat", "urgent", 2), created("T-new-normal", "chat", "normal", 5)]
+
+        async def consume(tx):  # what the consumer does with one polled batch: one transaction
+            for event in batch:
+                await routing.on_ticket_created(tx, event)
+
+        await routing._uow.run(consume)
+        await routing.drain(ticket_ids={event.subject for event in batch}, sweep=False)
+
+        assert (await routing.ticket_view("T-urgent"))["assignee_id"] == "solo"
+        assert [(await routing.ticket_view(t))["state"] for t in ("T-old-normal", "T-new-normal", "T-new-low")] == [
+            "waiting", "waiting", "waiting"]
+
+        summary = await routing.queue_summary()
+        assert summary.depth == 3 and summary.by_priority["normal"] == 2 and summary.oldest_ticket_id == "T-old-normal"
+    finally:
+        await client.close()
+
+
+async def test_two_instances_draining_at_once_fill_every_slot_exactly_once(mongo_url):
+    url, lock_dir = mongo_url
+    first, first_client = await routing_on(url, lock_dir, "routing_race")
+    second, second_client = await routing_on(url, lock_dir, "routing_race")
+    try:
+        for number in range(5):
+            await first.put_agent(f"a{number}", AgentProfile(name="A", skills={"race": 1}, capacity={"chat": 2},
+                                                              status="away"))
+        batch = [created(f"T{number:02d}", "race", "normal", 60 - number) for number in range(15)]
+
+        async def consume(tx):
+            for event in batch:
+                await first.on_ticket_created(tx, event)
+
+        await first._uow.run(consume)
+        await asyncio.gather(*(
+            routing.set_presence(f"a{number}", Presence.AVAILABLE) for number in range(5) for routing in (first, second)
+        ), first.drain(), second.drain())
+
+        agents = [await first.get_agent(f"a{number}") for number in range(5)]
+        views = [await first.ticket_view(f"T{number:02d}") for number in range(15)]
+        assert [agent.load_by_channel["chat"] for agent in agents] == [2] * 5
+        assigned = [view for view in views if view["state"] == "assigned"]
+        assert len(assigned) == 10
+        assert {view["ticket_id"] for view in assigned} == {f"T{number:02d}" for number in range(10)}, "oldest first"
+        outbox = await first_client["routing_race"]["outbox"].find({"type": "support.ticket.assigned.v1"}).to_list()
+        assert sorted(row["key"] for row in outbox) == sorted(view["ticket_id"] for view in assigned), "once each"
+    finally:
+        await first_client.close()
+        await second_client.close()
