@@ -1,24 +1,30 @@
-"""SLA's REST API: the clocks of a ticket."""
+"""SLA's REST API: the clocks of a ticket, and the policies in force."""
 
 from datetime import datetime
 
 from fastapi import APIRouter, Depends, HTTPException, status
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from services.sla.domain import ClockState
 from services.sla.service import Sla
-from shared.clock import utc_now
 
 
 class ClockView(BaseModel):
     metric: str
     policy: str
     state: ClockState
+    cycle: int = Field(description="1 for the first clock of the metric; next_reply and periodic_update count restarts.")
     target_seconds: int
+    business_time: bool = Field(description="Whether the target counts business hours (else calendar time).")
+    calendar: str
     started_at: datetime
-    due_at: datetime
-    elapsed_seconds: float
-    remaining_seconds: float
+    due_at: datetime | None = Field(description="When the target is used up; null while paused (nothing is due).")
+    elapsed_seconds: float = Field(description="Time counted so far, in the clock's business (or calendar) time.")
+    remaining_seconds: float = Field(description="Target minus elapsed; negative once breached.")
+    breached: bool
+    warnings_sent: list[float]
+    paused_at: datetime | None
+    fulfilled_at: datetime | None
 
 
 class TicketClocks(BaseModel):
@@ -34,17 +40,11 @@ def build_routes(sla: Sla, require_api_key) -> APIRouter:
         clocks = await sla.clocks_of(ticket_id)
         if not clocks:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no SLA clocks for ticket {ticket_id}")
-        now = utc_now()
-        return TicketClocks(
-            ticket_id=ticket_id,
-            clocks=[
-                ClockView(
-                    **clock.model_dump(exclude={"ticket_id"}),
-                    elapsed_seconds=clock.elapsed_seconds(now),
-                    remaining_seconds=clock.remaining_seconds(now),
-                )
-                for clock in clocks
-            ],
-        )
+        return TicketClocks(ticket_id=ticket_id, clocks=[ClockView.model_validate(clock) for clock in clocks])
+
+    @routes.get("/policies")
+    async def policies() -> dict:
+        """The policies in the order they are tried, and their calendars."""
+        return sla.policies()
 
     return routes

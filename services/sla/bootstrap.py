@@ -1,24 +1,48 @@
-"""Composition root: wires SLA's use cases to the platform kit."""
+"""Composition root: wires SLA's use cases to the platform kit.
+
+The policy file is read and checked first, before anything connects: an invalid one stops the
+service at start with the line and the reason.
+"""
 
 from fastapi import FastAPI
 
 from services.sla.api import build_routes
-from services.sla.repository import ClockRepository
+from services.sla.domain import SlaRules
+from services.sla.metrics import SlaMetrics
+from services.sla.policy import load_policies
+from services.sla.repository import SlaRepository
 from services.sla.service import Sla
 from services.sla.settings import SlaSettings
+from services.sla.timers import Timers, TimerSettings
 from shared import topics
 from shared.app import ServiceKit
 from shared.consumer import Subscription
-from shared.events import TicketCreated
 
 
 def build_app(settings: SlaSettings | None = None) -> FastAPI:
     settings = settings or SlaSettings()
+    rules = SlaRules(load_policies(settings.sla_policies_path))
     kit = ServiceKit.create("sla", settings)
-    sla = Sla(kit.uow, kit.source, settings.first_reply_target_seconds)
+    metrics = SlaMetrics(kit.registry)
+    timers = Timers(
+        kit.uow,
+        rules,
+        kit.lease("sla-timers", settings.sla_timer_lease_seconds),
+        metrics,
+        kit.source,
+        TimerSettings(
+            horizon_seconds=settings.sla_scheduler_horizon_seconds,
+            reload_seconds=settings.sla_scheduler_reload_seconds,
+            max_loaded=settings.sla_scheduler_max_loaded,
+            batch_size=settings.sla_scheduler_batch_size,
+            lease_seconds=settings.sla_timer_lease_seconds,
+        ),
+    )
+    sla = Sla(kit.uow, kit.source, rules, metrics, timers)
     return kit.create_app(
-        description="Runs the SLA clocks of every ticket and warns before they breach.",
+        description="Runs the SLA clocks of every ticket, in business time, and warns before they breach.",
         api=build_routes(sla, kit.require_api_key()),
-        subscriptions=[Subscription(topics.TICKETS, {TicketCreated: sla.on_ticket_created})],
-        ensure_indexes=[ClockRepository(kit.db).ensure_indexes],
+        subscriptions=[Subscription(topics.TICKETS, sla.handlers())],
+        ensure_indexes=[SlaRepository(kit.db).ensure_indexes],
+        background=[timers.run],
     )

@@ -1,37 +1,172 @@
-"""MongoDB adapter for SLA clocks: one document per ticket and metric."""
+"""MongoDB adapters for SLA: what it knows of tickets, and the clocks (one document per ticket and metric).
 
-from pymongo import ASCENDING
+Every write is conditional on the version the writer read, so the consumer and the timers of
+any number of replicas never overwrite each other's decisions: the loser sees `False` and
+either retries (the consumer) or drops its stale timer (the scheduler). A clock's next firing
+is `next_fire_ms`, indexed, and absent when none is due, so the scheduler reads the near
+horizon with one range scan.
+"""
+
+from dataclasses import asdict, replace
+
+from pymongo import ASCENDING, ReplaceOne, ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
 
-from services.sla.domain import Clock
-from shared.clock import from_ms, to_ms
+from services.sla.domain import Clock, Metric, TicketRecord
 
 
-class ClockRepository:
+def _clock_document(clock: Clock) -> dict:
+    document = asdict(clock)
+    document.update(
+        _id=clock.id,
+        metric=clock.metric.value,
+        warnings=list(clock.warnings),
+        fired=list(clock.fired),
+        pause_on=sorted(clock.pause_on),
+        state=clock.state.value,
+    )
+    if clock.next_fire_ms is None:
+        del document["next_fire_ms"]  # out of the timer index entirely
+    return document
+
+
+def _clock(document: dict) -> Clock:
+    return Clock(
+        ticket_id=document["ticket_id"],
+        metric=Metric(document["metric"]),
+        cycle=document["cycle"],
+        policy=document["policy"],
+        priority=document["priority"],
+        calendar=document["calendar"],
+        target_ms=document["target_ms"],
+        warnings=tuple(document["warnings"]),
+        pause_on=frozenset(document["pause_on"]),
+        started_ms=document["started_ms"],
+        running=document["running"],
+        stopped=document["stopped"],
+        elapsed_ms=document["elapsed_ms"],
+        since_ms=document.get("since_ms"),
+        due_ms=document.get("due_ms"),
+        fired=tuple(document.get("fired", ())),
+        breached=document.get("breached", False),
+        next_fire_ms=document.get("next_fire_ms"),
+        paused_ms=document.get("paused_ms"),
+        stopped_ms=document.get("stopped_ms"),
+        version=document["version"],
+    )
+
+
+def _ticket_document(ticket: TicketRecord) -> dict:
+    document = asdict(ticket)
+    document.update(_id=ticket.ticket_id, tags=list(ticket.tags))
+    return document
+
+
+def _ticket(document: dict) -> TicketRecord:
+    fields = {name: document.get(name) for name in TicketRecord.__dataclass_fields__}
+    fields["tags"] = tuple(document.get("tags") or ())
+    return TicketRecord(**fields)
+
+
+class SlaRepository:
     def __init__(self, db: AsyncDatabase, session: AsyncClientSession | None = None) -> None:
         self._clocks = db["clocks"]
+        self._tickets = db["tickets"]
         self._session = session
 
     async def ensure_indexes(self) -> None:
         await self._clocks.create_index([("ticket_id", ASCENDING)])
-        await self._clocks.create_index([("state", ASCENDING), ("due_ms", ASCENDING)])
+        await self._clocks.create_index([("next_fire_ms", ASCENDING)])
+        await self._clocks.create_index([("stopped", ASCENDING)])
 
-    async def start(self, clock: Clock) -> bool:
-        """Stores a new clock; False when this ticket's clock for the metric already exists."""
-        clock_id = f"{clock.ticket_id}:{clock.metric.value}"
-        if await self._clocks.find_one({"_id": clock_id}, {"_id": 1}, session=self._session):
-            return False
-        document = clock.model_dump(mode="json", exclude={"started_at", "due_at"})
-        document.update(_id=clock_id, started_ms=to_ms(clock.started_at), due_ms=to_ms(clock.due_at))
-        await self._clocks.insert_one(document, session=self._session)
-        return True
+    # --- tickets ------------------------------------------------------------------------------
 
-    async def of_ticket(self, ticket_id: str) -> list[Clock]:
-        documents = await self._clocks.find({"ticket_id": ticket_id}, session=self._session).sort("_id").to_list()
-        return [
-            Clock.model_validate(
-                {**document, "started_at": from_ms(document["started_ms"]), "due_at": from_ms(document["due_ms"])}
+    async def ticket(self, ticket_id: str) -> TicketRecord | None:
+        document = await self._tickets.find_one({"_id": ticket_id}, session=self._session)
+        return _ticket(document) if document else None
+
+    async def save_ticket(self, ticket: TicketRecord) -> TicketRecord | None:
+        """Inserts a ticket never stored (version 0) or replaces the version read; None if someone was first."""
+        stored = replace(ticket, version=ticket.version + 1)
+        if ticket.version == 0:
+            try:
+                await self._tickets.insert_one(_ticket_document(stored), session=self._session)
+            except DuplicateKeyError:
+                return None
+            return stored
+        replaced = await self._tickets.find_one_and_replace(
+            {"_id": ticket.ticket_id, "version": ticket.version},
+            _ticket_document(stored),
+            session=self._session,
+            return_document=ReturnDocument.AFTER,
+        )
+        return stored if replaced is not None else None
+
+    # --- clocks -------------------------------------------------------------------------------
+
+    async def clocks_of(self, ticket_id: str) -> dict[Metric, Clock]:
+        documents = await self._clocks.find({"ticket_id": ticket_id}, session=self._session).to_list()
+        # Documents of the walking skeleton's first-reply clock (no `target_ms`) are left out.
+        clocks = [_clock(document) for document in documents if "target_ms" in document]
+        return {clock.metric: clock for clock in clocks}
+
+    async def clock(self, clock_id: str) -> Clock | None:
+        document = await self._clocks.find_one({"_id": clock_id}, session=self._session)
+        return _clock(document) if document and "target_ms" in document else None
+
+    async def save_clock(self, clock: Clock) -> Clock | None:
+        """Like `save_ticket`: conditional on the version read, so a firing or a change happens once."""
+        stored = replace(clock, version=clock.version + 1)
+        if clock.version == 0:
+            try:
+                await self._clocks.insert_one(_clock_document(stored), session=self._session)
+            except DuplicateKeyError:
+                return None
+            return stored
+        replaced = await self._clocks.find_one_and_replace(
+            {"_id": clock.id, "version": clock.version},
+            _clock_document(stored),
+            projection={"_id": 1},
+            session=self._session,
+            return_document=ReturnDocument.AFTER,
+        )
+        return stored if replaced is not None else None
+
+    async def clocks_by_id(self, clock_ids: list[str]) -> dict[str, Clock]:
+        documents = await self._clocks.find({"_id": {"$in": clock_ids}}, session=self._session).to_list()
+        return {document["_id"]: _clock(document) for document in documents if "target_ms" in document}
+
+    async def save_clocks(self, clocks: list[Clock]) -> list[Clock] | None:
+        """Many conditional replacements in one round trip: the stored clocks, or None unless every one of
+        them still had the version read (the caller's transaction must then be abandoned)."""
+        if not clocks:
+            return []
+        stored = [replace(clock, version=clock.version + 1) for clock in clocks]
+        result = await self._clocks.bulk_write(
+            [
+                ReplaceOne({"_id": clock.id, "version": clock.version}, _clock_document(new))
+                for clock, new in zip(clocks, stored, strict=True)
+            ],
+            ordered=True,
+            session=self._session,
+        )
+        return stored if result.matched_count == len(clocks) else None
+
+    async def due_before(self, until_ms: int, limit: int) -> list[tuple[int, str, int]]:
+        """(next_fire_ms, clock id, version) of the clocks due by `until_ms`, soonest first, overdue included."""
+        documents = (
+            await self._clocks.find(
+                {"next_fire_ms": {"$lte": until_ms}},
+                {"_id": 1, "next_fire_ms": 1, "version": 1},
+                session=self._session,
             )
-            for document in documents
-        ]
+            .sort("next_fire_ms", ASCENDING)
+            .limit(limit)
+            .to_list()
+        )
+        return [(d["next_fire_ms"], d["_id"], d["version"]) for d in documents if d.get("next_fire_ms") is not None]
+
+    async def count_live(self) -> int:
+        return await self._clocks.count_documents({"stopped": False}, session=self._session)

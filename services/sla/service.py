@@ -1,30 +1,157 @@
-"""SLA use cases: start clocks for new tickets and report them."""
+"""SLA use cases: apply ticket events to the clocks, in the consumer's transaction, and report clocks.
 
-from services.sla.domain import Clock, start_first_reply_clock
-from services.sla.repository import ClockRepository
+Each handler reads what SLA knows of the ticket and its clocks, asks `SlaRules` what the event
+changes, and stores that with conditional writes and the resulting events (outbox) in the same
+transaction. An event about a ticket SLA never saw created is rejected (dead-lettered with the
+reason): TicketCreated always comes first on the ticket's partition.
+"""
+
+from collections.abc import Mapping
+
+from services.sla.domain import Clock, Metric, Outcome, SlaRules, TicketRecord, public_view
+from services.sla.metrics import SlaMetrics
+from services.sla.repository import SlaRepository
+from services.sla.timers import Timers
 from shared import topics
+from shared.clock import now_ms, to_ms
+from shared.consumer import RejectedEvent
 from shared.envelope import Envelope, new_event
-from shared.events import SlaClockStarted, TicketCreated
+from shared.events import (
+    TicketClosed,
+    TicketCreated,
+    TicketMessageAdded,
+    TicketPriorityChanged,
+    TicketReopened,
+    TicketSolved,
+    TicketStatusChanged,
+    TicketTagsChanged,
+)
 from shared.mongo import Transaction, UnitOfWork
 
 
+class ConcurrentChange(Exception):
+    """Another writer (a timer) changed a clock or the ticket first; the consumer retries the event."""
+
+
 class Sla:
-    def __init__(self, uow: UnitOfWork, source: str, first_reply_target_seconds: int) -> None:
+    def __init__(self, uow: UnitOfWork, source: str, rules: SlaRules, metrics: SlaMetrics, timers: Timers | None = None) -> None:
         self._uow = uow
         self._source = source
-        self._first_reply_target = first_reply_target_seconds
+        self.rules = rules
+        self._metrics = metrics
+        self._timers = timers
+
+    # --- handlers -----------------------------------------------------------------------------
 
     async def on_ticket_created(self, tx: Transaction, event: Envelope[TicketCreated]) -> None:
-        clock = start_first_reply_clock(event.data.ticket_id, event.data.created_at, self._first_reply_target)
-        if await ClockRepository(tx.db, tx.session).start(clock):
-            started = SlaClockStarted(
-                ticket_id=clock.ticket_id,
-                metric=clock.metric.value,
-                target_seconds=clock.target_seconds,
-                started_at=clock.started_at,
-                due_at=clock.due_at,
-            )
-            tx.publish(topics.SLA, new_event(started, source=self._source, subject=clock.ticket_id, cause=event))
+        data = event.data
+        repository = SlaRepository(tx.db, tx.session)
+        if await repository.ticket(data.ticket_id) is not None:
+            return  # already known: the same ticket announced again
+        ticket = TicketRecord(
+            ticket_id=data.ticket_id,
+            priority=data.priority.value,
+            tier=data.customer.tier.value if data.customer.tier else None,
+            channel=data.channel.value,
+            category=data.category,
+            tags=tuple(data.tags),
+            status="new",
+            created_ms=to_ms(data.created_at),
+            policy=None,
+        )
+        await self._store(tx, event, ticket, self.rules.created(ticket, to_ms(data.created_at)))
 
-    async def clocks_of(self, ticket_id: str) -> list[Clock]:
-        return await ClockRepository(self._uow.db).of_ticket(ticket_id)
+    async def on_message_added(self, tx: Transaction, event: Envelope[TicketMessageAdded]) -> None:
+        data = event.data
+        ticket, clocks = await self._load(tx, data.ticket_id)
+        outcome = self.rules.message(
+            ticket, clocks, from_agent=data.author_type == "agent", public=data.public, at_ms=to_ms(data.added_at)
+        )
+        await self._store(tx, event, ticket, outcome)
+
+    async def on_status_changed(self, tx: Transaction, event: Envelope[TicketStatusChanged]) -> None:
+        ticket, clocks = await self._load(tx, event.data.ticket_id)
+        outcome = self.rules.status_changed(ticket, clocks, event.data.status, to_ms(event.data.changed_at))
+        await self._store(tx, event, ticket, outcome)
+
+    async def on_priority_changed(self, tx: Transaction, event: Envelope[TicketPriorityChanged]) -> None:
+        ticket, clocks = await self._load(tx, event.data.ticket_id)
+        changed = TicketRecord(**{**vars(ticket), "priority": event.data.priority.value})
+        outcome = self.rules.facts_changed(ticket, clocks, changed, to_ms(event.data.changed_at))
+        await self._store(tx, event, ticket, outcome)
+
+    async def on_tags_changed(self, tx: Transaction, event: Envelope[TicketTagsChanged]) -> None:
+        ticket, clocks = await self._load(tx, event.data.ticket_id)
+        changed = TicketRecord(**{**vars(ticket), "tags": tuple(event.data.tags)})
+        outcome = self.rules.facts_changed(ticket, clocks, changed, to_ms(event.data.changed_at))
+        await self._store(tx, event, ticket, outcome)
+
+    async def on_solved(self, tx: Transaction, event: Envelope[TicketSolved]) -> None:
+        ticket, clocks = await self._load(tx, event.data.ticket_id)
+        await self._store(tx, event, ticket, self.rules.solved(ticket, clocks, to_ms(event.data.solved_at)))
+
+    async def on_reopened(self, tx: Transaction, event: Envelope[TicketReopened]) -> None:
+        ticket, clocks = await self._load(tx, event.data.ticket_id)
+        await self._store(tx, event, ticket, self.rules.reopened(ticket, clocks, to_ms(event.data.reopened_at)))
+
+    async def on_closed(self, tx: Transaction, event: Envelope[TicketClosed]) -> None:
+        ticket, clocks = await self._load(tx, event.data.ticket_id)
+        await self._store(tx, event, ticket, self.rules.closed(ticket, clocks, to_ms(event.data.closed_at)))
+
+    def handlers(self) -> dict:
+        return {
+            TicketCreated: self.on_ticket_created,
+            TicketMessageAdded: self.on_message_added,
+            TicketStatusChanged: self.on_status_changed,
+            TicketPriorityChanged: self.on_priority_changed,
+            TicketTagsChanged: self.on_tags_changed,
+            TicketSolved: self.on_solved,
+            TicketReopened: self.on_reopened,
+            TicketClosed: self.on_closed,
+        }
+
+    # --- queries ------------------------------------------------------------------------------
+
+    async def clocks_of(self, ticket_id: str) -> list[dict]:
+        clocks = await SlaRepository(self._uow.db).clocks_of(ticket_id)
+        now = now_ms()
+        order = list(Metric)
+        return [
+            public_view(clock, self.rules.calendar(clock.calendar), now)
+            for clock in sorted(clocks.values(), key=lambda clock: order.index(clock.metric))
+        ]
+
+    def policies(self) -> dict:
+        policies = self.rules.policies
+        return {
+            "policies": [policy.describe() for policy in policies.policies],
+            "calendars": [calendar.describe() for calendar in policies.calendars.values()],
+        }
+
+    # --- plumbing -----------------------------------------------------------------------------
+
+    async def _load(self, tx: Transaction, ticket_id: str) -> tuple[TicketRecord, Mapping[Metric, Clock]]:
+        repository = SlaRepository(tx.db, tx.session)
+        ticket = await repository.ticket(ticket_id)
+        if ticket is None:
+            raise RejectedEvent(f"unknown ticket {ticket_id}: SLA has not seen it created")
+        return ticket, await repository.clocks_of(ticket_id)
+
+    async def _store(self, tx: Transaction, cause: Envelope, before: TicketRecord, outcome: Outcome) -> None:
+        repository = SlaRepository(tx.db, tx.session)
+        if outcome.ticket is not None and outcome.ticket != before or before.version == 0:
+            if await repository.save_ticket(outcome.ticket or before) is None:
+                raise ConcurrentChange(f"ticket {before.ticket_id} changed meanwhile")
+        saved: list[Clock] = []
+        for clock in outcome.clocks:
+            stored = await repository.save_clock(clock)
+            if stored is None:
+                raise ConcurrentChange(f"clock {clock.id} changed meanwhile")  # a timer fired it: retried
+            saved.append(stored)
+        priority = (outcome.ticket or before).priority
+        for payload in outcome.events:
+            tx.publish(topics.SLA, new_event(payload, source=self._source, subject=before.ticket_id, cause=cause))
+            self._metrics.count(payload, priority)
+        if self._timers is not None:
+            for clock in saved:
+                self._timers.offer(clock)

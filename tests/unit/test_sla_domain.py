@@ -1,23 +1,305 @@
-"""The first-reply clock, without any I/O."""
+"""The metric semantics, event by event, without any I/O."""
 
-from datetime import UTC, datetime, timedelta
+import textwrap
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
-from services.sla.domain import ClockState, Metric, start_first_reply_clock
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-CREATED = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
+from services.sla.calendar import to_epoch_ms
+from services.sla.domain import BREACH, ClockState, Metric, SlaRules, TicketRecord, public_view
+from services.sla.policy import parse_policies
+from shared.events import SlaBreached, SlaClockResumed, SlaFulfilled, SlaWarning
+
+MIN = 60_000
+T0 = to_epoch_ms(datetime(2026, 11, 24, 10, 0, tzinfo=UTC))  # a Tuesday
+
+POLICIES = parse_policies(
+    textwrap.dedent(
+        """\
+        calendars:
+          office:
+            timezone: Europe/Berlin
+            hours: {mon-fri: ["09:00-17:00"]}
+        policies:
+          - name: urgent
+            match: {priority: urgent}
+            warnings: [0.5, 0.75]
+            targets:
+              first_reply: 10m
+              next_reply: 20m
+              periodic_update: 30m
+              resolution: {target: 60m, pause_on: [pending, on_hold]}
+          - name: business
+            match: {tags: office}
+            calendar: office
+            warnings: [0.5]
+            targets: {first_reply: 1h, resolution: 8h}
+          - name: normal
+            warnings: [0.5, 0.75]
+            targets:
+              first_reply: 60m
+              next_reply: 60m
+              periodic_update: {target: 2h, pause_on: [on_hold]}
+              resolution: {target: 4h, pause_on: [pending]}
+        """
+    )
+)
+RULES = SlaRules(POLICIES)
 
 
-def test_a_first_reply_clock_starts_at_creation_and_is_due_after_its_target():
-    clock = start_first_reply_clock("TKT-1", CREATED, target_seconds=3600)
-
-    assert (clock.metric, clock.state, clock.policy) == (Metric.FIRST_REPLY, ClockState.RUNNING, "default")
-    assert clock.due_at == CREATED + timedelta(hours=1)
+def new_ticket(priority="normal", tags=()) -> TicketRecord:
+    return TicketRecord("TKT-1", priority, None, "web", None, tuple(tags), "new", T0, None)
 
 
-def test_elapsed_and_remaining_time_add_up_to_the_target_and_remaining_goes_negative_after_due():
-    clock = start_first_reply_clock("TKT-1", CREATED, target_seconds=3600)
-    twenty_minutes_in = CREATED + timedelta(minutes=20)
+class Ticket:
+    """Applies decisions the way the service stores them, so a test reads like the ticket's history."""
 
-    assert clock.elapsed_seconds(twenty_minutes_in) + clock.remaining_seconds(twenty_minutes_in) == 3600
-    assert clock.remaining_seconds(CREATED + timedelta(hours=2)) == -3600
-    assert clock.elapsed_seconds(CREATED - timedelta(minutes=1)) == 0
+    def __init__(self, priority="normal", tags=()):
+        outcome = RULES.created(new_ticket(priority, tags), T0)
+        self.ticket = outcome.ticket
+        self.clocks = {clock.metric: clock for clock in outcome.clocks}
+        self.events = list(outcome.events)
+
+    def apply(self, outcome):
+        self.ticket = outcome.ticket or self.ticket
+        self.clocks.update({clock.metric: clock for clock in outcome.clocks})
+        self.events.extend(outcome.events)
+        return outcome.events
+
+    def agent_reply(self, at, public=True):
+        return self.apply(RULES.message(self.ticket, self.clocks, from_agent=True, public=public, at_ms=at))
+
+    def customer_message(self, at, public=True):
+        return self.apply(RULES.message(self.ticket, self.clocks, from_agent=False, public=public, at_ms=at))
+
+    def status(self, status, at):
+        return self.apply(RULES.status_changed(self.ticket, self.clocks, status, at))
+
+    def fire(self, metric, at):
+        clock, event = RULES.fire(self.clocks[metric], at)
+        self.clocks[metric] = clock
+        return event
+
+    def view(self, metric, at):
+        clock = self.clocks[metric]
+        return public_view(clock, RULES.calendar(clock.calendar), at)
+
+
+def kinds(events):
+    return [(type(event).__name__, event.metric) for event in events]
+
+
+def test_creation_starts_first_reply_and_resolution_by_the_first_matching_policy():
+    ticket = Ticket()
+    assert kinds(ticket.events) == [("SlaClockStarted", "first_reply"), ("SlaClockStarted", "resolution")]
+    assert ticket.ticket.policy == "normal"
+    first = ticket.view(Metric.FIRST_REPLY, T0 + 15 * MIN)
+    assert (first["state"], first["target_seconds"], first["elapsed_seconds"], first["remaining_seconds"]) == (
+        "running", 3600, 900, 2700,
+    )
+    assert first["due_at"] == datetime(2026, 11, 24, 11, 0, tzinfo=UTC)
+
+
+def test_the_first_public_agent_reply_fulfils_first_reply_and_internal_notes_never_count():
+    ticket = Ticket()
+    assert ticket.agent_reply(T0 + 5 * MIN, public=False) == []
+    assert ticket.customer_message(T0 + 6 * MIN, public=False) == []
+    events = ticket.agent_reply(T0 + 10 * MIN)
+    fulfilled = [e for e in events if isinstance(e, SlaFulfilled)]
+    assert [(e.metric, e.elapsed_seconds, e.breached) for e in fulfilled] == [("first_reply", 600, False)]
+    assert ticket.clocks[Metric.FIRST_REPLY].state is ClockState.FULFILLED
+    # ... and starts periodic_update: the time until the next public agent reply.
+    assert ("SlaClockStarted", "periodic_update") in kinds(events)
+
+
+def test_next_reply_runs_from_the_oldest_unanswered_customer_message_to_the_next_agent_reply():
+    ticket = Ticket()
+    ticket.agent_reply(T0 + 10 * MIN)
+    assert kinds(ticket.customer_message(T0 + 20 * MIN)) == [("SlaClockStarted", "next_reply")]
+    assert ticket.customer_message(T0 + 30 * MIN) == [], "a second message does not restart the clock"
+    events = ticket.agent_reply(T0 + 50 * MIN)
+    [done] = [e for e in events if isinstance(e, SlaFulfilled) and e.metric == "next_reply"]
+    assert done.elapsed_seconds == 30 * 60
+    assert ticket.clocks[Metric.NEXT_REPLY].cycle == 1
+    ticket.customer_message(T0 + 60 * MIN)
+    assert ticket.clocks[Metric.NEXT_REPLY].cycle == 2 and ticket.clocks[Metric.NEXT_REPLY].running
+
+
+def test_a_customer_message_before_the_first_reply_is_covered_by_first_reply():
+    ticket = Ticket()
+    assert ticket.customer_message(T0 + 5 * MIN) == []
+    assert Metric.NEXT_REPLY not in ticket.clocks
+
+
+def test_periodic_update_measures_the_time_between_public_agent_replies():
+    ticket = Ticket()
+    ticket.agent_reply(T0 + 10 * MIN)
+    events = ticket.agent_reply(T0 + 40 * MIN)
+    [done] = [e for e in events if isinstance(e, SlaFulfilled) and e.metric == "periodic_update"]
+    assert done.elapsed_seconds == 30 * 60
+    assert ticket.clocks[Metric.PERIODIC_UPDATE].cycle == 2
+    ticket.status("solved", T0 + 50 * MIN)
+    assert ticket.agent_reply(T0 + 55 * MIN) == [], "no periodic update is owed on a solved ticket"
+
+
+def test_pending_pauses_only_the_metrics_configured_to_pause_and_the_paused_time_does_not_count():
+    ticket = Ticket()
+    ticket.agent_reply(T0 + 10 * MIN)  # periodic_update pauses on on_hold only; resolution on pending only
+    events = ticket.status("pending", T0 + 20 * MIN)
+    assert kinds(events) == [("SlaClockPaused", "resolution")]
+    resolution = ticket.view(Metric.RESOLUTION, T0 + 80 * MIN)
+    assert (resolution["state"], resolution["elapsed_seconds"], resolution["due_at"]) == ("paused", 1200, None)
+    events = ticket.status("on_hold", T0 + 80 * MIN)
+    assert kinds(events) == [("SlaClockResumed", "resolution"), ("SlaClockPaused", "periodic_update")]
+    events = ticket.status("open", T0 + 90 * MIN)
+    assert kinds(events) == [("SlaClockResumed", "periodic_update")]
+    # resolution: 20 min before pending + 10 min while on_hold + 30 min since = 60 min
+    assert ticket.view(Metric.RESOLUTION, T0 + 120 * MIN)["elapsed_seconds"] == 3600
+    resumed = [e for e in ticket.events if isinstance(e, SlaClockResumed) and e.metric == "periodic_update"][0]
+    # periodic_update ran from 10 to 80 min (pending does not pause it): 70 of 120 min used, 50 left at 90.
+    assert resumed.due_at == datetime(2026, 11, 24, 12, 20, tzinfo=UTC)
+
+
+def test_warnings_then_breach_fire_at_their_thresholds_and_only_once():
+    ticket = Ticket()
+    first = ticket.clocks[Metric.FIRST_REPLY]
+    assert first.next_fire_ms == T0 + 30 * MIN
+    assert ticket.fire(Metric.FIRST_REPLY, T0 + 29 * MIN) is None
+    warning = ticket.fire(Metric.FIRST_REPLY, T0 + 30 * MIN)
+    assert isinstance(warning, SlaWarning) and warning.threshold == 0.5 and warning.remaining_seconds == 1800
+    assert ticket.fire(Metric.FIRST_REPLY, T0 + 31 * MIN) is None
+    assert isinstance(ticket.fire(Metric.FIRST_REPLY, T0 + 45 * MIN), SlaWarning)
+    breach = ticket.fire(Metric.FIRST_REPLY, T0 + 60 * MIN)
+    assert isinstance(breach, SlaBreached) and breach.breached_at == datetime(2026, 11, 24, 11, 0, tzinfo=UTC)
+    assert ticket.clocks[Metric.FIRST_REPLY].next_fire_ms is None
+    assert ticket.view(Metric.FIRST_REPLY, T0 + 70 * MIN)["state"] == "breached"
+    [done] = [e for e in ticket.agent_reply(T0 + 70 * MIN) if isinstance(e, SlaFulfilled)]
+    assert done.breached and done.elapsed_seconds == 70 * 60
+
+
+def test_after_downtime_only_the_highest_overdue_step_fires_once():
+    ticket = Ticket()
+    breach = ticket.fire(Metric.FIRST_REPLY, T0 + 3 * 60 * MIN)
+    assert isinstance(breach, SlaBreached)
+    assert ticket.fire(Metric.FIRST_REPLY, T0 + 4 * 60 * MIN) is None
+
+
+def test_a_reply_after_the_due_time_but_before_the_timer_fired_is_still_a_breach():
+    ticket = Ticket()
+    [done] = [e for e in ticket.agent_reply(T0 + 61 * MIN) if isinstance(e, SlaFulfilled)]
+    assert done.breached
+
+
+def test_solving_fulfils_resolution_and_a_reopen_resumes_the_same_clock():
+    ticket = Ticket()
+    ticket.agent_reply(T0 + 10 * MIN)
+    events = ticket.status("solved", T0 + 30 * MIN)
+    assert ("SlaFulfilled", "resolution") in kinds(events)
+    assert all(not clock.open for clock in ticket.clocks.values())
+    events = RULES.reopened(ticket.ticket, ticket.clocks, T0 + 90 * MIN)
+    ticket.apply(events)
+    resolution = ticket.clocks[Metric.RESOLUTION]
+    assert resolution.running and resolution.cycle == 1 and resolution.elapsed_ms == 30 * MIN
+    assert ticket.view(Metric.RESOLUTION, T0 + 100 * MIN)["elapsed_seconds"] == 40 * 60
+    assert ticket.ticket.status == "open"
+
+
+def test_a_priority_change_recomputes_the_target_and_keeps_the_elapsed_time():
+    ticket = Ticket()
+    changed = TicketRecord(**{**vars(ticket.ticket), "priority": "urgent"})
+    outcome = RULES.facts_changed(ticket.ticket, ticket.clocks, changed, T0 + 8 * MIN)
+    ticket.apply(outcome)
+    first = ticket.clocks[Metric.FIRST_REPLY]
+    assert (first.policy, first.target_ms, first.elapsed_ms) == ("urgent", 10 * MIN, 8 * MIN)
+    assert first.due_ms == T0 + 10 * MIN
+    # 0.5 and 0.75 of 10 min have passed: the next firing is right away, and announces only 0.75.
+    warning = ticket.fire(Metric.FIRST_REPLY, T0 + 8 * MIN)
+    assert isinstance(warning, SlaWarning) and warning.threshold == 0.75
+    assert ticket.clocks[Metric.FIRST_REPLY].next_fire_ms == T0 + 10 * MIN
+
+
+def test_business_time_clocks_stop_overnight():
+    ticket = Ticket(tags=["office"])
+    evening = to_epoch_ms(datetime(2026, 11, 24, 16, 30, tzinfo=ZoneInfo("Europe/Berlin")))
+    outcome = RULES.created(TicketRecord("TKT-2", "low", None, "web", None, ("office",), "new", evening, None), evening)
+    first = next(clock for clock in outcome.clocks if clock.metric is Metric.FIRST_REPLY)
+    assert first.due_ms == to_epoch_ms(datetime(2026, 11, 25, 9, 30, tzinfo=ZoneInfo("Europe/Berlin")))
+    view = public_view(first, RULES.calendar(first.calendar), evening + 12 * 60 * MIN)
+    assert view["business_time"] and view["elapsed_seconds"] == 30 * 60
+
+
+def test_events_for_a_closed_ticket_change_nothing():
+    ticket = Ticket()
+    ticket.status("closed", T0 + 5 * MIN)
+    assert ticket.ticket.status == "closed"
+    assert ticket.customer_message(T0 + 6 * MIN) == []
+    assert ticket.status("open", T0 + 7 * MIN) == []
+
+
+# --- properties -------------------------------------------------------------------------------
+
+STATUSES = ["open", "pending", "on_hold", "open", "new"]
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.sampled_from([(), ("office",)]),
+    st.lists(st.tuples(st.integers(1, 600 * MIN), st.sampled_from(STATUSES)), max_size=12),
+    st.integers(0, 600 * MIN),
+)
+def test_elapsed_time_is_exactly_the_calendar_time_spent_outside_the_pause_statuses(tags, changes, tail):
+    ticket = Ticket(tags=tags)
+    resolution = ticket.clocks[Metric.RESOLUTION]
+    calendar = RULES.calendar(resolution.calendar)
+    at, status, expected = T0, "new", 0
+    for gap, new_status in changes:
+        if status not in resolution.pause_on:
+            expected += calendar.elapsed(at, at + gap)
+        at += gap
+        ticket.status(new_status, at)
+        status = new_status
+    end = at + tail
+    if status not in resolution.pause_on:
+        expected += calendar.elapsed(at, end)
+    clock = ticket.clocks[Metric.RESOLUTION]
+    assert clock.elapsed(calendar, end) == expected
+    assert clock.running == (status not in clock.pause_on)
+    if clock.running:
+        assert clock.due_ms == calendar.add(clock.since_ms, clock.target_ms - clock.elapsed_ms)
+        assert calendar.elapsed(T0, clock.due_ms) >= clock.target_ms, "pauses only ever push the due time out"
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(0, 400 * MIN), min_size=1, max_size=8))
+def test_however_often_a_timer_fires_each_step_is_announced_at_most_once_and_in_order(instants):
+    ticket = Ticket(priority="urgent")
+    announced = []
+    for instant in sorted(instants):
+        event = ticket.fire(Metric.FIRST_REPLY, T0 + instant)
+        if event is not None:
+            announced.append(getattr(event, "threshold", BREACH))
+    assert announced == sorted(set(announced))
+    assert (BREACH in announced) == (max(instants) >= 10 * MIN)
+
+
+def test_a_status_change_from_solved_reopens_and_a_later_reopened_event_changes_nothing():
+    ticket = Ticket()
+    ticket.status("solved", T0 + 30 * MIN)
+    events = ticket.status("open", T0 + 40 * MIN)
+    assert kinds(events) == [("SlaClockResumed", "resolution")]
+    assert ticket.ticket.status == "open"
+    assert ticket.apply(RULES.reopened(ticket.ticket, ticket.clocks, T0 + 41 * MIN)) == []
+    assert ticket.view(Metric.RESOLUTION, T0 + 50 * MIN)["elapsed_seconds"] == 40 * 60
+
+
+def test_a_reopened_clock_that_was_breached_stays_breached():
+    ticket = Ticket()
+    ticket.fire(Metric.RESOLUTION, T0 + 5 * 60 * MIN)
+    ticket.status("solved", T0 + 5 * 60 * MIN)
+    [done] = [e for e in ticket.events if isinstance(e, SlaFulfilled) and e.metric == "resolution"]
+    assert done.breached
+    ticket.apply(RULES.reopened(ticket.ticket, ticket.clocks, T0 + 6 * 60 * MIN))
+    assert ticket.view(Metric.RESOLUTION, T0 + 6 * 60 * MIN)["state"] == "breached"
+    assert ticket.clocks[Metric.RESOLUTION].next_fire_ms is None, "the breach is not announced again"
