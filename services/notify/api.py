@@ -1,28 +1,37 @@
-"""Notify's REST API: what was sent about a ticket, for staff holding an API key.
+"""Notify's REST API: what was sent about a ticket; agents' contact details; customers' preferences.
 
-Recipients' addresses and message bodies are left out: the ticket in intake already names the
-customer, and status questions ("did the acknowledgement go out?") need neither.
+The list of deliveries leaves recipients' addresses and message bodies out: the ticket in intake
+already names the customer, and status questions ("did the acknowledgement go out?") need neither.
 """
 
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from pydantic import BaseModel
+from pymongo.asynchronous.database import AsyncDatabase
 
-from services.notify.domain import DeliveryChannel, DeliveryKind, DeliveryState
-from services.notify.repository import DeliveryRepository
+from services.notify.domain import DeliveryChannel, DeliveryState, RecipientRole
+from services.notify.planner import AgentContact, Preferences
+from services.notify.repository import Contacts, DeliveryRepository, PreferenceStore
+
+Id = Annotated[str, Path(min_length=1, max_length=100)]
 
 
 class NotificationView(BaseModel):
     id: str
-    kind: DeliveryKind
+    kind: str
     channel: DeliveryChannel
     state: DeliveryState
     attempts: int
     message_id: str
     sent_at: datetime | None
     last_error: str | None
+    recipient_role: RecipientRole
+    recipient_id: str | None
+    locale: str
+    due_at: datetime
+    reason: str | None
 
 
 class TicketNotifications(BaseModel):
@@ -30,8 +39,9 @@ class TicketNotifications(BaseModel):
     notifications: list[NotificationView]
 
 
-def build_routes(deliveries: DeliveryRepository, require_api_key) -> APIRouter:
+def build_routes(db: AsyncDatabase, require_api_key) -> APIRouter:
     routes = APIRouter(prefix="/v1", tags=["notifications"], dependencies=[Depends(require_api_key)])
+    deliveries, contacts, preferences = DeliveryRepository(db), Contacts(db), PreferenceStore(db)
 
     @routes.get("/notifications", response_model=TicketNotifications)
     async def list_notifications(
@@ -40,7 +50,33 @@ def build_routes(deliveries: DeliveryRepository, require_api_key) -> APIRouter:
         found = await deliveries.for_ticket(ticket_id)
         return TicketNotifications(
             ticket_id=ticket_id,
-            notifications=[NotificationView.model_validate(delivery.model_dump()) for delivery in found],
+            notifications=[
+                NotificationView.model_validate({**delivery.model_dump(), "due_at": delivery.next_attempt_at})
+                for delivery in found
+            ],
         )
+
+    @routes.put("/agents/{agent_id}/contact", response_model=AgentContact)
+    async def put_contact(agent_id: Id, contact: AgentContact) -> AgentContact:
+        """How notify reaches this agent: `channel` (email, webhook, sms) and its address."""
+        await contacts.put(agent_id, contact)
+        return contact
+
+    @routes.get("/agents/{agent_id}/contact", response_model=AgentContact)
+    async def get_contact(agent_id: Id) -> AgentContact:
+        found = await contacts.get(agent_id)
+        if found is None:
+            raise HTTPException(404, f"no contact details for agent {agent_id}")
+        return found
+
+    @routes.put("/customers/{customer_id}/preferences", response_model=Preferences)
+    async def put_preferences(customer_id: Id, wanted: Preferences) -> Preferences:
+        """Kinds opted out of (transactional ones are sent anyway) or in to, quiet hours, language."""
+        await preferences.put(customer_id, wanted)
+        return wanted
+
+    @routes.get("/customers/{customer_id}/preferences", response_model=Preferences)
+    async def get_preferences(customer_id: Id) -> Preferences:
+        return await preferences.get(customer_id) or Preferences()
 
     return routes

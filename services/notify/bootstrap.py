@@ -1,6 +1,6 @@
-"""Composition root: wires notify's use cases to the platform kit, the templates and the mail server.
+"""Composition root: wires notify's use cases to the platform kit, the rules, the templates and the channels.
 
-Templates and SMTP_URL are checked here, before anything connects, so a broken one stops the
+Rules, templates and SMTP_URL are checked here, before anything connects, so a broken one stops the
 service at start-up with the reason instead of failing each message later.
 """
 
@@ -9,39 +9,66 @@ from datetime import timedelta
 from fastapi import FastAPI
 
 from services.notify.api import build_routes
-from services.notify.domain import RetryPolicy
+from services.notify.domain import DeliveryChannel, RetryPolicy
 from services.notify.mailer import SmtpMailer, parse_smtp_url
+from services.notify.planner import SAMPLE_CONTEXT, PlanConfig
 from services.notify.repository import DeliveryRepository
-from services.notify.service import Notifications
+from services.notify.rules import load_rules
+from services.notify.service import Channels, Limits, Notifications, NotifyMetrics
 from services.notify.settings import NotifySettings
 from services.notify.templates import Templates
-from shared import topics
+from services.notify.webhooks import SignedPoster, SmsSender, WebhookSender
 from shared.app import ServiceKit
-from shared.consumer import Subscription
-from shared.events import TicketCreated
 
 
 def build_app(settings: NotifySettings | None = None) -> FastAPI:
     settings = settings or NotifySettings()
-    templates = Templates()
+    rules = load_rules(settings.notify_rules_path)
+    templates = Templates(settings.notify_templates_dir, kinds=rules.kinds)
+    templates.check(SAMPLE_CONTEXT)
     mailer = SmtpMailer(parse_smtp_url(settings.smtp_url.get_secret_value()), settings.mail_from)
+    poster = SignedPoster(settings.webhook_signing_key.get_secret_value())
     kit = ServiceKit.create("notify", settings)
     notifications = Notifications(
         kit.uow,
         kit.source,
+        rules=rules,
         render=templates.render,
-        mailer=mailer,
+        channels=Channels(
+            {
+                DeliveryChannel.EMAIL: mailer,
+                DeliveryChannel.WEBHOOK: WebhookSender(poster),
+                DeliveryChannel.SMS: SmsSender(poster, settings.sms_provider_url),
+            }
+        ),
         retry=RetryPolicy(
             max_attempts=settings.delivery_max_attempts,
             base=timedelta(seconds=settings.delivery_retry_base_seconds),
+            cap=timedelta(seconds=settings.delivery_retry_cap_seconds),
         ),
         poll_interval_seconds=settings.sender_poll_interval_seconds,
+        config=PlanConfig(
+            intake_public_url=settings.intake_public_url,
+            csat_signing_key=settings.csat_signing_key.get_secret_value(),
+            csat_link_ttl=timedelta(seconds=settings.csat_link_ttl_seconds),
+            team_webhook_url=settings.team_webhook_url,
+            supervisors_webhook_url=settings.supervisors_webhook_url,
+            max_event_age=timedelta(seconds=settings.max_event_age_seconds),
+        ),
+        metrics=NotifyMetrics(kit.registry),
+        limits=Limits(
+            rate_limit=settings.rate_limit_per_recipient,
+            rate_window=timedelta(seconds=settings.rate_limit_window_seconds),
+            claim_ttl=timedelta(seconds=settings.delivery_claim_seconds),
+        ),
+        broker=kit.broker,
     )
     deliveries = DeliveryRepository(kit.db)
     return kit.create_app(
-        description="Tells people what they need to know about tickets: for now, the customer's acknowledgement.",
-        api=build_routes(deliveries, kit.require_api_key()),
-        subscriptions=[Subscription(topics.TICKETS, {TicketCreated: notifications.on_ticket_created})],
+        description="Tells customers, agents and supervisors what they need to know about tickets: "
+        "by email, webhook or SMS, by the rules in its rules file.",
+        api=build_routes(kit.db, kit.require_api_key()),
+        subscriptions=notifications.subscriptions(),
         ensure_indexes=[deliveries.ensure_indexes],
         background=[notifications.run_sender],
     )

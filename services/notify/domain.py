@@ -1,36 +1,58 @@
-"""Deliveries: what notify owes someone and the rules for sending it. Pure: no I/O."""
+"""Deliveries: what notify owes someone and the rules for sending it. Pure: no I/O.
+
+A rule (see `rules.py`) says which event owes which audience which kind of message; the functions
+here turn one rule, one event and what notify knows about the ticket, the recipient and their
+preferences into a `Delivery`: pending (due now or later) or suppressed with a reason a person can read.
+"""
 
 import hashlib
+import hmac
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from enum import StrEnum
+from urllib.parse import urlencode
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict
-
-from shared.envelope import Envelope
-from shared.events import TicketCreated
+from email_validator import EmailNotValidError, validate_email
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 DEFAULT_LOCALE = "en"
 MESSAGE_ID_DOMAIN = "switchboard.local"
+DIGEST_KIND = "digest"
 
 
 class DeliveryKind(StrEnum):
+    """The kinds the shipped rules use; a rules file may name others (each needs its templates)."""
+
     ACKNOWLEDGEMENT = "acknowledgement"
+    AGENT_REPLY = "agent_reply"
+    ASSIGNMENT = "assignment"
+    SLA_WARNING = "sla_warning"
+    SLA_BREACHED = "sla_breached"
+    CSAT_SURVEY = "csat_survey"
+    FOLLOW_UP = "follow_up"
+    DIGEST = "digest"
 
 
 class DeliveryChannel(StrEnum):
     EMAIL = "email"
+    WEBHOOK = "webhook"
+    SMS = "sms"
 
 
 class RecipientRole(StrEnum):
     CUSTOMER = "customer"
+    AGENT = "agent"
+    TEAM = "team"
+    SUPERVISORS = "supervisors"
 
 
 class DeliveryState(StrEnum):
     PENDING = "pending"
     SENT = "sent"
     FAILED = "failed"
+    SUPPRESSED = "suppressed"
 
 
 @dataclass(frozen=True)
@@ -38,10 +60,11 @@ class RenderedEmail:
     subject: str
     text: str
     html: str
+    locale: str = DEFAULT_LOCALE
 
 
-Render = Callable[[DeliveryKind, str, Mapping[str, object]], RenderedEmail]
-"""Renders the templates of a kind in a locale: `render(kind, locale, context)`."""
+Render = Callable[[str, str, Mapping[str, object]], RenderedEmail]
+"""Renders the templates of a kind in a locale (falling back to English): `render(kind, locale, context)`."""
 
 
 class Delivery(BaseModel):
@@ -52,31 +75,45 @@ class Delivery(BaseModel):
     id: str
     """The deduplication key `{event id}:{recipient role}:{kind}`: one delivery per cause, recipient and kind."""
     ticket_id: str
-    kind: DeliveryKind
+    kind: str
     channel: DeliveryChannel
     recipient: str
+    recipient_role: RecipientRole = RecipientRole.CUSTOMER
+    recipient_id: str | None = None
     locale: str
     subject: str
     text: str
     html: str
     message_id: str
+    in_reply_to: str | None = None
     correlation_id: str
     causation_id: str
     state: DeliveryState = DeliveryState.PENDING
     attempts: int = 0
     next_attempt_at: datetime
     created_at: datetime
+    scheduled_for: datetime | None = None
+    """When it was first due (after any delay and quiet hours): the mail's Date, the same on every resend."""
     sent_at: datetime | None = None
     last_error: str | None = None
+    reason: str | None = None
+    """Why it was suppressed, or why it is held (quiet hours, waiting for the SLA policy)."""
+    urgent: bool = False
+    awaiting: str | None = None
+    """`sla:<metric>` while an acknowledgement waits for the SLA clock that gives its reply time."""
+    context: dict = Field(default_factory=dict)
+    """What the templates were rendered with, kept so a held message can be rendered again."""
 
 
 class SendFailure(Exception):
-    """A send the server did not accept; `permanent` when trying again cannot help (say, 550 no such mailbox)."""
+    """A send the other side did not accept; `permanent` when trying again cannot help (550 no such
+    mailbox, a webhook's 404); `retry_after` when the other side said when to come back (429)."""
 
-    def __init__(self, reason: str, *, permanent: bool) -> None:
+    def __init__(self, reason: str, *, permanent: bool, retry_after: float | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.permanent = permanent
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -84,6 +121,7 @@ class RetryPolicy:
     max_attempts: int
     base: timedelta
     cap: timedelta = timedelta(minutes=15)
+    max_retry_after: timedelta = timedelta(hours=1)
 
     def delay(self, attempt: int, jitter: float) -> timedelta:
         """Doubling from `base` after each attempt, capped; `jitter` in [0, 1) picks a point in the upper
@@ -92,42 +130,13 @@ class RetryPolicy:
         return timedelta(seconds=ceiling * (1 + jitter) / 2)
 
 
-def delivery_key(cause_id: object, role: RecipientRole, kind: DeliveryKind) -> str:
+def delivery_key(cause_id: object, role: RecipientRole | str, kind: str) -> str:
     return f"{cause_id}:{role}:{kind}"
 
 
 def message_id_for(key: str) -> str:
     """Derived from the deduplication key, so a resend after a crash is recognisably the same message."""
     return f"<{hashlib.sha256(key.encode()).hexdigest()[:32]}@{MESSAGE_ID_DOMAIN}>"
-
-
-def acknowledgement(event: Envelope[TicketCreated], *, render: Render, now: datetime) -> Delivery | None:
-    """The email telling the customer their request arrived and its ticket reference; none without an address."""
-    ticket = event.data
-    if ticket.customer.email is None:
-        return None
-    key = delivery_key(event.id, RecipientRole.CUSTOMER, DeliveryKind.ACKNOWLEDGEMENT)
-    email = render(
-        DeliveryKind.ACKNOWLEDGEMENT,
-        DEFAULT_LOCALE,
-        {"ticket_id": ticket.ticket_id, "subject": ticket.subject, "customer_name": ticket.customer.name},
-    )
-    return Delivery(
-        id=key,
-        ticket_id=ticket.ticket_id,
-        kind=DeliveryKind.ACKNOWLEDGEMENT,
-        channel=DeliveryChannel.EMAIL,
-        recipient=str(ticket.customer.email),
-        locale=DEFAULT_LOCALE,
-        subject=email.subject,
-        text=email.text,
-        html=email.html,
-        message_id=message_id_for(key),
-        correlation_id=event.correlationid,
-        causation_id=str(event.id),
-        next_attempt_at=now,
-        created_at=now,
-    )
 
 
 def sent(delivery: Delivery, at: datetime) -> Delivery:
@@ -137,8 +146,146 @@ def sent(delivery: Delivery, at: datetime) -> Delivery:
 def after_failure(
     delivery: Delivery, failure: SendFailure, *, policy: RetryPolicy, now: datetime, jitter: float
 ) -> Delivery:
-    """A permanent failure or the last allowed attempt fails the delivery; anything else is tried again later."""
+    """A permanent failure or the last allowed attempt fails the delivery; anything else is tried again later,
+    no sooner than the other side asked (`Retry-After`)."""
     if failure.permanent or delivery.attempts >= policy.max_attempts:
         return delivery.model_copy(update={"state": DeliveryState.FAILED, "last_error": failure.reason})
-    retry_at = now + policy.delay(delivery.attempts, jitter)
-    return delivery.model_copy(update={"next_attempt_at": retry_at, "last_error": failure.reason})
+    wait = policy.delay(delivery.attempts, jitter)
+    if failure.retry_after is not None:
+        wait = max(wait, min(timedelta(seconds=failure.retry_after), policy.max_retry_after))
+    return delivery.model_copy(update={"next_attempt_at": now + wait, "last_error": failure.reason})
+
+
+# --- recipients and addresses ------------------------------------------------------------------
+
+
+def address_problem(channel: DeliveryChannel, address: str | None) -> str | None:
+    """Why a message cannot go to `address` on `channel`, in words fit to show; None when it can."""
+    if not address:
+        return f"no {channel} address"
+    if channel is DeliveryChannel.EMAIL:
+        try:
+            validate_email(address, check_deliverability=False)
+        except EmailNotValidError as error:
+            return f"invalid email address: {error}"
+    elif channel is DeliveryChannel.WEBHOOK:
+        if not address.startswith(("http://", "https://")):
+            return "invalid webhook URL: it must start with http:// or https://"
+    elif channel is DeliveryChannel.SMS:
+        digits = address.removeprefix("+")
+        if not (address.startswith("+") and digits.isdigit() and 6 <= len(digits) <= 15):
+            return "invalid phone number: it must be in E.164 form, e.g. +4930123456"
+    return None
+
+
+def locale_of(*candidates: str | None) -> str:
+    for candidate in candidates:
+        if candidate:
+            return candidate
+    return DEFAULT_LOCALE
+
+
+# --- quiet hours -------------------------------------------------------------------------------
+
+
+class QuietHours(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    start: time = Field(description="Local time quiet hours begin, e.g. `22:00`.")
+    end: time = Field(description="Local time they end, e.g. `07:00`; before `start` means overnight.")
+    timezone: str = Field(default="UTC", description="IANA name, e.g. `Europe/Berlin`.")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        if not valid_timezone(value):
+            raise ValueError(f"unknown timezone {value!r}: use an IANA name such as Europe/Berlin")
+        return value
+
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+def valid_timezone(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def quiet_hours_end(at: datetime, quiet: QuietHours) -> datetime | None:
+    """When the quiet period `at` falls in ends, or None when `at` is not in quiet hours."""
+    if quiet.start == quiet.end:
+        return None
+    zone = quiet.zone()
+    local = at.astimezone(zone)
+    clock = local.time().replace(tzinfo=None)
+    if quiet.start < quiet.end:
+        inside, end_day = quiet.start <= clock < quiet.end, local.date()
+    else:  # overnight, e.g. 22:00-07:00
+        inside = clock >= quiet.start or clock < quiet.end
+        end_day = local.date() + timedelta(days=1) if clock >= quiet.start else local.date()
+    if not inside:
+        return None
+    return datetime.combine(end_day, quiet.end, tzinfo=zone).astimezone(UTC)
+
+
+# --- rate limit and digest ---------------------------------------------------------------------
+
+
+def digest_window(now: datetime, window: timedelta) -> tuple[int, datetime]:
+    """The fixed window `now` is in (its number) and when it ends: a digest goes out at its end."""
+    seconds = window.total_seconds()
+    number = int(now.timestamp() // seconds)
+    return number, datetime.fromtimestamp((number + 1) * seconds, UTC)
+
+
+def digest_key(role: RecipientRole | str, recipient: str, window_number: int) -> str:
+    return f"digest:{role}:{hashlib.sha256(recipient.encode()).hexdigest()[:24]}:{window_number}"
+
+
+# --- CSAT links --------------------------------------------------------------------------------
+
+
+def csat_signature(key: str, ticket_id: str, expires: int) -> str:
+    """hex HMAC-SHA256(key, "{ticket_id}.{expires}"), what intake's CSAT endpoint checks."""
+    return hmac.new(key.encode(), f"{ticket_id}.{expires}".encode(), hashlib.sha256).hexdigest()
+
+
+def csat_links(base_url: str, key: str, ticket_id: str, expires: datetime) -> dict[str, str]:
+    """One signed link per score, 1 to 5."""
+    expires_s = int(expires.timestamp())
+    signature = csat_signature(key, ticket_id, expires_s)
+    return {
+        str(score): f"{base_url.rstrip('/')}/v1/tickets/{ticket_id}/csat?"
+        + urlencode({"score": score, "expires": expires_s, "signature": signature})
+        for score in range(1, 6)
+    }
+
+
+# --- webhooks ----------------------------------------------------------------------------------
+
+
+def webhook_signature(key: str, timestamp: int, body: bytes) -> str:
+    """`sha256=<hex HMAC-SHA256(key, "{timestamp}.{body}")>`, sent as X-Switchboard-Signature."""
+    digest = hmac.new(key.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"sha256={digest}"
+
+
+def describe_duration(seconds: float) -> str:
+    """`45 minutes`, `1 hour`, `4 hours`, `2 days`: for a person, not to the second."""
+    minutes = max(1, round(seconds / 60))
+    if minutes < 60:
+        return f"{minutes} minute{'s' if minutes != 1 else ''}"
+    hours = round(minutes / 60)
+    if hours < 48:
+        return f"{hours} hour{'s' if hours != 1 else ''}"
+    days = round(hours / 24)
+    return f"{days} days"
+
+
+def describe_instant(at: datetime, timezone: str | None) -> str:
+    zone = ZoneInfo(timezone) if timezone and valid_timezone(timezone) else UTC
+    local = at.astimezone(zone)
+    return f"{local:%Y-%m-%d %H:%M} {local.tzname()}"

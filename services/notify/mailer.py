@@ -65,11 +65,15 @@ def build_message(delivery: Delivery, mail_from: str) -> EmailMessage:
     """Plain text with an HTML alternative; every header comes from the delivery, so a resend is the same mail."""
     message = EmailMessage()
     message["Message-ID"] = delivery.message_id
-    message["Date"] = format_datetime(delivery.created_at)
+    message["Date"] = format_datetime(delivery.scheduled_for or delivery.created_at)
     message["From"] = mail_from
     message["To"] = delivery.recipient
     message["Subject"] = delivery.subject
     message[TICKET_HEADER] = delivery.ticket_id
+    if delivery.in_reply_to:
+        # Every mail about a ticket answers the ticket's thread root, so it threads in mail clients and at intake.
+        message["In-Reply-To"] = delivery.in_reply_to
+        message["References"] = delivery.in_reply_to
     message["Auto-Submitted"] = "auto-generated"  # RFC 3834: out-of-office replies must not answer it
     message.set_content(delivery.text)
     message.add_alternative(delivery.html, subtype="html")

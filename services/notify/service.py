@@ -1,45 +1,96 @@
 """Notify's use cases: decide what is owed inside the consumer's transaction; send it from a background loop.
 
+Deciding: each consumed event updates notify's view of the ticket, then every matching rule owes each of
+its audiences one delivery (pending, held, or suppressed with a reason), written with the inbox in the
+consumer's transaction. Its `_id` is the deduplication key, so a redelivered event owes nothing new.
+
 Sending happens outside any transaction (a mail server is not part of one), between a claim and
-the record of its outcome. A crash in between sends the mail again once the claim expires, with
-the same Message-ID, so the receiving side can tell it is a repeat: handing mail to the server is
-at-least-once, and exactly-once only in the absence of such a crash.
+the record of its outcome. A crash in between sends the message again once the claim expires, with
+the same Message-ID (or `X-Switchboard-Notification-Id`), so the receiving side can tell it is a
+repeat: handing a message over is at-least-once, and exactly-once in the absence of such a crash.
 """
 
 import asyncio
 import logging
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from faststream.kafka import KafkaBroker
+from prometheus_client import CollectorRegistry, Counter
+
 from services.notify.domain import (
+    DIGEST_KIND,
     Delivery,
+    DeliveryChannel,
     DeliveryState,
     Render,
     RetryPolicy,
     SendFailure,
-    acknowledgement,
     after_failure,
+    digest_key,
+    digest_window,
+    message_id_for,
     sent,
 )
-from services.notify.repository import DeliveryRepository
+from services.notify.planner import PlanConfig, plan, resolve, set_first_reply
+from services.notify.repository import Contacts, DeliveryRepository, PreferenceStore, TicketViews
+from services.notify.rules import SUPPORTED_EVENTS, RuleBook
 from shared import topics
-from shared.clock import to_ms, utc_now
+from shared.clock import now_ms, to_ms, utc_now
+from shared.consumer import Subscription
 from shared.envelope import Envelope, new_event
-from shared.events import NotificationSent, TicketCreated
+from shared.events import (
+    NotificationFailed,
+    NotificationSent,
+    NotificationSuppressed,
+    SlaClockStarted,
+    TicketAssigned,
+    TicketCreated,
+    TicketPriorityChanged,
+    TicketUnassigned,
+)
 from shared.mongo import Transaction, UnitOfWork
 
 log = logging.getLogger(__name__)
 
 SEND_BATCH = 20
-CLAIM_TTL = timedelta(minutes=2)
-"""How long a replica holds what it claimed: far longer than a send may take (the mailer gives up after 30 s)."""
+CONSUMER_GROUP = "switchboard-notify"
 
 
-class Mailer(Protocol):
+class Sender(Protocol):
     async def send(self, delivery: Delivery) -> None:
-        """Hand the delivery to the mail server; raise `SendFailure` unless it was accepted."""
+        """Hand the delivery over; raise `SendFailure` unless it was accepted."""
+
+
+class Channels:
+    """Sends each delivery through the sender of its channel."""
+
+    def __init__(self, senders: Mapping[DeliveryChannel, Sender]) -> None:
+        self._senders = dict(senders)
+
+    async def send(self, delivery: Delivery) -> None:
+        sender = self._senders.get(delivery.channel)
+        if sender is None:
+            raise SendFailure(f"no sender for channel {delivery.channel}", permanent=True)
+        await sender.send(delivery)
+
+
+class NotifyMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.notifications = Counter(
+            "switchboard_notifications_total",
+            "Notification outcomes: sent, failed (gave up) or suppressed (not sent on purpose).",
+            ["kind", "channel", "outcome"],
+            registry=registry,
+        )
+
+    def count(self, delivery: Delivery) -> None:
+        outcome = {DeliveryState.SENT: "sent", DeliveryState.FAILED: "failed", DeliveryState.SUPPRESSED: "suppressed"}
+        if delivery.state in outcome:
+            self.notifications.labels(delivery.kind, delivery.channel.value, outcome[delivery.state]).inc()
 
 
 @dataclass(frozen=True)
@@ -49,35 +100,195 @@ class Attempt:
     finished_at: datetime
 
 
+@dataclass(frozen=True)
+class Limits:
+    rate_limit: int = 10
+    """Non-urgent messages per recipient per window before the rest go into one digest."""
+    rate_window: timedelta = timedelta(hours=1)
+    claim_ttl: timedelta = timedelta(minutes=2)
+    """How long a replica holds what it claimed: far longer than a send may take (senders give up after 30 s)."""
+
+
 class Notifications:
     def __init__(
         self,
         uow: UnitOfWork,
         source: str,
         *,
+        rules: RuleBook,
         render: Render,
-        mailer: Mailer,
+        channels: Sender,
         retry: RetryPolicy,
         poll_interval_seconds: float,
+        config: PlanConfig,
+        metrics: NotifyMetrics,
+        limits: Limits = Limits(),
+        broker: KafkaBroker | None = None,
     ) -> None:
         self._uow = uow
         self._source = source
+        self._rules = rules
         self._render = render
-        self._mailer = mailer
+        self._channels = channels
         self._retry = retry
         self._poll_interval = poll_interval_seconds
+        self._config = config
+        self._metrics = metrics
+        self._limits = limits
+        self._broker = broker
 
-    async def on_ticket_created(self, tx: Transaction, event: Envelope[TicketCreated]) -> None:
-        """Owe the customer one acknowledgement, due now; a replayed event finds it owed already."""
-        delivery = acknowledgement(event, render=self._render, now=utc_now())
-        if delivery is not None:
-            await DeliveryRepository(tx.db, tx.session).add_if_absent(delivery)
+    # --- deciding ------------------------------------------------------------------------------
+
+    def subscriptions(self) -> list[Subscription]:
+        by_topic: dict[str, dict] = {}
+        for event_type in sorted(self._rules.event_types()):
+            topic, payload = SUPPORTED_EVENTS[event_type]
+            by_topic.setdefault(topic, {})[payload] = self.on_event
+        return [Subscription(topic, handlers) for topic, handlers in sorted(by_topic.items())]
+
+    async def on_event(self, tx: Transaction, event: Envelope) -> None:
+        now = utc_now()
+        tickets = TicketViews(tx.db, tx.session)
+        deliveries = DeliveryRepository(tx.db, tx.session)
+        ticket_id = event.data.ticket_id
+        await self._track(tickets, event)
+        ticket = await tickets.get(ticket_id)
+        if kinds := self._rules.cancelled_by(event.type):
+            for pending in await deliveries.pending_of_kinds(ticket_id, kinds):
+                reason = f"cancelled by {event.type}"
+                if await deliveries.suppress(pending, reason):
+                    self._suppressed(tx, pending.model_copy(update={"state": DeliveryState.SUPPRESSED, "reason": reason}), now)
+        if isinstance(event.data, SlaClockStarted) and ticket is not None:
+            await self._release_awaiting(deliveries, ticket, f"sla:{event.data.metric}", now)
+        for rule in self._rules.for_event(event.type):
+            if not rule.matches(event.data):
+                continue
+            for audience in rule.to:
+                contacts = {}
+                for agent_id in {getattr(event.data, "agent_id", None), ticket.assignee_id if ticket else None} - {None}:
+                    if contact := await Contacts(tx.db, tx.session).get(agent_id):
+                        contacts[agent_id] = contact
+                preferences = await PreferenceStore(tx.db, tx.session).get(ticket.customer_id if ticket else None)
+                recipient = resolve(audience, event, ticket, contacts=contacts, preferences=preferences, config=self._config)
+                delivery = plan(rule, recipient, event, ticket, preferences, render=self._render, now=now, config=self._config)
+                if delivery.state is DeliveryState.PENDING and not rule.urgent:
+                    delivery = await self._rate_limited(deliveries, delivery, now)
+                if await deliveries.add_if_absent(delivery) and delivery.state is DeliveryState.SUPPRESSED:
+                    self._suppressed(tx, delivery, now)
+
+    async def _track(self, tickets: TicketViews, event: Envelope) -> None:
+        data = event.data
+        fields: dict = {}
+        if isinstance(data, TicketCreated):
+            fields = {
+                "subject": data.subject,
+                "priority": data.priority.value,
+                "customer_id": data.customer.id,
+                "customer_email": str(data.customer.email) if data.customer.email else None,
+                "customer_name": data.customer.name,
+                "language": data.language or data.customer.language,
+                "timezone": data.customer.timezone,
+            }
+        elif isinstance(data, TicketAssigned):
+            fields = {"assignee_id": data.agent_id}
+        elif isinstance(data, TicketUnassigned):
+            fields = {"assignee_id": None}
+        elif isinstance(data, TicketPriorityChanged):
+            fields = {"priority": data.priority.value}
+        elif isinstance(data, SlaClockStarted) and data.metric == "first_reply":
+            fields = {"first_reply_due_ms": to_ms(data.due_at), "first_reply_target_seconds": data.target_seconds}
+        if fields:
+            await tickets.update(data.ticket_id, fields)
+
+    async def _release_awaiting(self, deliveries: DeliveryRepository, ticket, awaiting: str, now: datetime) -> None:
+        """The SLA clock a held message waited for started: render it with the reply time, due now."""
+        for held in await deliveries.awaiting(ticket.ticket_id, awaiting):
+            context = dict(held.context)
+            set_first_reply(context, ticket, ticket.timezone)
+            rendered = self._render(held.kind, held.locale, context)
+            await deliveries.replace_pending(
+                held.model_copy(
+                    update={
+                        "subject": rendered.subject,
+                        "text": rendered.text,
+                        "html": rendered.html,
+                        "context": context,
+                        "awaiting": None,
+                        "reason": None,
+                        "next_attempt_at": min(now, held.next_attempt_at),
+                        "scheduled_for": held.created_at,
+                    }
+                )
+            )
+
+    async def _rate_limited(self, deliveries: DeliveryRepository, delivery: Delivery, now: datetime) -> Delivery:
+        """Past the limit, the message is folded into the recipient's digest for this window instead."""
+        since = now - self._limits.rate_window
+        if await deliveries.count_recent(delivery.recipient, to_ms(since)) < self._limits.rate_limit:
+            return delivery
+        number, window_end = digest_window(now, self._limits.rate_window)
+        key = digest_key(delivery.recipient_role, delivery.recipient, number)
+        existing = await deliveries.get(key)
+        items = list(existing.context.get("items", [])) if existing else []
+        items.append({"kind": delivery.kind, "ticket_id": delivery.ticket_id, "subject": delivery.subject, "text": delivery.text})
+        context = {"items": items}
+        due = max(window_end, delivery.next_attempt_at, existing.next_attempt_at if existing else window_end)
+        rendered = self._render(DIGEST_KIND, delivery.locale, context)
+        digest = Delivery(
+            id=key,
+            ticket_id=existing.ticket_id if existing else delivery.ticket_id,
+            kind=DIGEST_KIND,
+            channel=delivery.channel,
+            recipient=delivery.recipient,
+            recipient_role=delivery.recipient_role,
+            recipient_id=delivery.recipient_id,
+            locale=rendered.locale,
+            subject=rendered.subject,
+            text=rendered.text,
+            html=rendered.html,
+            message_id=message_id_for(key),
+            correlation_id=delivery.correlation_id,
+            causation_id=delivery.causation_id,
+            next_attempt_at=due,
+            scheduled_for=due,
+            created_at=existing.created_at if existing else now,
+            context=context,
+            reason=f"digest of {len(items)} held messages",
+        )
+        if existing is None:
+            await deliveries.add_if_absent(digest)
+        elif not await deliveries.replace_pending(digest):
+            return delivery  # that digest is already going out: send this one on its own
+        return delivery.model_copy(
+            update={"state": DeliveryState.SUPPRESSED, "reason": f"rate limit of {self._limits.rate_limit} reached: sent in digest {key}"}
+        )
+
+    def _suppressed(self, tx: Transaction, delivery: Delivery, now: datetime) -> None:
+        tx.publish(
+            topics.NOTIFICATIONS,
+            self._caused_by(
+                delivery,
+                NotificationSuppressed(
+                    notification_id=delivery.id,
+                    ticket_id=delivery.ticket_id,
+                    kind=delivery.kind,
+                    channel=delivery.channel,
+                    reason=delivery.reason or "suppressed",
+                    suppressed_at=now,
+                ),
+            ),
+        )
+        self._metrics.count(delivery)
+        log.info("delivery %s (ticket %s) suppressed: %s", delivery.id, delivery.ticket_id, delivery.reason)
+
+    # --- sending -------------------------------------------------------------------------------
 
     async def run_sender(self) -> None:
         """Forever; a full batch means more may be due, so it goes again without waiting."""
         while True:
             try:
                 claimed = await self.send_due()
+                await self.relay_dead_letters()
             except Exception:
                 log.exception("sending notifications failed; retrying")
                 claimed = 0
@@ -90,6 +301,7 @@ class Notifications:
         if claimed:
             attempts = await asyncio.gather(*(self._attempt(delivery) for delivery in claimed))
             for delivery in await self._record_outcomes(attempts):
+                self._metrics.count(delivery)
                 _log_outcome(delivery)
         return len(claimed)
 
@@ -98,7 +310,7 @@ class Notifications:
         now = utc_now()
         claimed: list[Delivery] = []
         while len(claimed) < SEND_BATCH:
-            delivery = await deliveries.claim_due(to_ms(now), to_ms(now + CLAIM_TTL))
+            delivery = await deliveries.claim_due(to_ms(now), to_ms(now + self._limits.claim_ttl))
             if delivery is None:
                 break
             claimed.append(delivery)
@@ -106,13 +318,16 @@ class Notifications:
 
     async def _attempt(self, delivery: Delivery) -> Attempt:
         try:
-            await self._mailer.send(delivery)
+            await self._channels.send(delivery)
         except SendFailure as failure:
             return Attempt(delivery, failure, utc_now())
+        except Exception as error:  # a sender's bug must not lose the claim's outcome
+            log.exception("sending delivery %s raised", delivery.id)
+            return Attempt(delivery, SendFailure(f"{type(error).__name__}", permanent=False), utc_now())
         return Attempt(delivery, None, utc_now())
 
     async def _record_outcomes(self, attempts: list[Attempt]) -> list[Delivery]:
-        """Retried until it is stored: giving up would send these mails again when their claims expire."""
+        """Retried until it is stored: giving up would send these messages again when their claims expire."""
         while True:
             try:
                 return await self._uow.run(lambda tx: self._record(tx, attempts))
@@ -135,12 +350,54 @@ class Notifications:
                     attempt.delivery, attempt.failure, policy=self._retry, now=attempt.finished_at, jitter=random.random()
                 )
                 if await deliveries.record_failure(delivery):
+                    if delivery.state is DeliveryState.FAILED:
+                        failed = self._failed_event(delivery)
+                        tx.publish(topics.NOTIFICATIONS, failed)
+                        await tx.db["deliveries"].update_one(
+                            {"_id": delivery.id},
+                            {"$set": {"dead_letter": {"value": failed.to_json().decode(), "published": False}}},
+                            session=tx.session,
+                        )
                     recorded.append(delivery)
         return recorded
 
+    async def relay_dead_letters(self) -> int:
+        """Failed deliveries go to `support.notifications.v1.dlq` with the reason and attempts in headers."""
+        if self._broker is None:
+            return 0
+        collection = self._uow.db["deliveries"]
+        rows = await collection.find({"dead_letter.published": False}).limit(50).to_list()
+        for row in rows:
+            await self._broker.publish(
+                row["dead_letter"]["value"].encode(),
+                topics.dead_letter(topics.NOTIFICATIONS),
+                key=row["ticket_id"].encode(),
+                headers={
+                    "content-type": "application/cloudevents+json; charset=UTF-8",
+                    "dlq-error": (row.get("last_error") or "")[:2000],
+                    "dlq-consumer-group": CONSUMER_GROUP,
+                    "dlq-attempts": str(row.get("attempts", 0)),
+                    "dlq-original-topic": self._source_topic(row["kind"]),
+                    "dlq-notification-id": row["_id"],
+                },
+            )
+            await self._uow.run(
+                lambda tx, row=row: tx.db["deliveries"].update_one(
+                    {"_id": row["_id"]}, {"$set": {"dead_letter.published": True, "dead_letter.published_ms": now_ms()}},
+                    session=tx.session,
+                )
+            )
+        return len(rows)
+
+    def _source_topic(self, kind: str) -> str:
+        for rule in self._rules.rules:
+            if rule.kind == kind:
+                return SUPPORTED_EVENTS[rule.event][0]
+        return topics.NOTIFICATIONS
+
     def _sent_event(self, delivery: Delivery) -> Envelope:
-        """Caused by the event that asked for the delivery, whose ids the delivery kept: that event is long gone."""
-        event = new_event(
+        return self._caused_by(
+            delivery,
             NotificationSent(
                 notification_id=delivery.id,
                 ticket_id=delivery.ticket_id,
@@ -148,9 +405,25 @@ class Notifications:
                 channel=delivery.channel,
                 sent_at=delivery.sent_at,
             ),
-            source=self._source,
-            subject=delivery.ticket_id,
         )
+
+    def _failed_event(self, delivery: Delivery) -> Envelope:
+        return self._caused_by(
+            delivery,
+            NotificationFailed(
+                notification_id=delivery.id,
+                ticket_id=delivery.ticket_id,
+                kind=delivery.kind,
+                channel=delivery.channel,
+                reason=delivery.last_error or "failed",
+                attempts=delivery.attempts,
+                failed_at=utc_now(),
+            ),
+        )
+
+    def _caused_by(self, delivery: Delivery, payload) -> Envelope:
+        """Caused by the event that asked for the delivery, whose ids the delivery kept: that event is long gone."""
+        event = new_event(payload, source=self._source, subject=delivery.ticket_id)
         return event.model_copy(update={"correlationid": delivery.correlation_id, "causationid": delivery.causation_id})
 
 

@@ -1,5 +1,9 @@
+from pathlib import Path
+
 from pydantic import Field, SecretStr
 
+from services.notify.rules import RULES_FILE
+from services.notify.templates import TEMPLATES_DIRECTORY
 from shared.settings import ServiceSettings
 
 
@@ -13,4 +17,22 @@ class NotifySettings(ServiceSettings):
     mail_from: str = "Switchboard Support <support@switchboard.local>"
     delivery_max_attempts: int = Field(default=8, ge=1, description="Sends tried before a delivery is failed.")
     delivery_retry_base_seconds: float = Field(default=1.0, gt=0, description="First retry delay; doubles each time.")
+    delivery_retry_cap_seconds: float = Field(default=900.0, gt=0, description="Longest wait between two tries.")
+    delivery_claim_seconds: float = Field(
+        default=120.0, gt=0, description="How long a replica holds a delivery it is sending before another may retry it."
+    )
     sender_poll_interval_seconds: float = Field(default=0.5, gt=0)
+    notify_rules_path: Path = Field(default=RULES_FILE, description="The YAML file mapping events to notifications.")
+    notify_templates_dir: Path = Field(default=TEMPLATES_DIRECTORY, description="Jinja2 templates, <kind>.<locale>.<part>.j2.")
+    intake_public_url: str = Field(default="http://127.0.0.1:8001", description="Where CSAT links point.")
+    csat_signing_key: SecretStr = Field(default=SecretStr(""), description="Signs CSAT links; intake checks them.")
+    csat_link_ttl_seconds: float = Field(default=14 * 24 * 3600, gt=0, description="How long a CSAT link works after it is sent.")
+    webhook_signing_key: SecretStr = Field(default=SecretStr(""), description="Signs outgoing webhooks and SMS requests.")
+    team_webhook_url: str = Field(default="", description="Slack-compatible webhook of the support team (SLA breaches).")
+    supervisors_webhook_url: str = Field(default="", description="Slack-compatible webhook of the supervisors.")
+    sms_provider_url: str = Field(default="", description="The SMS provider's HTTP webhook.")
+    rate_limit_per_recipient: int = Field(default=10, ge=1, description="Non-urgent messages per recipient per window.")
+    max_event_age_seconds: float = Field(
+        default=3 * 24 * 3600, gt=0, description="Events older than this owe only a suppression (stale history)."
+    )
+    rate_limit_window_seconds: float = Field(default=3600, gt=0, description="The rate limit's window; the digest goes at its end.")

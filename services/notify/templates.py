@@ -1,14 +1,22 @@
-"""Email templates, `<kind>.<locale>.<part>.j2`, compiled when the service starts so a broken one stops it."""
+"""Message templates, `<kind>.<locale>.<part>.j2` (part: subject, txt, html), compiled at start.
 
+Every kind the rules name (and `digest`) needs its English templates; any other locale present
+must have all three parts. A message is rendered in the recipient's language (`pt-BR`, then
+`pt`), falling back to English. HTML is autoescaped; subject and text are not. A template that
+is missing or does not compile stops the service at start-up with its name and the reason.
+"""
+
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template, TemplateError, select_autoescape
 
-from services.notify.domain import DEFAULT_LOCALE, DeliveryKind, RenderedEmail
+from services.notify.domain import DEFAULT_LOCALE, DIGEST_KIND, DeliveryKind, RenderedEmail
 
 TEMPLATES_DIRECTORY = Path(__file__).parent / "templates"
 PARTS = ("subject", "txt", "html")
+_NAME = re.compile(r"^(?P<kind>[a-z][a-z0-9_]*)\.(?P<locale>[A-Za-z]{2,3}(?:-[A-Za-z0-9]{2,8})*)\.(?P<part>subject|txt|html)\.j2$")
 
 
 class UnusableTemplate(RuntimeError):
@@ -16,30 +24,51 @@ class UnusableTemplate(RuntimeError):
 
 
 class Templates:
-    def __init__(
-        self,
-        directory: Path = TEMPLATES_DIRECTORY,
-        *,
-        kinds: Iterable[DeliveryKind] = tuple(DeliveryKind),
-        locales: Iterable[str] = (DEFAULT_LOCALE,),
-    ) -> None:
+    def __init__(self, directory: Path = TEMPLATES_DIRECTORY, *, kinds: Iterable[str] | None = None) -> None:
         environment = Environment(
             loader=FileSystemLoader(directory),
             undefined=StrictUndefined,
             autoescape=select_autoescape(enabled_extensions=("html.j2",), default_for_string=False, default=False),
             keep_trailing_newline=True,
         )
-        self._templates: dict[tuple[DeliveryKind, str, str], Template] = {}
-        for kind in kinds:
-            for locale in locales:
+        wanted = {str(kind) for kind in (kinds if kinds is not None else DeliveryKind)} | {DIGEST_KIND}
+        locales: dict[str, set[str]] = {kind: {DEFAULT_LOCALE} for kind in wanted}
+        for path in sorted(directory.glob("*.j2")) if directory.is_dir() else ():
+            if (match := _NAME.match(path.name)) and match["kind"] in wanted:
+                locales[match["kind"]].add(match["locale"])
+        self._templates: dict[tuple[str, str, str], Template] = {}
+        for kind, kind_locales in sorted(locales.items()):
+            for locale in sorted(kind_locales):
                 for part in PARTS:
                     name = f"{kind}.{locale}.{part}.j2"
                     try:
                         self._templates[kind, locale, part] = environment.get_template(name)
                     except TemplateError as error:
-                        raise UnusableTemplate(f"email template {name}: {type(error).__name__}: {error}") from error
+                        raise UnusableTemplate(f"template {name}: {type(error).__name__}: {error}") from error
+        self.locales = {kind: frozenset(found) for kind, found in locales.items()}
 
-    def render(self, kind: DeliveryKind, locale: str, context: Mapping[str, object]) -> RenderedEmail:
-        subject, text, html = (self._templates[kind, locale, part].render(context) for part in PARTS)
+    def check(self, sample_context: Mapping[str, object]) -> None:
+        """Render every template once; one that fails (an unknown variable, a bad filter) is refused by name."""
+        for (kind, locale, part), template in sorted(self._templates.items()):
+            try:
+                template.render(sample_context)
+            except Exception as error:
+                raise UnusableTemplate(f"template {kind}.{locale}.{part}.j2: {type(error).__name__}: {error}") from error
+
+    def locale_for(self, kind: str, wanted: str | None) -> str:
+        """The most specific locale with templates: `pt-BR`, then `pt`, then English."""
+        available = self.locales.get(kind, frozenset())
+        tag = (wanted or "").replace("_", "-")
+        parts = tag.split("-") if tag else []
+        while parts:
+            for candidate in available:
+                if candidate.lower() == "-".join(parts).lower():
+                    return candidate
+            parts.pop()
+        return DEFAULT_LOCALE
+
+    def render(self, kind: str, locale: str, context: Mapping[str, object]) -> RenderedEmail:
+        used = self.locale_for(kind, locale)
+        subject, text, html = (self._templates[kind, used, part].render(context) for part in PARTS)
         # A subject is one header line: whatever whitespace the customer typed, it cannot start another header.
-        return RenderedEmail(subject=" ".join(subject.split()), text=text, html=html)
+        return RenderedEmail(subject=" ".join(subject.split()), text=text, html=html, locale=used)

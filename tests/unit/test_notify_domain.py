@@ -1,105 +1,44 @@
-"""Notify's pure rules: what is owed for a new ticket, its identity, and when a failed send is tried again."""
+"""Notify's pure rules: identities, retries, quiet hours, digests, signatures, addresses."""
 
-from datetime import UTC, datetime, timedelta
+import hashlib
+import hmac
+from datetime import UTC, datetime, time, timedelta
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from services.notify.domain import (
-    DeliveryKind,
+    Delivery,
+    DeliveryChannel,
     DeliveryState,
-    RenderedEmail,
+    QuietHours,
     RetryPolicy,
     SendFailure,
-    acknowledgement,
+    address_problem,
     after_failure,
+    csat_links,
+    csat_signature,
+    delivery_key,
+    describe_duration,
+    digest_key,
+    digest_window,
     message_id_for,
+    quiet_hours_end,
     sent,
+    webhook_signature,
 )
-from services.notify.templates import Templates
-from shared.envelope import new_event
-from shared.events import Channel, Customer, Priority, TicketCreated
 
 NOW = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
-TEMPLATES = Templates()
 
 
-def ticket_created(customer: Customer, subject: str = "Refund") -> object:
-    created = TicketCreated(
-        ticket_id="TKT-19ab3c4d5e6f-8f2a1c",
-        channel=Channel.WEB,
-        customer=customer,
-        subject=subject,
-        priority=Priority.NORMAL,
-        required_skills=[],
-        created_at=NOW,
-    )
-    return new_event(created, source="switchboard/intake", subject=created.ticket_id)
+def test_the_deduplication_key_and_message_id_are_stable_per_cause_recipient_and_kind():
+    key = delivery_key("e1", "customer", "acknowledgement")
 
-
-def render_stub(kind, locale, context) -> RenderedEmail:
-    return RenderedEmail(subject=f"{kind}:{locale}", text=str(context), html="<p></p>")
-
-
-ANN = Customer(id="c1", email="ann@example.com", name="Ann")
-
-
-def test_a_customer_with_an_email_is_owed_one_pending_acknowledgement_due_now():
-    event = ticket_created(ANN)
-
-    delivery = acknowledgement(event, render=render_stub, now=NOW)
-
-    assert delivery.id == f"{event.id}:customer:acknowledgement"
-    assert delivery.kind is DeliveryKind.ACKNOWLEDGEMENT
-    assert (delivery.ticket_id, delivery.recipient) == ("TKT-19ab3c4d5e6f-8f2a1c", "ann@example.com")
-    assert (delivery.state, delivery.attempts, delivery.next_attempt_at) == (DeliveryState.PENDING, 0, NOW)
-    assert (delivery.correlation_id, delivery.causation_id) == (event.correlationid, str(event.id))
-
-
-def test_a_customer_without_an_email_is_owed_nothing():
-    assert acknowledgement(ticket_created(Customer(id="c1")), render=render_stub, now=NOW) is None
-
-
-def test_the_same_event_always_yields_the_same_delivery_id_and_message_id():
-    event = ticket_created(ANN)
-
-    first = acknowledgement(event, render=render_stub, now=NOW)
-    again = acknowledgement(event, render=render_stub, now=NOW + timedelta(hours=1))
-    other = acknowledgement(ticket_created(ANN), render=render_stub, now=NOW)
-
-    assert (again.id, again.message_id) == (first.id, first.message_id)
-    assert other.message_id != first.message_id
-    assert first.message_id == message_id_for(first.id)
-    assert first.message_id.startswith("<") and first.message_id.endswith("@switchboard.local>")
-    assert len(first.message_id.split("@")[0]) == 1 + 32
-
-
-def test_the_acknowledgement_carries_the_ticket_id_in_subject_text_and_html():
-    delivery = acknowledgement(ticket_created(ANN), render=TEMPLATES.render, now=NOW)
-
-    assert delivery.subject == "[TKT-19ab3c4d5e6f-8f2a1c] We received your request: Refund"
-    assert "TKT-19ab3c4d5e6f-8f2a1c" in delivery.text
-    assert "TKT-19ab3c4d5e6f-8f2a1c" in delivery.html
-    assert "Hello Ann," in delivery.text
-
-
-def test_the_html_escapes_what_the_customer_wrote_and_the_subject_stays_one_line():
-    delivery = acknowledgement(
-        ticket_created(ANN, subject="<script>alert(1)</script>\r\nBcc: x@example.com"), render=TEMPLATES.render, now=NOW
-    )
-
-    assert "<script>" not in delivery.html
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in delivery.html
-    assert "\n" not in delivery.subject and "\r" not in delivery.subject
-    assert "<script>alert(1)</script>" in delivery.text  # plain text shows what they typed
-
-
-def test_a_customer_without_a_name_is_greeted_without_one():
-    delivery = acknowledgement(
-        ticket_created(Customer(email="bo@example.com")), render=TEMPLATES.render, now=NOW
-    )
-
-    assert delivery.text.startswith("Hello,")
-    assert "Hello,</p>" in delivery.html
+    assert key == "e1:customer:acknowledgement"
+    assert message_id_for(key) == message_id_for("e1:customer:acknowledgement")
+    assert message_id_for(key) != message_id_for("e1:agent:acknowledgement")
+    assert message_id_for(key).startswith("<") and message_id_for(key).endswith("@switchboard.local>")
+    assert len(message_id_for(key).split("@")[0]) == 1 + 32
 
 
 POLICY = RetryPolicy(max_attempts=8, base=timedelta(seconds=1), cap=timedelta(seconds=60))
@@ -120,8 +59,13 @@ def test_retry_delays_stay_capped_however_many_attempts():
     assert POLICY.delay(10_000, jitter=0.999999) <= timedelta(seconds=60)
 
 
-def claimed(attempts: int):
-    return acknowledgement(ticket_created(ANN), render=render_stub, now=NOW).model_copy(update={"attempts": attempts})
+def claimed(attempts: int) -> Delivery:
+    return Delivery(
+        id="e1:customer:acknowledgement", ticket_id="TKT-1", kind="acknowledgement", channel=DeliveryChannel.EMAIL,
+        recipient="ann@example.com", locale="en", subject="s", text="t", html="h",
+        message_id=message_id_for("e1:customer:acknowledgement"), correlation_id="c", causation_id="e1",
+        next_attempt_at=NOW, created_at=NOW, attempts=attempts,
+    )
 
 
 def test_a_temporary_failure_is_retried_later_and_remembers_why():
@@ -132,6 +76,22 @@ def test_a_temporary_failure_is_retried_later_and_remembers_why():
     assert delivery.state is DeliveryState.PENDING
     assert delivery.next_attempt_at == NOW + timedelta(seconds=0.5)
     assert delivery.last_error == "SMTP 421: try later"
+
+
+def test_a_retry_after_is_honoured_when_it_is_longer_than_the_backoff():
+    delivery = after_failure(
+        claimed(1), SendFailure("HTTP 429", permanent=False, retry_after=7), policy=POLICY, now=NOW, jitter=0.0
+    )
+
+    assert delivery.next_attempt_at == NOW + timedelta(seconds=7)
+
+
+def test_a_retry_after_is_capped_so_a_receiver_cannot_park_a_message_for_ever():
+    delivery = after_failure(
+        claimed(1), SendFailure("HTTP 429", permanent=False, retry_after=10**9), policy=POLICY, now=NOW, jitter=0.0
+    )
+
+    assert delivery.next_attempt_at == NOW + POLICY.max_retry_after
 
 
 def test_a_permanent_failure_fails_at_once():
@@ -155,3 +115,84 @@ def test_sent_records_when():
     delivery = sent(claimed(1), NOW)
 
     assert (delivery.state, delivery.sent_at) == (DeliveryState.SENT, NOW)
+
+
+OVERNIGHT = QuietHours(start=time(22), end=time(7), timezone="Europe/Berlin")
+
+
+@pytest.mark.parametrize(
+    ("at", "until"),
+    [
+        (datetime(2026, 3, 2, 21, 30, tzinfo=UTC), datetime(2026, 3, 3, 6, 0, tzinfo=UTC)),  # 22:30 Berlin
+        (datetime(2026, 3, 3, 3, 0, tzinfo=UTC), datetime(2026, 3, 3, 6, 0, tzinfo=UTC)),  # 04:00 Berlin
+        (datetime(2026, 3, 3, 6, 0, tzinfo=UTC), None),  # 07:00 Berlin: quiet hours are over
+        (datetime(2026, 3, 2, 12, 0, tzinfo=UTC), None),
+    ],
+)
+def test_quiet_hours_overnight_in_the_recipients_timezone(at, until):
+    assert quiet_hours_end(at, OVERNIGHT) == until
+
+
+def test_quiet_hours_within_one_day():
+    lunch = QuietHours(start=time(12), end=time(13))
+
+    assert quiet_hours_end(datetime(2026, 3, 2, 12, 15, tzinfo=UTC), lunch) == datetime(2026, 3, 2, 13, tzinfo=UTC)
+    assert quiet_hours_end(datetime(2026, 3, 2, 13, 0, tzinfo=UTC), lunch) is None
+
+
+def test_a_digest_window_ends_at_a_fixed_boundary_and_its_key_hides_the_address():
+    number, ends = digest_window(NOW, timedelta(hours=1))
+
+    assert ends == datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+    assert digest_window(NOW + timedelta(minutes=29), timedelta(hours=1))[0] == number
+    key = digest_key("customer", "ann@example.com", number)
+    assert key.startswith("digest:customer:") and "ann" not in key
+
+
+def test_csat_links_are_signed_the_way_intake_checks_them():
+    expires = datetime(2026, 3, 16, tzinfo=UTC)
+
+    links = csat_links("http://intake.example/", "k3y", "TKT-1", expires)
+
+    assert sorted(links) == ["1", "2", "3", "4", "5"]
+    url = urlsplit(links["4"])
+    query = {name: values[0] for name, values in parse_qs(url.query).items()}
+    assert (url.path, query["score"], query["expires"]) == ("/v1/tickets/TKT-1/csat", "4", str(int(expires.timestamp())))
+    expected = hmac.new(b"k3y", f"TKT-1.{query['expires']}".encode(), hashlib.sha256).hexdigest()
+    assert query["signature"] == expected == csat_signature("k3y", "TKT-1", int(expires.timestamp()))
+
+
+def test_webhook_signature_covers_timestamp_and_body():
+    body = b'{"text": "hi"}'
+    expected = hmac.new(b"k", b"1700000000." + body, hashlib.sha256).hexdigest()
+
+    assert webhook_signature("k", 1700000000, body) == f"sha256={expected}"
+    assert webhook_signature("k", 1700000001, body) != webhook_signature("k", 1700000000, body)
+
+
+@pytest.mark.parametrize(
+    ("channel", "address", "problem"),
+    [
+        (DeliveryChannel.EMAIL, "ann@example.com", None),
+        (DeliveryChannel.EMAIL, "ann@", "invalid email address"),
+        (DeliveryChannel.EMAIL, None, "no email address"),
+        (DeliveryChannel.WEBHOOK, "https://hooks.example.com/x", None),
+        (DeliveryChannel.WEBHOOK, "ftp://hooks.example.com/x", "invalid webhook URL"),
+        (DeliveryChannel.SMS, "+4930123456", None),
+        (DeliveryChannel.SMS, "030 123456", "invalid phone number"),
+    ],
+)
+def test_addresses_are_checked_per_channel(channel, address, problem):
+    found = address_problem(channel, address)
+    assert (found is None) if problem is None else (problem in found)
+
+
+@pytest.mark.parametrize(("seconds", "words"), [(60, "1 minute"), (2700, "45 minutes"), (3600, "1 hour"), (4 * 3600, "4 hours"), (3 * 86400, "3 days")])
+def test_durations_read_like_a_person_wrote_them(seconds, words):
+    assert describe_duration(seconds) == words
+
+
+@pytest.mark.parametrize("zone", ["Mars/Olympus", "../../etc/passwd", ""])
+def test_quiet_hours_need_a_real_timezone(zone):
+    with pytest.raises(ValueError, match="unknown timezone"):
+        QuietHours(start=time(22), end=time(7), timezone=zone)

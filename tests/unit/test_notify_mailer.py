@@ -60,6 +60,7 @@ DELIVERY = Delivery(
     text="Your ticket reference is TKT-19ab3c4d5e6f-8f2a1c.\n",
     html="<p>Your ticket reference is <strong>TKT-19ab3c4d5e6f-8f2a1c</strong>.</p>\n",
     message_id="<0123456789abcdef0123456789abcdef@switchboard.local>",
+    in_reply_to="<TKT-19ab3c4d5e6f-8f2a1c@switchboard.local>",
     correlation_id="c",
     causation_id="e",
     next_attempt_at=NOW,
@@ -76,6 +77,13 @@ def test_the_message_has_plain_text_an_html_alternative_and_the_ticket_header():
     assert message.get_content_type() == "multipart/alternative"
     assert [part.get_content_type() for part in message.iter_parts()] == ["text/plain", "text/html"]
     assert message.get_body(("plain",)).get_content() == DELIVERY.text
+
+
+def test_the_message_threads_on_the_ticket():
+    message = build_message(DELIVERY, "Switchboard Support <support@switchboard.local>")
+
+    assert message["In-Reply-To"] == message["References"] == "<TKT-19ab3c4d5e6f-8f2a1c@switchboard.local>"
+    assert "[TKT-19ab3c4d5e6f-8f2a1c]" in message["Subject"]
 
 
 def test_a_resend_is_the_same_message_with_the_same_message_id_and_date():
