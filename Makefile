@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 UV_VERSION := 0.13.8
 
-.PHONY: install run test test-unit test-integration lint clean
+.PHONY: install run test test-unit test-integration lint clean promtool asyncapi
 
 install: $(VENV)/.installed
 
@@ -17,8 +17,21 @@ $(VENV)/.installed: pyproject.toml uv.lock
 run: install
 	$(VENV)/bin/switchboard up
 
-test: install
+test: install promtool
 	$(VENV)/bin/pytest
+
+# tests/deploy checks the alert rules with promtool and scrapes the running services with a real
+# Prometheus server: both come from Debian's `prometheus` package, installed here when missing
+# (CI runs as root; elsewhere this uses sudo).
+promtool:
+	@command -v promtool >/dev/null 2>&1 || { \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+
+# Regenerate the committed AsyncAPI documents (deploy/asyncapi/) from the services' code.
+asyncapi: install
+	$(VENV)/bin/python -m shared.asyncapi_export
 
 test-unit: install
 	$(VENV)/bin/pytest tests/unit

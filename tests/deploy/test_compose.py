@@ -28,6 +28,10 @@ DOCKERFILE = ROOT / "Dockerfile"
 SCHEMA_FILE = ROOT / "deploy" / "schemas" / "compose-spec.json"
 PROMETHEUS_FILE = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 GRAFANA_DATASOURCE_FILE = ROOT / "deploy" / "grafana" / "provisioning" / "datasources" / "prometheus.yml"
+GRAFANA_DASHBOARDS_PROVIDER = ROOT / "deploy" / "grafana" / "provisioning" / "dashboards" / "switchboard.yml"
+GRAFANA_DASHBOARDS_DIR = ROOT / "deploy" / "grafana" / "dashboards"
+PROMETHEUS_RULES_DIR = ROOT / "deploy" / "prometheus" / "rules"
+ALERTMANAGER_FILE = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
 
 # The vendored schema, byte for byte as shipped in npm `dclint@3.1.0` (schemas/compose.schema.json).
 # If you update the schema, update this digest and the note in deploy/README.md together.
@@ -37,7 +41,7 @@ SCHEMA_SHA256 = "46b7d35f19dd93a05f8fea530291bf84d881c1791ec167ecf0e6fb94e639d49
 APP_SERVICES = {"intake": 8001, "routing": 8002, "sla": 8003, "notify": 8004}
 
 # Containers that run until stopped; kafka-init is a one-shot job and is checked on its own.
-LONG_RUNNING = {"kafka", "mongodb", "mailpit", "prometheus", "grafana", *APP_SERVICES}
+LONG_RUNNING = {"kafka", "mongodb", "mailpit", "prometheus", "alertmanager", "grafana", *APP_SERVICES}
 ONE_SHOT = {"kafka-init"}
 
 CONTRACT_TOPICS = (
@@ -491,3 +495,82 @@ def test_dockerignore_keeps_local_state_out_of_the_build_context() -> None:
     patterns = {line.strip().rstrip("/") for line in ignore_file.read_text().splitlines() if line.strip()}
     for pattern in (".venv", ".git", ".switchboard", "tests"):
         assert pattern in patterns, f".dockerignore does not exclude {pattern}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Alerting and dashboards (the operations issue)
+# ----------------------------------------------------------------------------------------------
+
+
+def bind_mounts(service: dict) -> dict[Path, str]:
+    """{resolved host path: container path} of a service's short-syntax bind mounts."""
+    mounts = {}
+    for volume in service.get("volumes") or []:
+        parts = str(volume).split(":")
+        if parts[0].startswith((".", "/")):
+            mounts[(ROOT / parts[0]).resolve()] = parts[1]
+    return mounts
+
+
+def test_prometheus_loads_the_rules_and_sends_alerts_to_alertmanager(services: dict) -> None:
+    config = yaml.safe_load(PROMETHEUS_FILE.read_text())
+    mounts = bind_mounts(services["prometheus"])
+    config_dir = Path(mounts[PROMETHEUS_FILE.resolve()]).parent
+    rules_target = mounts.get(PROMETHEUS_RULES_DIR.resolve())
+    assert rules_target, "deploy/prometheus/rules is not mounted into prometheus"
+    patterns = [str(config_dir / pattern) for pattern in config.get("rule_files") or []]
+    assert any(pattern.startswith(rules_target + "/") for pattern in patterns), (
+        f"rule_files {config.get('rule_files')} do not point at the mounted rules directory {rules_target}"
+    )
+    targets = {
+        target
+        for manager in (config.get("alerting") or {}).get("alertmanagers") or []
+        for group in manager.get("static_configs") or []
+        for target in group.get("targets") or []
+    }
+    assert targets == {"alertmanager:9093"}, f"prometheus sends alerts to {targets}, expected alertmanager:9093"
+    assert "9093" in command_text(services["alertmanager"]["healthcheck"]["test"])
+
+
+def test_alertmanager_routes_every_severity_the_rules_use(services: dict) -> None:
+    mounts = bind_mounts(services["alertmanager"])
+    target = mounts.get(ALERTMANAGER_FILE.resolve())
+    assert target, "deploy/alertmanager/alertmanager.yml is not mounted into alertmanager"
+    assert f"--config.file={target}" in command_text(services["alertmanager"].get("command")), (
+        "alertmanager is not started with the mounted config"
+    )
+    config = yaml.safe_load(ALERTMANAGER_FILE.read_text())
+    receivers = {receiver["name"] for receiver in config["receivers"]}
+    route = config["route"]
+    assert route["receiver"] in receivers
+    routed = {}
+    for child in route.get("routes") or []:
+        assert child["receiver"] in receivers, f"route to unknown receiver {child['receiver']!r}"
+        for matcher in child.get("matchers") or []:
+            match = re.fullmatch(r'severity="(\w+)"', matcher)
+            if match:
+                routed[match.group(1)] = child["receiver"]
+    severities = {
+        rule["labels"]["severity"]
+        for path in PROMETHEUS_RULES_DIR.glob("*.yml")
+        for group in yaml.safe_load(path.read_text())["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    }
+    assert severities <= set(routed), f"severities {sorted(severities - set(routed))} have no route"
+    smarthost = config["global"]["smtp_smarthost"]
+    assert smarthost == "mailpit:1025", f"compose alert mail should go to Mailpit, not {smarthost}"
+
+
+def test_grafana_provisions_the_dashboards(services: dict) -> None:
+    mounts = bind_mounts(services["grafana"])
+    provider_target = mounts.get(GRAFANA_DASHBOARDS_PROVIDER.resolve())
+    assert provider_target and provider_target.startswith("/etc/grafana/provisioning/dashboards/"), (
+        "the dashboard provider is not mounted under /etc/grafana/provisioning/dashboards"
+    )
+    provider = yaml.safe_load(GRAFANA_DASHBOARDS_PROVIDER.read_text())["providers"][0]
+    assert mounts.get(GRAFANA_DASHBOARDS_DIR.resolve()) == provider["options"]["path"], (
+        f"the provider reads {provider['options']['path']}, but deploy/grafana/dashboards is mounted at "
+        f"{mounts.get(GRAFANA_DASHBOARDS_DIR.resolve())}"
+    )
+    assert sorted(GRAFANA_DASHBOARDS_DIR.glob("*.json")), "deploy/grafana/dashboards has no dashboard"
