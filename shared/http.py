@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.metrics import PlatformMetrics
@@ -49,6 +50,14 @@ async def _validation_error(_: Request, error: RequestValidationError) -> JSONRe
         {"message": describe_validation_errors(problems), "detail": problems},
         status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
     )
+
+
+async def _http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
+    """Every error answer carries `message`, as validation errors do, so clients read one field."""
+    body = {"detail": error.detail}
+    if isinstance(error.detail, str):
+        body["message"] = error.detail
+    return JSONResponse(body, status_code=error.status_code, headers=error.headers)
 
 
 class BodySizeLimit:
@@ -99,6 +108,7 @@ async def _no_body() -> Message:
 
 def install_http_conventions(app: FastAPI, metrics: PlatformMetrics, max_request_bytes: int) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_middleware(BodySizeLimit, max_bytes=max_request_bytes)
 
     @app.middleware("http")
