@@ -2,8 +2,11 @@
 
 import asyncio
 import json
+import os
 import socket
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -22,6 +25,26 @@ def free_port() -> int:
 
 def free_ports() -> Ports:
     return Ports(**{name: free_port() for name in ("kafka", "mongodb", "smtp", *SERVICES)})
+
+
+# Infrastructure a developer may point their shell at: tests always run on their own embedded stack.
+EXTERNAL_INFRASTRUCTURE = {"KAFKA_BOOTSTRAP_SERVERS", "MONGODB_URL", "SMTP_URL", "SWITCHBOARD_API_KEYS"}
+
+
+def embedded_environ(**settings: str) -> dict[str, str]:
+    """The test's own environment without external infrastructure, plus `settings` for the services."""
+    return {name: value for name, value in os.environ.items() if name not in EXTERNAL_INFRASTRUCTURE} | settings
+
+
+@contextmanager
+def started_platform(data_dir: Path, **settings: str) -> Iterator["RunningPlatform"]:
+    """The whole platform, as `switchboard up` starts it, on free ports; stopped whatever happens."""
+    platform = Platform(data_dir, free_ports(), environ=embedded_environ(**settings))
+    platform.start()
+    try:
+        yield RunningPlatform(platform)
+    finally:
+        platform.stop()
 
 
 class RunningPlatform:

@@ -1,27 +1,19 @@
 """The reopen window, on its own platform started with a one-second window (`REOPEN_WINDOW_SECONDS=1`)."""
 
 import asyncio
-import os
 
 import pytest
 
 from shared import topics
-from shared.launcher.platform import Platform
-from tests.support import RunningPlatform, free_ports
+from tests.support import started_platform
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def short_window(tmp_path_factory):
-    ignored = {"KAFKA_BOOTSTRAP_SERVERS", "MONGODB_URL", "SMTP_URL", "SWITCHBOARD_API_KEYS"}
-    environ = {name: value for name, value in os.environ.items() if name not in ignored}
-    platform = Platform(tmp_path_factory.mktemp("reopen"), free_ports(), environ={**environ, "REOPEN_WINDOW_SECONDS": "1"})
-    platform.start()
-    try:
-        yield RunningPlatform(platform)
-    finally:
-        platform.stop()
+    with started_platform(tmp_path_factory.mktemp("reopen"), REOPEN_WINDOW_SECONDS="1") as platform:
+        yield platform
 
 
 async def test_a_reply_after_the_window_starts_a_follow_up_and_closes_the_solved_ticket(short_window):

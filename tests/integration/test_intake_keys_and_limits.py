@@ -1,0 +1,64 @@
+"""Scopes, rate limits and body sizes, as an operator configures them, on a platform of their own."""
+
+import httpx
+import pytest
+
+from tests.support import started_platform
+
+pytestmark = pytest.mark.integration
+
+ADMIN_KEY, READER_KEY, LIMITED_KEY = "admin-key", "reader-key", "limited-key"
+
+
+@pytest.fixture(scope="module")
+def intake_url(tmp_path_factory):
+    settings = {
+        "SWITCHBOARD_API_KEYS": f"{ADMIN_KEY},{READER_KEY},{LIMITED_KEY}",
+        "API_KEY_SCOPES": f"{READER_KEY}=tickets:read",
+        "RATE_LIMIT_PER_MINUTE": "60",  # a bucket of ten requests, refilling one a second
+        "MAX_REQUEST_BYTES": "2048",
+    }
+    with started_platform(tmp_path_factory.mktemp("limits"), **settings) as platform:
+        yield platform.platform.url("intake")
+
+
+def client(url: str, key: str) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=10)
+
+
+TICKET = {"channel": "web", "customer": {"id": "c-keys"}, "subject": "Scopes", "body": "Who may write?"}
+
+
+async def test_a_read_only_key_reads_but_cannot_write(intake_url):
+    async with client(intake_url, ADMIN_KEY) as admin, client(intake_url, READER_KEY) as reader:
+        created = await admin.post("/v1/tickets", json=TICKET)
+        read = await reader.get(f"/v1/tickets/{created.json()['id']}")
+        refused = await reader.post("/v1/tickets", json=TICKET)
+
+    assert created.status_code == 201 and read.status_code == 200
+    assert refused.status_code == 403
+    assert "tickets:write" in refused.json()["message"]
+
+
+async def test_a_key_over_its_rate_limit_gets_429_with_retry_after_and_other_keys_are_unaffected(intake_url):
+    async with client(intake_url, LIMITED_KEY) as limited, client(intake_url, ADMIN_KEY) as admin:
+        answers = [await limited.get("/v1/tickets", params={"limit": 1}) for _ in range(15)]
+        other = await admin.get("/v1/tickets", params={"limit": 1})
+
+    statuses = [answer.status_code for answer in answers]
+    assert statuses[:10] == [200] * 10, statuses  # the bucket holds ten seconds' worth
+    assert 429 in statuses[10:]
+    refused = next(answer for answer in answers if answer.status_code == 429)
+    assert int(refused.headers["Retry-After"]) >= 1 and "rate limit" in refused.json()["message"]
+    assert other.status_code == 200
+
+
+async def test_a_body_over_the_size_limit_gets_413_and_nothing_is_opened(intake_url):
+    big = {**TICKET, "customer": {"id": "c-big"}, "body": "x" * 4096}
+    async with client(intake_url, ADMIN_KEY) as admin:
+        response = await admin.post("/v1/tickets", json=big)
+        listed = await admin.get("/v1/tickets", params={"customer_id": "c-big"})
+
+    assert response.status_code == 413
+    assert "2048" in response.json()["message"]
+    assert listed.json()["tickets"] == []
