@@ -68,7 +68,10 @@ def build_routes(routing: Routing, require_api_key) -> APIRouter:
     @routes.get("/agents/{agent_id}/offers")
     async def agent_offers(agent_id: AgentId) -> list[dict]:
         """The agent's open offers, to answer with `POST /v1/offers/{offer_id}/accept` or `/reject`."""
-        return await routing.offers_for(agent_id)
+        try:
+            return await routing.offers_for(agent_id)
+        except UnknownAgent:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no agent {agent_id}") from None
 
     @routes.post("/offers/{offer_id}/accept")
     async def accept(offer_id: OfferId) -> OfferAnswerView:

@@ -11,10 +11,11 @@ waiting tickets and in the same run:
   scoring (`choose_agent`);
 - plain scan: read every agent and apply the same hard constraints and scoring in Python.
 
-It also times what the dispatcher does after a commit (`Routing.drain` with a hint: one new
-ticket, or one agent with room, against the whole queue) and prints the memory the process
-used (peak RSS) and the database size. Results are ratios from one run, never
-absolute promises.
+Both print time per decision and the Python memory a decision allocates at its peak
+(tracemalloc), and the ratio of the two approaches on each. It also times what the
+dispatcher does after a commit (`Routing.drain` with a hint: one new ticket, or one agent
+with room, against the whole queue) and prints the memory the process used (peak RSS) and
+the database size. Results are ratios from one run, never absolute promises.
 """
 
 import argparse
@@ -188,7 +189,8 @@ async def run(args: argparse.Namespace) -> None:
               f" over {len(indexed)} decisions, {matched} matched; Python peak {indexed_peak / 1e6:.1f} MB")
         print(f"plain scan  : {per_scan:8.2f} ms/decision over {len(scanned)} decisions; "
               f"Python peak {scan_peak / 1e6:.1f} MB")
-        print(f"ratio       : the plain scan takes {per_scan / per_indexed:.1f}x the time of the indexed decision; "
+        print(f"ratio       : the plain scan takes {per_scan / per_indexed:.1f}x the time and "
+              f"{scan_peak / max(indexed_peak, 1):.0f}x the Python memory of the indexed decision; "
               f"same choice on {agree}/{len(scan_sample)} shared tickets (the index path scores the 50 most-free "
               f"qualifying agents, the scan all of them)")
 

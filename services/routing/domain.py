@@ -122,24 +122,23 @@ class Agent(BaseModel):
         return max(min(limits[channel] - self.load_by_channel.get(channel, 0), total - self.load), 0)
 
     def utilisation(self, channel: str) -> float:
+        """Share of the channel's capacity not free: with a pool, tickets on other channels count too."""
         limit = channel_capacity(self.capacity)[0][channel]
-        return self.load_by_channel.get(channel, 0) / limit if limit else 1.0
+        return 1 - self.free_on(channel) / limit if limit else 1.0
 
     def speaks(self, language: str | None) -> bool:
         return language is None or not self.languages or language in {primary_language(l) for l in self.languages}
 
     def with_profile(self, profile: AgentProfile) -> "Agent":
-        """Profile changes keep the agent's current load: tickets already held stay held."""
-        return self.model_copy(update={**_profile_fields(profile), "version": self.version + 1})
+        """Profile changes keep the agent's current load: tickets already held stay held.
+
+        Validated, not copied: `model_copy` would keep plain strings where presence and tier are enums.
+        """
+        return Agent.model_validate({**self.model_dump(), **profile.model_dump(), "version": self.version + 1})
 
     @classmethod
     def new(cls, agent_id: str, profile: AgentProfile) -> "Agent":
-        return cls(id=agent_id, **_profile_fields(profile))
-
-
-def _profile_fields(profile: AgentProfile) -> dict:
-    fields = profile.model_dump(mode="json")
-    return fields
+        return cls.model_validate({"id": agent_id, **profile.model_dump()})
 
 
 class WaitingTicket(BaseModel):
@@ -428,12 +427,16 @@ def can_take(agent: Agent, ticket: WaitingTicket) -> bool:
 def affinity_agent(
     hint: str | None, remembered: tuple[str, datetime] | None, now: datetime, window: timedelta
 ) -> str | None:
-    """The agent a ticket has affinity to: the producer's hint, else routing's own memory inside the window."""
-    if hint:
-        return hint
-    if remembered and now - remembered[1] <= window:
-        return remembered[0]
-    return None
+    """The agent a ticket has affinity to, inside the window.
+
+    The producer's hint (`previous_agent_id`) names who, without saying when; routing remembers
+    when it last gave this customer to an agent. So the hint wins, unless routing remembers that
+    same agent outside the window; with no hint, routing's memory counts inside the window.
+    """
+    agent = hint or (remembered[0] if remembered else None)
+    if remembered and remembered[0] == agent and now - remembered[1] > window:
+        return None
+    return agent
 
 
 def can_return_to(agent: Agent | None, channel: str) -> bool:

@@ -164,8 +164,8 @@ class Routing:
 
     async def on_sla_warning(self, tx: Transaction, event: Envelope[SlaWarning]) -> None:
         tickets = RoutedTicketRepository(tx.db, tx.session)
-        document = await tickets.get(event.data.ticket_id)
-        if document is None or document["state"] not in (WAITING, OFFERED) or document.get("sla_warned"):
+        document = await self._known_ticket(tickets, event.data.ticket_id)
+        if document["state"] not in (WAITING, OFFERED) or document.get("sla_warned"):
             return  # nothing waits any more, or it moved up already
         await tickets.update(
             document["_id"],
@@ -348,6 +348,8 @@ class Routing:
         return view
 
     async def offers_for(self, agent_id: str) -> list[dict]:
+        if await self.get_agent(agent_id) is None:
+            raise UnknownAgent(agent_id)
         return [
             {"offer_id": d["offer_id"], "ticket_id": d["_id"], "expires_at": from_ms(d["offer_expires_ms"]).isoformat()}
             for d in await RoutedTicketRepository(self._uow.db).offers_of(agent_id)
@@ -368,6 +370,8 @@ class Routing:
                 raise UnknownOffer(offer_id)
             if document["state"] != OFFERED or document.get("offer_id") != offer_id:
                 raise OfferClosed(f"offer {offer_id} is no longer open")
+            if document["offer_expires_ms"] <= now_ms():
+                raise OfferClosed(f"offer {offer_id} expired")  # the sweep gives the ticket to the next agent
             effects: list[Effect] = []
             agent_id = document["assignee_id"]
             if not accept:
@@ -600,7 +604,12 @@ class Routing:
                     if await self._place(tx, ticket, document, Match(previous, reason), "reopened", effects):
                         placed += 1
                         continue
-                await tickets.update(ticket.ticket_id, {"state": WAITING}, {"return_to": None})  # else: the queue
+                # Else the queue: carry on with the updated document, whose version the claim below expects.
+                document = await tickets.update(
+                    ticket.ticket_id, {"state": WAITING, "version": document["version"]}, {"return_to": None}
+                )
+                if document is None:
+                    continue
             requirements = self._config.policy.requirements(ticket)
             if requirements in hopeless:
                 continue
@@ -632,7 +641,7 @@ class Routing:
 
     async def _affinity(self, tx: Transaction, ticket: WaitingTicket, now) -> str | None:
         remembered = None
-        if ticket.customer_id and not ticket.previous_agent_id:
+        if ticket.customer_id:
             row = await AffinityRepository(tx.db, tx.session).last_agent(ticket.customer_id)
             remembered = (row[0], from_ms(row[1])) if row else None
         return affinity_agent(ticket.previous_agent_id, remembered, now, self._config.affinity_window)

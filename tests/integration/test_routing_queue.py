@@ -15,12 +15,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 from pymongo import AsyncMongoClient
 
-from services.routing.domain import AgentProfile, Presence
+from services.routing.domain import AgentProfile, Mode, Presence
 from services.routing.metrics import RoutingMetrics
-from services.routing.service import Routing, RoutingConfig
+from services.routing.service import OfferClosed, Routing, RoutingConfig, UnknownAgent
 from shared.clock import utc_now
 from shared.envelope import new_event
-from shared.events import Customer, TicketCreated
+from shared.events import Customer, TicketCreated, TicketReopened, TicketSolved
 from shared.mongo import UnitOfWork
 from shared.outbox import Outbox
 from tests.support import free_port
@@ -44,7 +44,9 @@ def mongo_url(tmp_path_factory):
         server.wait(10)
 
 
-async def routing_on(url: str, lock_dir: Path, database: str) -> tuple[Routing, AsyncMongoClient]:
+async def routing_on(
+    url: str, lock_dir: Path, database: str, config: RoutingConfig = RoutingConfig()
+) -> tuple[Routing, AsyncMongoClient]:
     client = AsyncMongoClient(url, tz_aware=True)
     async with asyncio.timeout(30):
         while True:
@@ -55,7 +57,7 @@ async def routing_on(url: str, lock_dir: Path, database: str) -> tuple[Routing, 
                 await asyncio.sleep(0.2)
     db = client[database]
     uow = UnitOfWork(client, db, Outbox(db).write, transaction_lock=lock_dir / f"{database}.lock")
-    return Routing(uow, "switchboard/routing", RoutingMetrics(CollectorRegistry()), RoutingConfig()), client
+    return Routing(uow, "switchboard/routing", RoutingMetrics(CollectorRegistry()), config), client
 
 
 def created(ticket_id: str, skill: str, priority: str, age_minutes: int):
@@ -121,3 +123,52 @@ async def test_two_instances_draining_at_once_fill_every_slot_exactly_once(mongo
     finally:
         await first_client.close()
         await second_client.close()
+
+
+async def test_a_reopened_ticket_whose_previous_agent_cannot_take_it_goes_to_another_agent_at_once(mongo_url):
+    url, lock_dir = mongo_url
+    routing, client = await routing_on(url, lock_dir, "routing_reopen")
+    try:
+        await routing.put_agent("owner", AgentProfile(name="O", skills={"chat": 1}, capacity=1, status="available"))
+        event = created("T-reopen", "chat", "normal", 5)
+        await routing._uow.run(lambda tx: routing.on_ticket_created(tx, event))
+        await routing.drain(ticket_ids={"T-reopen"}, sweep=False)
+        assert (await routing.ticket_view("T-reopen"))["assignee_id"] == "owner"
+
+        solved = new_event(TicketSolved(ticket_id="T-reopen", solved_at=utc_now()), source="tests", subject="T-reopen")
+        await routing._uow.run(lambda tx: routing.on_solved(tx, solved))
+        await routing.set_presence("owner", Presence.AWAY)
+        await routing.put_agent("other", AgentProfile(name="B", skills={"chat": 1}, capacity=1, status="available"))
+        reopened = new_event(TicketReopened(ticket_id="T-reopen", previous_assignee_id="owner", reopened_at=utc_now()),
+                             source="tests", subject="T-reopen")
+        await routing._uow.run(lambda tx: routing.on_reopened(tx, reopened))
+
+        assert await routing.drain(ticket_ids={"T-reopen"}, sweep=False) == 1, "served by this wake-up, not a later sweep"
+        view = await routing.ticket_view("T-reopen")
+        assert (view["state"], view["assignee_id"]) == ("assigned", "other")
+    finally:
+        await client.close()
+
+
+async def test_an_offer_cannot_be_accepted_once_its_timeout_passed_even_before_the_sweep(mongo_url):
+    url, lock_dir = mongo_url
+    config = RoutingConfig(mode=Mode.OFFER, offer_timeout=timedelta(seconds=0.3))
+    routing, client = await routing_on(url, lock_dir, "routing_offer_timeout", config)
+    try:
+        await routing.put_agent("slow", AgentProfile(name="S", skills={"chat": 1}, capacity=1, status="available"))
+        event = created("T-offer", "chat", "normal", 1)
+        await routing._uow.run(lambda tx: routing.on_ticket_created(tx, event))
+        await routing.drain(ticket_ids={"T-offer"}, sweep=False)
+        [offer] = await routing.offers_for("slow")
+        await asyncio.sleep(0.5)
+
+        with pytest.raises(OfferClosed, match="expired"):
+            await routing.answer_offer(offer["offer_id"], accept=True)
+        assert await routing.expire_offers() == 1
+        view = await routing.ticket_view("T-offer")
+        assert (view["state"], view["declined_by"]) == ("waiting", ["slow"])
+        assert (await routing.get_agent("slow")).load == 0
+        with pytest.raises(UnknownAgent):
+            await routing.offers_for("nobody")
+    finally:
+        await client.close()

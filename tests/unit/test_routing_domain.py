@@ -135,6 +135,22 @@ def test_affinity_comes_from_the_hint_or_from_routing_memory_inside_the_window()
     assert affinity_agent(None, None, T0, window) is None
 
 
+def test_the_window_applies_to_the_hint_too_when_routing_remembers_when_that_agent_helped():
+    window = timedelta(days=7)
+    assert affinity_agent("ada", ("ada", T0 - timedelta(days=8)), T0, window) is None
+    assert affinity_agent("ada", ("ada", T0 - timedelta(days=1)), T0, window) == "ada"
+    assert affinity_agent("ada", ("bob", T0 - timedelta(days=8)), T0, window) == "ada", "the hint knows better"
+
+
+def test_with_a_pool_tickets_on_other_channels_count_as_utilisation():
+    busy_elsewhere = Agent(id="a-busy", name="a", skills={}, capacity=2, status=Presence.AVAILABLE, load=1,
+                           load_by_channel={"email": 1})
+    free = Agent(id="b-free", name="b", skills={}, capacity=2, status=Presence.AVAILABLE)
+
+    assert busy_elsewhere.utilisation("web") == 0.5
+    assert choose_agent([busy_elsewhere, free], ticket(), now=T0).agent.id == "b-free"
+
+
 def test_the_score_parts_are_bounded_and_utilisation_counts_against():
     requirements = EscalationPolicy().requirements(ticket("billing"))
     empty = score(agent("a", skills={"billing": 1}, capacity=4), requirements, T0, affinity_agent_id=None)
@@ -179,6 +195,9 @@ def test_a_profile_change_keeps_the_tickets_an_agent_already_holds():
 
     assert (updated.load, updated.capacity, updated.free) == (2, 1, 0)
     assert updated.version == holding.version + 1
+    assert updated.status is Presence.AWAY and updated.tier is Tier.L1, "validated, so the domain's checks hold"
+    back = holding.with_profile(AgentProfile(name="A", skills={"legal": 2}, capacity=3, status=Presence.AVAILABLE))
+    assert can_take(back, ticket("legal"))
 
 
 def test_a_profile_takes_languages_team_tier_and_capacity_per_channel():
