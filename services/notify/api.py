@@ -4,6 +4,7 @@ The list of deliveries leaves recipients' addresses and message bodies out: the 
 already names the customer, and status questions ("did the acknowledgement go out?") need neither.
 """
 
+from collections.abc import Collection
 from datetime import datetime
 from typing import Annotated
 
@@ -39,7 +40,8 @@ class TicketNotifications(BaseModel):
     notifications: list[NotificationView]
 
 
-def build_routes(db: AsyncDatabase, require_api_key) -> APIRouter:
+def build_routes(db: AsyncDatabase, require_api_key, kinds: Collection[str]) -> APIRouter:
+    """`kinds` are the rules' kinds: the only ones a customer can opt out of or in to."""
     routes = APIRouter(prefix="/v1", tags=["notifications"], dependencies=[Depends(require_api_key)])
     deliveries, contacts, preferences = DeliveryRepository(db), Contacts(db), PreferenceStore(db)
 
@@ -72,6 +74,9 @@ def build_routes(db: AsyncDatabase, require_api_key) -> APIRouter:
     @routes.put("/customers/{customer_id}/preferences", response_model=Preferences)
     async def put_preferences(customer_id: Id, wanted: Preferences) -> Preferences:
         """Kinds opted out of (transactional ones are sent anyway) or in to, quiet hours, language."""
+        if unknown := sorted((set(wanted.opt_out) | set(wanted.opt_in)) - set(kinds)):
+            # A misspelt kind would otherwise be stored and silently change nothing.
+            raise HTTPException(422, f"unknown kinds: {', '.join(unknown)}; known: {', '.join(sorted(kinds))}")
         await preferences.put(customer_id, wanted)
         return wanted
 

@@ -62,12 +62,13 @@ def build_app(settings: NotifySettings | None = None) -> FastAPI:
             claim_ttl=timedelta(seconds=settings.delivery_claim_seconds),
         ),
         broker=kit.broker,
+        dead_letter_lease=kit.lease("notify-dead-letters", ttl_seconds=30),
     )
     deliveries = DeliveryRepository(kit.db)
     return kit.create_app(
         description="Tells customers, agents and supervisors what they need to know about tickets: "
         "by email, webhook or SMS, by the rules in its rules file.",
-        api=build_routes(kit.db, kit.require_api_key()),
+        api=build_routes(kit.db, kit.require_api_key(), rules.kinds),
         subscriptions=notifications.subscriptions(),
         ensure_indexes=[deliveries.ensure_indexes],
         background=[notifications.run_sender],

@@ -23,13 +23,15 @@ class SmtpServer:
     hostname: str
     port: int
     use_tls: bool = False
-    start_tls: bool = False
+    start_tls: bool | None = None
+    """True: STARTTLS or no mail; False: never; None: when the server offers it (so a password never goes in clear
+    to a server that could have protected it)."""
     username: str | None = None
     password: str | None = field(default=None, repr=False)
 
 
 def parse_smtp_url(url: str) -> SmtpServer:
-    """`smtp://[user:password@]host:port[?starttls=true]`, or `smtps://` for TLS from the first byte.
+    """`smtp://[user:password@]host:port[?starttls=true|false]`, or `smtps://` for TLS from the first byte.
 
     Errors never quote the URL: it may hold a password.
     """
@@ -45,17 +47,17 @@ def parse_smtp_url(url: str) -> SmtpServer:
     options = parse_qs(parts.query)
     if unknown := sorted(set(options) - {"starttls"}):
         raise ValueError(f"SMTP_URL has unknown options: {', '.join(unknown)}")
-    starttls = options.get("starttls", ["false"])[-1].lower()
-    if starttls not in ("true", "false"):
+    starttls = options.get("starttls", [""])[-1].lower()
+    if starttls not in ("true", "false", ""):
         raise ValueError("SMTP_URL: starttls must be true or false")
     implicit_tls = parts.scheme == "smtps"
-    if implicit_tls and starttls == "true":
-        raise ValueError("SMTP_URL: smtps:// is TLS from the start; starttls=true is for smtp://")
+    if implicit_tls and starttls:
+        raise ValueError("SMTP_URL: smtps:// is TLS from the start; starttls is for smtp://")
     return SmtpServer(
         hostname=parts.hostname,
         port=port or (465 if implicit_tls else 25),
         use_tls=implicit_tls,
-        start_tls=starttls == "true",
+        start_tls=False if implicit_tls else {"true": True, "false": False}.get(starttls),
         username=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password is not None else None,
     )

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 
 from services.notify.domain import (
+    DIGEST_KIND,
     MESSAGE_ID_DOMAIN,
     Delivery,
     DeliveryChannel,
@@ -261,6 +262,7 @@ def build_context(
         "priority": ticket.priority if ticket else "normal",
         "customer_name": ticket.customer_name if ticket else None,
         "recipient_name": recipient.name,
+        "timezone": recipient.timezone,
         "event": data.model_dump(mode="json"),
         "body": data.body if isinstance(data, TicketMessageAdded) else None,
         "agent_id": getattr(data, "agent_id", None) or (ticket.assignee_id if ticket else None),
@@ -294,6 +296,73 @@ def set_first_reply(context: dict, ticket: TicketView, timezone: str | None) -> 
         context["first_reply_within"] = describe_duration(ticket.first_reply_target_seconds)
 
 
+def released(held: Delivery, ticket: TicketView, *, render: Render, now: datetime) -> Delivery:
+    """A message held for the SLA clock, now that it started: rendered again with the reply time, due now.
+
+    The time is shown in the zone the message was first rendered for, so holding it changes nothing else.
+    """
+    context = dict(held.context)
+    set_first_reply(context, ticket, context.get("timezone"))
+    rendered = render(held.kind, held.locale, context)
+    return held.model_copy(
+        update={
+            "subject": rendered.subject,
+            "text": rendered.text,
+            "html": rendered.html,
+            "context": context,
+            "awaiting": None,
+            "reason": None,
+            "next_attempt_at": min(now, held.next_attempt_at),
+            "scheduled_for": held.created_at,
+        }
+    )
+
+
+def fold_into_digest(
+    existing: Delivery | None,
+    delivery: Delivery,
+    *,
+    key: str,
+    window_end: datetime,
+    quiet_hours: QuietHours | None,
+    render: Render,
+    now: datetime,
+) -> Delivery:
+    """The recipient's digest for this window with `delivery` added to it, due when the window ends.
+
+    Each item keeps the held message's whole text (a survey's links too), and a digest to a customer,
+    never urgent, waits for the end of their quiet hours like any other message.
+    """
+    items = list(existing.context.get("items", [])) if existing else []
+    items.append({"kind": delivery.kind, "ticket_id": delivery.ticket_id, "subject": delivery.subject, "text": delivery.text})
+    due = max(window_end, delivery.next_attempt_at, existing.next_attempt_at if existing else window_end)
+    if quiet_hours is not None and delivery.recipient_role is RecipientRole.CUSTOMER:
+        due = quiet_hours_end(due, quiet_hours) or due
+    context = {"items": items}
+    rendered = render(DIGEST_KIND, delivery.locale, context)
+    return Delivery(
+        id=key,
+        ticket_id=existing.ticket_id if existing else delivery.ticket_id,
+        kind=DIGEST_KIND,
+        channel=delivery.channel,
+        recipient=delivery.recipient,
+        recipient_role=delivery.recipient_role,
+        recipient_id=delivery.recipient_id,
+        locale=rendered.locale,
+        subject=rendered.subject,
+        text=rendered.text,
+        html=rendered.html,
+        message_id=message_id_for(key),
+        correlation_id=delivery.correlation_id,
+        causation_id=delivery.causation_id,
+        next_attempt_at=due,
+        scheduled_for=due,
+        created_at=existing.created_at if existing else now,
+        context=context,
+        reason=f"digest of {len(items)} held messages",
+    )
+
+
 SAMPLE_CONTEXT: dict = {
     "kind": "sample",
     "ticket_id": "TKT-000000000000-sample",
@@ -301,6 +370,7 @@ SAMPLE_CONTEXT: dict = {
     "priority": "normal",
     "customer_name": "Ann",
     "recipient_name": "Ada",
+    "timezone": "Europe/Berlin",
     "event": {},
     "body": "Sample reply.",
     "agent_id": "ada",

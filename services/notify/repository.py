@@ -6,6 +6,8 @@ kind) deliver once, and its state is written in the same transaction as the cons
 the delivery; if that replica dies, the delivery becomes claimable again.
 """
 
+from dataclasses import dataclass
+
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
@@ -20,6 +22,17 @@ _INSTANTS = {
     "sent_at": "sent_ms",
     "scheduled_for": "scheduled_for_ms",
 }
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A failed delivery's `notification.failed` event, waiting to be copied to the dead-letter topic."""
+
+    delivery_id: str
+    ticket_id: str
+    value: str
+    error: str
+    attempts: int
 
 
 def _to_document(delivery: Delivery) -> dict:
@@ -144,6 +157,35 @@ class DeliveryRepository:
             session=self._session,
         )
         return recorded.modified_count == 1
+
+    async def keep_dead_letter(self, delivery_id: str, event_json: str) -> None:
+        """Stored with the failure in its transaction, so a failed delivery always reaches the DLQ."""
+        await self._deliveries.update_one(
+            {"_id": delivery_id}, {"$set": {"dead_letter": {"value": event_json, "published": False}}}, session=self._session
+        )
+
+    async def has_unpublished_dead_letters(self) -> bool:
+        return await self._deliveries.find_one({"dead_letter.published": False}, {"_id": 1}, session=self._session) is not None
+
+    async def unpublished_dead_letters(self, limit: int) -> list[DeadLetter]:
+        documents = await self._deliveries.find({"dead_letter.published": False}, session=self._session).limit(limit).to_list()
+        return [
+            DeadLetter(
+                delivery_id=document["_id"],
+                ticket_id=document["ticket_id"],
+                value=document["dead_letter"]["value"],
+                error=document.get("last_error") or "",
+                attempts=document.get("attempts", 0),
+            )
+            for document in documents
+        ]
+
+    async def dead_letter_published(self, delivery_id: str) -> None:
+        await self._deliveries.update_one(
+            {"_id": delivery_id},
+            {"$set": {"dead_letter.published": True, "dead_letter.published_ms": now_ms()}},
+            session=self._session,
+        )
 
     async def for_ticket(self, ticket_id: str) -> list[Delivery]:
         documents = await (

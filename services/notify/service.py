@@ -22,7 +22,6 @@ from faststream.kafka import KafkaBroker
 from prometheus_client import CollectorRegistry, Counter
 
 from services.notify.domain import (
-    DIGEST_KIND,
     Delivery,
     DeliveryChannel,
     DeliveryState,
@@ -32,14 +31,13 @@ from services.notify.domain import (
     after_failure,
     digest_key,
     digest_window,
-    message_id_for,
     sent,
 )
-from services.notify.planner import PlanConfig, plan, resolve, set_first_reply
+from services.notify.planner import PlanConfig, Preferences, fold_into_digest, plan, released, resolve
 from services.notify.repository import Contacts, DeliveryRepository, PreferenceStore, TicketViews
 from services.notify.rules import SUPPORTED_EVENTS, RuleBook
 from shared import topics
-from shared.clock import now_ms, to_ms, utc_now
+from shared.clock import to_ms, utc_now
 from shared.consumer import Subscription
 from shared.envelope import Envelope, new_event
 from shared.events import (
@@ -52,7 +50,7 @@ from shared.events import (
     TicketPriorityChanged,
     TicketUnassigned,
 )
-from shared.mongo import Transaction, UnitOfWork
+from shared.mongo import Lease, Transaction, UnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +122,7 @@ class Notifications:
         metrics: NotifyMetrics,
         limits: Limits = Limits(),
         broker: KafkaBroker | None = None,
+        dead_letter_lease: Lease | None = None,
     ) -> None:
         self._uow = uow
         self._source = source
@@ -136,6 +135,7 @@ class Notifications:
         self._metrics = metrics
         self._limits = limits
         self._broker = broker
+        self._dead_letter_lease = dead_letter_lease
 
     # --- deciding ------------------------------------------------------------------------------
 
@@ -172,7 +172,7 @@ class Notifications:
                 recipient = resolve(audience, event, ticket, contacts=contacts, preferences=preferences, config=self._config)
                 delivery = plan(rule, recipient, event, ticket, preferences, render=self._render, now=now, config=self._config)
                 if delivery.state is DeliveryState.PENDING and not rule.urgent:
-                    delivery = await self._rate_limited(deliveries, delivery, now)
+                    delivery = await self._rate_limited(deliveries, delivery, preferences, now)
                 if await deliveries.add_if_absent(delivery) and delivery.state is DeliveryState.SUPPRESSED:
                     self._suppressed(tx, delivery, now)
 
@@ -201,27 +201,13 @@ class Notifications:
             await tickets.update(data.ticket_id, fields)
 
     async def _release_awaiting(self, deliveries: DeliveryRepository, ticket, awaiting: str, now: datetime) -> None:
-        """The SLA clock a held message waited for started: render it with the reply time, due now."""
+        """The SLA clock a held message waited for started: it goes now, with the reply time."""
         for held in await deliveries.awaiting(ticket.ticket_id, awaiting):
-            context = dict(held.context)
-            set_first_reply(context, ticket, ticket.timezone)
-            rendered = self._render(held.kind, held.locale, context)
-            await deliveries.replace_pending(
-                held.model_copy(
-                    update={
-                        "subject": rendered.subject,
-                        "text": rendered.text,
-                        "html": rendered.html,
-                        "context": context,
-                        "awaiting": None,
-                        "reason": None,
-                        "next_attempt_at": min(now, held.next_attempt_at),
-                        "scheduled_for": held.created_at,
-                    }
-                )
-            )
+            await deliveries.replace_pending(released(held, ticket, render=self._render, now=now))
 
-    async def _rate_limited(self, deliveries: DeliveryRepository, delivery: Delivery, now: datetime) -> Delivery:
+    async def _rate_limited(
+        self, deliveries: DeliveryRepository, delivery: Delivery, preferences: Preferences | None, now: datetime
+    ) -> Delivery:
         """Past the limit, the message is folded into the recipient's digest for this window instead."""
         since = now - self._limits.rate_window
         if await deliveries.count_recent(delivery.recipient, to_ms(since)) < self._limits.rate_limit:
@@ -229,38 +215,18 @@ class Notifications:
         number, window_end = digest_window(now, self._limits.rate_window)
         key = digest_key(delivery.recipient_role, delivery.recipient, number)
         existing = await deliveries.get(key)
-        items = list(existing.context.get("items", [])) if existing else []
-        items.append({"kind": delivery.kind, "ticket_id": delivery.ticket_id, "subject": delivery.subject, "text": delivery.text})
-        context = {"items": items}
-        due = max(window_end, delivery.next_attempt_at, existing.next_attempt_at if existing else window_end)
-        rendered = self._render(DIGEST_KIND, delivery.locale, context)
-        digest = Delivery(
-            id=key,
-            ticket_id=existing.ticket_id if existing else delivery.ticket_id,
-            kind=DIGEST_KIND,
-            channel=delivery.channel,
-            recipient=delivery.recipient,
-            recipient_role=delivery.recipient_role,
-            recipient_id=delivery.recipient_id,
-            locale=rendered.locale,
-            subject=rendered.subject,
-            text=rendered.text,
-            html=rendered.html,
-            message_id=message_id_for(key),
-            correlation_id=delivery.correlation_id,
-            causation_id=delivery.causation_id,
-            next_attempt_at=due,
-            scheduled_for=due,
-            created_at=existing.created_at if existing else now,
-            context=context,
-            reason=f"digest of {len(items)} held messages",
+        digest = fold_into_digest(
+            existing, delivery, key=key, window_end=window_end,
+            quiet_hours=preferences.quiet_hours if preferences else None, render=self._render, now=now,
         )
-        if existing is None:
-            await deliveries.add_if_absent(digest)
-        elif not await deliveries.replace_pending(digest):
-            return delivery  # that digest is already going out: send this one on its own
+        stored = await deliveries.add_if_absent(digest) if existing is None else await deliveries.replace_pending(digest)
+        if not stored:
+            return delivery  # that digest is already going out (or was just written by another): send this one alone
         return delivery.model_copy(
-            update={"state": DeliveryState.SUPPRESSED, "reason": f"rate limit of {self._limits.rate_limit} reached: sent in digest {key}"}
+            update={
+                "state": DeliveryState.SUPPRESSED,
+                "reason": f"rate limit of {self._limits.rate_limit} reached: sent in digest {key}",
+            }
         )
 
     def _suppressed(self, tx: Transaction, delivery: Delivery, now: datetime) -> None:
@@ -353,47 +319,39 @@ class Notifications:
                     if delivery.state is DeliveryState.FAILED:
                         failed = self._failed_event(delivery)
                         tx.publish(topics.NOTIFICATIONS, failed)
-                        await tx.db["deliveries"].update_one(
-                            {"_id": delivery.id},
-                            {"$set": {"dead_letter": {"value": failed.to_json().decode(), "published": False}}},
-                            session=tx.session,
-                        )
+                        await deliveries.keep_dead_letter(delivery.id, failed.to_json().decode())
                     recorded.append(delivery)
         return recorded
 
     async def relay_dead_letters(self) -> int:
-        """Failed deliveries go to `support.notifications.v1.dlq` with the reason and attempts in headers."""
-        if self._broker is None:
+        """Failed deliveries go to `support.notifications.v1.dlq` with the reason and attempts in headers.
+
+        One replica at a time (a lease), so two do not dead-letter the same delivery twice. The record is
+        the `notification.failed` event, so its original topic is notify's own: replaying it there with
+        `shared.dlq_replay` is harmless (consumers drop the repeat by its id) and never puts a
+        notification on a topic that carries tickets.
+        """
+        if self._broker is None or not await DeliveryRepository(self._uow.db).has_unpublished_dead_letters():
             return 0
-        collection = self._uow.db["deliveries"]
-        rows = await collection.find({"dead_letter.published": False}).limit(50).to_list()
+        if self._dead_letter_lease is not None and not await self._dead_letter_lease.acquire():
+            return 0
+        rows = await self._uow.run(lambda tx: DeliveryRepository(tx.db, tx.session).unpublished_dead_letters(50))
         for row in rows:
             await self._broker.publish(
-                row["dead_letter"]["value"].encode(),
+                row.value.encode(),
                 topics.dead_letter(topics.NOTIFICATIONS),
-                key=row["ticket_id"].encode(),
+                key=row.ticket_id.encode(),
                 headers={
                     "content-type": "application/cloudevents+json; charset=UTF-8",
-                    "dlq-error": (row.get("last_error") or "")[:2000],
+                    "dlq-error": row.error[:2000],
                     "dlq-consumer-group": CONSUMER_GROUP,
-                    "dlq-attempts": str(row.get("attempts", 0)),
-                    "dlq-original-topic": self._source_topic(row["kind"]),
-                    "dlq-notification-id": row["_id"],
+                    "dlq-attempts": str(row.attempts),
+                    "dlq-original-topic": topics.NOTIFICATIONS,
+                    "dlq-notification-id": row.delivery_id,
                 },
             )
-            await self._uow.run(
-                lambda tx, row=row: tx.db["deliveries"].update_one(
-                    {"_id": row["_id"]}, {"$set": {"dead_letter.published": True, "dead_letter.published_ms": now_ms()}},
-                    session=tx.session,
-                )
-            )
+            await self._uow.run(lambda tx, row=row: DeliveryRepository(tx.db, tx.session).dead_letter_published(row.delivery_id))
         return len(rows)
-
-    def _source_topic(self, kind: str) -> str:
-        for rule in self._rules.rules:
-            if rule.kind == kind:
-                return SUPPORTED_EVENTS[rule.event][0]
-        return topics.NOTIFICATIONS
 
     def _sent_event(self, delivery: Delivery) -> Envelope:
         return self._caused_by(

@@ -12,7 +12,7 @@ class NotifySettings(ServiceSettings):
     mongodb_database: str = "switchboard_notify"
     smtp_url: SecretStr = Field(
         default=SecretStr("smtp://127.0.0.1:2525"),
-        description="smtp://[user:password@]host:port[?starttls=true], or smtps:// for implicit TLS.",
+        description="smtp://[user:password@]host:port[?starttls=true|false] (unset: STARTTLS when offered), or smtps:// for implicit TLS.",
     )
     mail_from: str = "Switchboard Support <support@switchboard.local>"
     delivery_max_attempts: int = Field(default=8, ge=1, description="Sends tried before a delivery is failed.")

@@ -3,7 +3,7 @@
 Every request carries `X-Switchboard-Timestamp` (unix seconds) and `X-Switchboard-Signature:
 sha256=<hex HMAC-SHA256(WEBHOOK_SIGNING_KEY, "{timestamp}.{body}")>`, and
 `X-Switchboard-Notification-Id` (the delivery's deduplication key) so a receiver can drop a repeat.
-The webhook body is Slack-compatible (`text`, plus fields Slack ignores); SMS goes to a generic
+The webhook body is Slack-compatible (`text`, escaped as Slack asks, plus fields Slack ignores); SMS goes to a generic
 provider webhook (`SMS_PROVIDER_URL`) as `{"to", "text", ...}`.
 
 2xx is sent. 429 and 503 are retried no sooner than their `Retry-After`; 408, 425 and other 5xx are
@@ -25,9 +25,15 @@ NOTIFICATION_HEADER = "X-Switchboard-Notification-Id"
 _TRANSIENT_4XX = {408, 425, 429}
 
 
+def slack_escaped(text: str) -> str:
+    """Slack reads `<...>` as a control sequence (`<!channel>` pings everyone, `<url|label>` is a link):
+    a customer's subject must show as typed, so `&`, `<` and `>` are escaped the way Slack asks."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def webhook_body(delivery: Delivery) -> bytes:
     """Deterministic per delivery: a resend carries the same body."""
-    text = f"{delivery.subject}\n{delivery.text}".strip()
+    text = slack_escaped(f"{delivery.subject}\n{delivery.text}".strip())
     return json.dumps(
         {
             "text": text,

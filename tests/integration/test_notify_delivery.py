@@ -259,6 +259,10 @@ async def test_the_acknowledgement_names_the_first_reply_time_threads_and_arrive
     assert "within 4 hours" in mail.get_body(("html",)).get_content()
     [delivery] = await h.deliveries(ticket_id)
     assert (delivery["kind"], delivery["state"], delivery["message_id"]) == ("acknowledgement", "sent", mail["Message-ID"])
+    events = await h.running.events(topics.NOTIFICATIONS, until=lambda events: any(
+        e["type"] == "support.notification.sent.v1" and e["subject"] == ticket_id for e in events))
+    [sent] = [e for e in events if e["type"] == "support.notification.sent.v1" and e["subject"] == ticket_id]
+    assert (sent["data"]["notification_id"], sent["data"]["kind"], sent["data"]["channel"]) == (delivery["id"], "acknowledgement", "email")
 
 
 async def test_without_an_sla_clock_the_acknowledgement_goes_after_the_short_wait_in_the_customers_language(notify_harness):
@@ -455,6 +459,8 @@ async def test_past_the_rate_limit_the_non_urgent_messages_come_in_one_digest(no
     assert len(mails) == len(tickets) + len(surveys) + 1
     text = digest.get_body(("plain",)).get_content()
     assert text.count("How did we do") == len(tickets) - len(surveys) >= 1
+    held = [t for t in tickets if f"{t}/csat?score=5" in text]
+    assert len(held) == len(tickets) - len(surveys), "each held survey's links are in the digest"
     states = [d for t in tickets for d in await h.deliveries(t) if d["kind"] == "csat_survey"]
     assert sum(1 for d in states if d["state"] == "suppressed" and "digest" in d["reason"]) == len(tickets) - len(surveys)
 
@@ -500,7 +506,8 @@ async def test_an_smtp_4xx_is_retried_and_a_5xx_fails_to_the_dead_letter_topic(n
     [record] = [r for r in dead if json.loads(r.value)["subject"] == rejected_ticket]
     headers = {name: value.decode() for name, value in record.headers}
     assert headers["dlq-error"].startswith("SMTP 550") and headers["dlq-attempts"] == "1"
-    assert headers["dlq-consumer-group"] == "switchboard-notify" and headers["dlq-original-topic"] == topics.TICKETS
+    assert headers["dlq-consumer-group"] == "switchboard-notify" and headers["dlq-original-topic"] == topics.NOTIFICATIONS
+    assert headers["dlq-notification-id"] == failed["id"] and json.loads(record.value)["type"] == "support.notification.failed.v1"
     failures = await h.running.events(topics.NOTIFICATIONS, until=lambda events: any(
         e["type"] == "support.notification.failed.v1" and e["subject"] == rejected_ticket for e in events))
     [event] = [e for e in failures if e["type"] == "support.notification.failed.v1" and e["subject"] == rejected_ticket]
@@ -533,6 +540,10 @@ async def test_notify_killed_mid_stream_delivers_every_message_exactly_once(noti
     h = notify_harness
     h.mail.tempfail = True  # every send fails for now, so no message is in flight when notify dies
     addresses = [unique_address("crash") for _ in range(16)]
+    surveyed = unique_address("delayed")
+    solved = await h.ticket(email=surveyed, sla_hours=1)
+    await h.publish(topics.TICKETS, TicketSolved(ticket_id=solved, solved_at=utc_now()), solved)
+    await h.wait_deliveries(solved, lambda found: any(d["kind"] == "csat_survey" and d["state"] == "pending" for d in found))
     try:
         for number, address in enumerate(addresses):
             if number == 8:
@@ -549,6 +560,9 @@ async def test_notify_killed_mid_stream_delivers_every_message_exactly_once(noti
 
     counts = [len(h.mail.to(address)) for address in addresses]
     assert counts == [1] * len(addresses)
+    # The survey was still waiting for its delay when notify died: it is stored, so it still goes, once.
+    subjects = sorted(m["Subject"].split("] ")[1] for m in await eventually(lambda: len(h.mail.to(surveyed)) >= 2 and h.mail.to(surveyed)))
+    assert subjects == ["How did we do?", "We received your request: Charged twice"]
     async with h.running.client("notify") as notify:
         metrics = (await notify.get("/metrics")).text
     assert 'switchboard_notifications_total{channel="email",kind="acknowledgement",outcome="sent"}' in metrics
@@ -560,6 +574,7 @@ async def test_bad_contacts_and_preferences_get_422_saying_what_is_wrong_and_no_
         bad_phone = await notify.put("/v1/agents/ada/contact", json={"channel": "sms", "phone": "12"})
         bad_zone = await notify.put("/v1/customers/c1/preferences", json={"quiet_hours": {"start": "22:00", "end": "07:00", "timezone": "Mars/Base"}})
         unknown_field = await notify.put("/v1/customers/c1/preferences", json={"opt_out": ["csat_survey"], "shout": True})
+        misspelt = await notify.put("/v1/customers/c1/preferences", json={"opt_out": ["csat_surveys"], "opt_in": ["follow_up"]})
         missing = await notify.get("/v1/agents/nobody-at-all/contact")
         notify.headers.pop("Authorization")
         anonymous = await notify.put("/v1/customers/c1/preferences", json={})
@@ -568,5 +583,6 @@ async def test_bad_contacts_and_preferences_get_422_saying_what_is_wrong_and_no_
     assert bad_phone.status_code == 422 and "invalid phone number" in bad_phone.json()["message"]
     assert bad_zone.status_code == 422 and "unknown timezone" in bad_zone.json()["message"]
     assert unknown_field.status_code == 422 and "shout" in unknown_field.json()["message"]
+    assert misspelt.status_code == 422 and misspelt.json()["message"].startswith("unknown kinds: csat_surveys; known: ")
     assert missing.status_code == 404
     assert anonymous.status_code == 401

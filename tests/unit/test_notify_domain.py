@@ -162,6 +162,21 @@ def test_csat_links_are_signed_the_way_intake_checks_them():
     assert query["signature"] == expected == csat_signature("k3y", "TKT-1", int(expires.timestamp()))
 
 
+def test_intake_accepts_the_links_notify_signs_and_refuses_a_changed_expiry():
+    """The contract with intake's CSAT endpoint, checked by intake's own verifier rather than a copy of it."""
+    from services.intake.email_inbound import BadSignature, verify_csat
+
+    expires = datetime(2026, 3, 16, tzinfo=UTC)
+    url = urlsplit(csat_links("http://intake.example", "k3y", "TKT-1", expires)["5"])
+    query = {name: values[0] for name, values in parse_qs(url.query).items()}
+
+    verify_csat("k3y", "TKT-1", int(query["expires"]), query["signature"], now=NOW.timestamp())
+    with pytest.raises(BadSignature):
+        verify_csat("k3y", "TKT-1", int(query["expires"]) + 86400, query["signature"], now=NOW.timestamp())
+    with pytest.raises(BadSignature):
+        verify_csat("other-key", "TKT-1", int(query["expires"]), query["signature"], now=NOW.timestamp())
+
+
 def test_webhook_signature_covers_timestamp_and_body():
     body = b'{"text": "hi"}'
     expected = hmac.new(b"k", b"1700000000." + body, hashlib.sha256).hexdigest()

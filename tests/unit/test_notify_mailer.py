@@ -17,15 +17,20 @@ NOW = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
         ("smtp://127.0.0.1:2525", SmtpServer("127.0.0.1", 2525)),
         ("smtp://mail.example.com", SmtpServer("mail.example.com", 25)),
         ("smtp://mail.example.com:587?starttls=true", SmtpServer("mail.example.com", 587, start_tls=True)),
-        ("smtps://mail.example.com", SmtpServer("mail.example.com", 465, use_tls=True)),
+        ("smtp://mail.example.com:25?starttls=false", SmtpServer("mail.example.com", 25, start_tls=False)),
+        ("smtps://mail.example.com", SmtpServer("mail.example.com", 465, use_tls=True, start_tls=False)),
         (
             "smtps://ann%40example.com:p%40ss%3Aw0rd@mail.example.com:465",
-            SmtpServer("mail.example.com", 465, use_tls=True, username="ann@example.com", password="p@ss:w0rd"),
+            SmtpServer("mail.example.com", 465, use_tls=True, start_tls=False, username="ann@example.com", password="p@ss:w0rd"),
         ),
     ],
 )
 def test_smtp_url_names_the_server_tls_and_credentials(url, server):
     assert parse_smtp_url(url) == server
+
+
+def test_without_a_starttls_option_starttls_is_used_when_the_server_offers_it():
+    assert parse_smtp_url("smtp://user:secret@mail.example.com:587").start_tls is None
 
 
 def test_the_password_is_kept_out_of_the_repr():
@@ -41,6 +46,7 @@ def test_the_password_is_kept_out_of_the_repr():
         ("smtp://mail.example.com:25?tls=yes", "unknown options: tls"),
         ("smtp://mail.example.com:25?starttls=maybe", "true or false"),
         ("smtps://mail.example.com?starttls=true", "smtps://"),
+        ("smtps://mail.example.com?starttls=false", "smtps://"),
     ],
 )
 def test_a_bad_smtp_url_is_refused_without_quoting_it(url, problem):

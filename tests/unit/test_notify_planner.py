@@ -4,13 +4,15 @@ from datetime import UTC, datetime, time, timedelta
 
 import pytest
 
-from services.notify.domain import DeliveryChannel, DeliveryState, QuietHours, RecipientRole
+from services.notify.domain import DeliveryChannel, DeliveryState, QuietHours, RecipientRole, digest_key
 from services.notify.planner import (
     AgentContact,
     PlanConfig,
     Preferences,
     TicketView,
+    fold_into_digest,
     plan,
+    released,
     resolve,
     thread_root,
 )
@@ -259,3 +261,55 @@ def test_an_event_from_days_ago_owes_only_a_suppression():
     delivery = decide("acknowledgement", old)
 
     assert (delivery.state, delivery.reason) == (DeliveryState.SUPPRESSED, "the event is older than 3 days")
+
+
+def test_a_held_acknowledgement_is_released_with_the_reply_time_in_the_customers_timezone():
+    berlin = Preferences(quiet_hours=QuietHours(start=time(22), end=time(7), timezone="Europe/Berlin"))
+    held = decide("acknowledgement", created(), preferences=berlin)
+    ticket = TICKET.model_copy(
+        update={"first_reply_due_ms": to_ms(NOW + timedelta(hours=4)), "first_reply_target_seconds": 4 * 3600}
+    )
+
+    delivery = released(held, ticket, render=TEMPLATES.render, now=NOW + timedelta(seconds=1))
+
+    assert "within 4 hours, by 2026-03-02 14:30 CET" in delivery.text, "the zone it was first rendered for"
+    assert (delivery.awaiting, delivery.reason) == (None, None)
+    assert delivery.next_attempt_at == NOW + timedelta(seconds=1) and delivery.scheduled_for == NOW
+    assert (delivery.id, delivery.message_id) == (held.id, held.message_id)
+
+
+def survey_for(ticket_id: str):
+    ticket = TICKET.model_copy(update={"ticket_id": ticket_id})
+    event = new_event(TicketSolved(ticket_id=ticket_id, solved_at=NOW), source="switchboard/intake", subject=ticket_id)
+    survey_now = rule("csat_survey").model_copy(update={"delay_seconds": 0})
+    recipient = resolve(Audience.CUSTOMER, event, ticket, contacts={}, preferences=None, config=CONFIG)
+    return plan(survey_now, recipient, event, ticket, None, render=TEMPLATES.render, now=NOW, config=CONFIG)
+
+
+WINDOW_END = datetime(2026, 3, 2, 10, tzinfo=UTC)
+
+
+def test_a_digest_carries_each_held_message_whole_and_goes_when_the_window_ends():
+    first, second = survey_for("TKT-1"), survey_for("TKT-2")
+    key = digest_key(RecipientRole.CUSTOMER, "ann@example.com", 7)
+
+    digest = fold_into_digest(None, first, key=key, window_end=WINDOW_END, quiet_hours=None, render=TEMPLATES.render, now=NOW)
+    digest = fold_into_digest(digest, second, key=key, window_end=WINDOW_END, quiet_hours=None, render=TEMPLATES.render, now=NOW)
+
+    assert (digest.id, digest.kind, digest.ticket_id, digest.recipient) == (key, "digest", "TKT-1", "ann@example.com")
+    assert digest.next_attempt_at == WINDOW_END and digest.reason == "digest of 2 held messages"
+    for survey in (first, second):
+        assert survey.context["csat_links"]["5"] in digest.text, "the survey's links survive the digest"
+        assert survey.subject in digest.text
+    assert "TKT-2" in digest.html
+
+
+def test_a_digest_to_a_customer_waits_for_the_end_of_their_quiet_hours():
+    evening = QuietHours(start=time(9, 45), end=time(11), timezone="UTC")
+
+    digest = fold_into_digest(
+        None, survey_for("TKT-1"), key="digest:k", window_end=WINDOW_END, quiet_hours=evening,
+        render=TEMPLATES.render, now=NOW,
+    )
+
+    assert digest.next_attempt_at == datetime(2026, 3, 2, 11, tzinfo=UTC)

@@ -71,3 +71,23 @@ def test_a_template_naming_a_variable_that_does_not_exist_is_refused_at_start(tm
 
     with pytest.raises(UnusableTemplate, match=r"acknowledgement\.en\.txt\.j2: UndefinedError: 'ticket_number' is undefined"):
         templates.check(SAMPLE_CONTEXT)
+
+
+def test_notify_refuses_to_start_with_a_broken_template_and_says_which_and_why(tmp_path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from services.notify.templates import TEMPLATES_DIRECTORY
+
+    shutil.copytree(TEMPLATES_DIRECTORY, tmp_path, dirs_exist_ok=True)
+    (tmp_path / "csat_survey.de.txt.j2").write_text("{{ csat_links.items() }} {{ survey_url }}")
+    environ = {**os.environ, "NOTIFY_TEMPLATES_DIR": str(tmp_path), "HTTP_PORT": "1"}
+
+    started = subprocess.run(
+        [sys.executable, "-m", "services.notify"], env=environ, capture_output=True, text=True, timeout=60
+    )
+
+    assert started.returncode != 0
+    assert "template csat_survey.de.txt.j2: UndefinedError: 'survey_url' is undefined" in started.stderr

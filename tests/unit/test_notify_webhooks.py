@@ -10,7 +10,14 @@ import httpx
 import pytest
 
 from services.notify.domain import Delivery, DeliveryChannel, SendFailure
-from services.notify.webhooks import SignedPoster, SmsSender, WebhookSender, failure_for_status, retry_after_seconds
+from services.notify.webhooks import (
+    SignedPoster,
+    SmsSender,
+    WebhookSender,
+    failure_for_status,
+    retry_after_seconds,
+    webhook_body,
+)
 
 NOW = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
 DELIVERY = Delivery(
@@ -67,6 +74,15 @@ async def test_a_webhook_is_slack_compatible_and_signed_over_timestamp_and_body(
     assert request.headers["X-Switchboard-Signature"] == f"sha256={expected}"
     assert request.headers["X-Switchboard-Notification-Id"] == DELIVERY.id
     assert json.loads(body)["text"] == "SLA breached\nTicket TKT-1 missed it."
+
+
+def test_the_webhook_text_is_escaped_so_slack_shows_what_the_customer_typed():
+    hostile = DELIVERY.model_copy(update={"subject": "SLA breached: <!channel> & <https://evil.example|pay here>"})
+
+    text = json.loads(webhook_body(hostile))["text"]
+
+    assert text.startswith("SLA breached: &lt;!channel&gt; &amp; &lt;https://evil.example|pay here&gt;")
+    assert "<" not in text and ">" not in text
 
 
 async def test_a_429_raises_a_retryable_failure_with_its_retry_after():

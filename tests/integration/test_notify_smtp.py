@@ -1,0 +1,107 @@
+"""Notify's mailer against a real aiosmtpd server that requires STARTTLS and authentication.
+
+The server's certificate is self-signed for 127.0.0.1 and trusted through `SSL_CERT_FILE`, so the
+mailer verifies it exactly as it verifies a real relay's.
+"""
+
+import shutil
+import subprocess
+from datetime import UTC, datetime
+from email import message_from_bytes, policy
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+from services.notify.domain import Delivery, DeliveryChannel, SendFailure
+from services.notify.mailer import SmtpMailer, parse_smtp_url
+from tests.support import free_port
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl to make a certificate"),
+]
+
+NOW = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
+DELIVERY = Delivery(
+    id="e1:customer:acknowledgement", ticket_id="TKT-1", kind="acknowledgement", channel=DeliveryChannel.EMAIL,
+    recipient="ann@example.com", locale="en", subject="[TKT-1] We received your request", text="Thanks.\n",
+    html="<p>Thanks.</p>\n", message_id="<abc@switchboard.local>", in_reply_to="<TKT-1@switchboard.local>",
+    correlation_id="c", causation_id="e1", next_attempt_at=NOW, created_at=NOW,
+)
+
+
+class Relay:
+    """Keeps each accepted message with the login and whether the session was encrypted."""
+
+    def __init__(self) -> None:
+        self.accepted: list[tuple[str, bool, object]] = []
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's hook name)
+        message = message_from_bytes(envelope.original_content or envelope.content, policy=policy.default)
+        self.accepted.append((session.login_data.decode(), session.ssl is not None, message))
+        return "250 Message accepted"
+
+
+def authenticate(server, session, envelope, mechanism, auth_data):
+    good = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == (b"notify", b"s3cret")
+    return AuthResult(success=good, handled=False, auth_data=auth_data if good else None)  # not handled: answer 535
+
+
+@pytest.fixture
+def relay(tmp_path, monkeypatch):
+    import ssl
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-keyout", str(key),
+         "-out", str(cert), "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    handler, port = Relay(), free_port()
+    controller = Controller(
+        handler, hostname="127.0.0.1", port=port, tls_context=context, require_starttls=True,
+        auth_required=True, auth_require_tls=True, authenticator=authenticate,
+    )
+    controller.start()
+    try:
+        yield handler, port
+    finally:
+        controller.stop()
+
+
+@pytest.mark.parametrize("option", ["?starttls=true", ""])
+async def test_mail_goes_over_starttls_with_the_credentials_of_smtp_url(relay, option):
+    handler, port = relay
+    mailer = SmtpMailer(parse_smtp_url(f"smtp://notify:s3cret@127.0.0.1:{port}{option}"), "Support <support@example.com>")
+
+    await mailer.send(DELIVERY)
+
+    [(login, encrypted, message)] = handler.accepted
+    assert (login, encrypted) == ("notify", True)
+    assert message["Message-ID"] == DELIVERY.message_id and message["X-Switchboard-Ticket"] == "TKT-1"
+
+
+async def test_a_wrong_password_is_a_configuration_failure_that_is_retried(relay):
+    handler, port = relay
+    mailer = SmtpMailer(parse_smtp_url(f"smtp://notify:wrong@127.0.0.1:{port}?starttls=true"), "s@example.com")
+
+    with pytest.raises(SendFailure) as failed:
+        await mailer.send(DELIVERY)
+
+    assert failed.value.reason.startswith("SMTP 535") and failed.value.permanent is False
+    assert handler.accepted == []
+
+
+async def test_starttls_turned_off_never_sends_the_password_in_clear(relay):
+    handler, port = relay
+    mailer = SmtpMailer(parse_smtp_url(f"smtp://notify:s3cret@127.0.0.1:{port}?starttls=false"), "s@example.com")
+
+    with pytest.raises(SendFailure) as failed:
+        await mailer.send(DELIVERY)
+
+    assert failed.value.permanent is False
+    assert handler.accepted == []
