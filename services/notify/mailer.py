@@ -13,9 +13,6 @@ from services.notify.domain import Delivery, SendFailure
 TICKET_HEADER = "X-Switchboard-Ticket"
 SEND_TIMEOUT_SECONDS = 30.0
 _ADDRESS = re.compile(r"[^\s<>()\[\]\"',;:]+@[^\s<>()\[\]\"',;:]+")
-# A 5xx to these is about this message (no such mailbox, content refused); a 5xx to anything else
-# (authentication, our sender, TLS) is our configuration, and retrying delivers once it is fixed.
-_REJECTS_THIS_MESSAGE = (aiosmtplib.SMTPRecipientRefused, aiosmtplib.SMTPDataError)
 
 
 @dataclass(frozen=True)
@@ -88,7 +85,7 @@ def failure_from(error: Exception) -> SendFailure:
         error = error.recipients[0]  # one recipient per message
     if isinstance(error, aiosmtplib.SMTPResponseException):
         reason = f"SMTP {error.code}: {error.message}"
-        permanent = isinstance(error, _REJECTS_THIS_MESSAGE) and 500 <= error.code < 600
+        permanent = 500 <= error.code < 600  # SMTP's own word: 5xx is permanent, 4xx worth retrying
     else:
         reason = f"{type(error).__name__}: {error}"
         permanent = False

@@ -85,14 +85,14 @@ async def test_mail_goes_over_starttls_with_the_credentials_of_smtp_url(relay, o
     assert message["Message-ID"] == DELIVERY.message_id and message["X-Switchboard-Ticket"] == "TKT-1"
 
 
-async def test_a_wrong_password_is_a_configuration_failure_that_is_retried(relay):
+async def test_a_wrong_password_is_refused_and_not_retried(relay):
     handler, port = relay
     mailer = SmtpMailer(parse_smtp_url(f"smtp://notify:wrong@127.0.0.1:{port}?starttls=true"), "s@example.com")
 
     with pytest.raises(SendFailure) as failed:
         await mailer.send(DELIVERY)
 
-    assert failed.value.reason.startswith("SMTP 535") and failed.value.permanent is False
+    assert failed.value.reason.startswith("SMTP 535") and failed.value.permanent is True
     assert handler.accepted == []
 
 

@@ -109,14 +109,15 @@ def test_a_resend_is_the_same_message_with_the_same_message_id_and_date():
         (aiosmtplib.SMTPRecipientsRefused([aiosmtplib.SMTPRecipientRefused(450, "mailbox busy", "a@b.c")]), False),
         (aiosmtplib.SMTPDataError(554, "message refused"), True),
         (aiosmtplib.SMTPDataError(451, "local error"), False),
-        (aiosmtplib.SMTPAuthenticationError(535, "bad credentials"), False),
-        (aiosmtplib.SMTPSenderRefused(553, "sender not allowed", "s@x.y"), False),
+        (aiosmtplib.SMTPAuthenticationError(535, "bad credentials"), True),
+        (aiosmtplib.SMTPSenderRefused(553, "sender not allowed", "s@x.y"), True),
+        (aiosmtplib.SMTPAuthenticationError(454, "temporary authentication failure"), False),
         (aiosmtplib.SMTPConnectError("Error connecting to mail.example.com on port 25"), False),
         (aiosmtplib.SMTPServerDisconnected("Connection lost"), False),
         (ConnectionRefusedError(111, "Connection refused"), False),
     ],
 )
-def test_only_a_5xx_rejection_of_this_message_is_permanent(error, permanent):
+def test_an_smtp_5xx_is_permanent_and_everything_else_is_retried(error, permanent):
     assert failure_from(error).permanent is permanent
 
 
