@@ -36,15 +36,22 @@ T = TypeVar("T")
 
 
 class Transaction:
-    """The session a use case writes through, and the events it asks to publish on commit."""
+    """The session a use case writes through, the events it asks to publish on commit, and what
+    it does outside the database once committed."""
 
     def __init__(self, db: AsyncDatabase, session: AsyncClientSession) -> None:
         self.db = db
         self.session = session
         self.events: list[tuple[str, Envelope]] = []
+        self.committed: list[Callable[[], None]] = []
 
     def publish(self, topic: str, event: Envelope) -> None:
         self.events.append((topic, event))
+
+    def on_commit(self, effect: Callable[[], None]) -> None:
+        """Run `effect` only if this transaction commits: a metric counted or an in-memory timer set
+        by a transaction that aborts (and is retried) would otherwise count or fire twice."""
+        self.committed.append(effect)
 
 
 Work = Callable[[Transaction], Awaitable[T]]
@@ -102,15 +109,14 @@ class UnitOfWork:
 
     async def run(self, work: Work[T]) -> T:
         """Run `work` in a transaction, retried by the driver on transient conflicts."""
-        published = False
+        last: Transaction | None = None
 
         async def attempt(session: AsyncClientSession) -> T:
-            nonlocal published
-            transaction = Transaction(self.db, session)
+            nonlocal last
+            last = transaction = Transaction(self.db, session)
             await self.db["transactions"].update_one({"_id": None}, {"$set": {"opened": True}}, session=session)
             result = await work(transaction)
             await self._write_outbox(transaction)
-            published = bool(transaction.events)
             return result
 
         async with self.client.start_session() as session:
@@ -119,7 +125,12 @@ class UnitOfWork:
             else:
                 async with self._lock.held(self.client, session):
                     result = await session.with_transaction(attempt)
-        if published:
+        # `with_transaction` may run `attempt` again after a transient error: only the attempt that
+        # committed has effects.
+        assert last is not None
+        for effect in last.committed:
+            effect()
+        if last.events:
             for listener in self._on_commit:
                 listener()
         return result

@@ -4,6 +4,8 @@ import asyncio
 import json
 import os
 import socket
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -45,6 +47,22 @@ def started_platform(data_dir: Path, **settings: str) -> Iterator["RunningPlatfo
         yield RunningPlatform(platform)
     finally:
         platform.stop()
+
+
+@contextmanager
+def mongo_wire_server(data_dir: Path) -> Iterator[str]:
+    """The embedded Mongo-wire server alone, on a free port, for use cases tested without a broker."""
+    port = free_port()
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "nx-27017"), "--data-dir", str(data_dir), "-p", str(port),
+         "--log-file", str(data_dir / "server.log"), "--pid-file", str(data_dir / "nx-27017.pid")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+    )
+    try:
+        yield f"mongodb://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(10)
 
 
 class RunningPlatform:

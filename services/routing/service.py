@@ -13,7 +13,6 @@ import asyncio
 import logging
 import re
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -79,7 +78,6 @@ MISSING_TICKET_RETRIES = 5
 AGENT_SCAN_LIMIT = 2000
 """Waiting tickets read, in queue order, to find what an agent with room can take."""
 
-Effect = Callable[[], None]
 _SKILL = re.compile(SKILL_PATTERN)
 
 
@@ -221,11 +219,8 @@ class Routing:
                 f"invalid status {event.data.status[:50]!r} for agent {event.data.agent_id}: "
                 "expected available, away or offline"
             ) from None
-        effects: list[Effect] = []
-        if await self._change_presence(tx, event.data.agent_id, status, effects, cause=event) is None:
+        if await self._change_presence(tx, event.data.agent_id, status, cause=event) is None:
             raise RejectedEvent(f"unknown agent {event.data.agent_id}")
-        for effect in effects:
-            effect()
 
     async def _known_ticket(self, tickets: RoutedTicketRepository, ticket_id: str) -> dict:
         document = await tickets.get(ticket_id)
@@ -236,12 +231,12 @@ class Routing:
     async def upgrade_legacy_records(self) -> None:
         """At start: bring agents and tickets stored by the walking skeleton up to this release's shape."""
 
-        async def work(tx: Transaction) -> tuple[int, list[Effect]]:
+        async def work(tx: Transaction) -> int:
             agents = await AgentRepository(tx.db, tx.session).upgrade_legacy()
             tickets = await RoutedTicketRepository(tx.db, tx.session).upgrade_legacy(self._next_escalation_ms)
-            return agents + tickets, []
+            return agents + tickets
 
-        if upgraded := await self._run(work):
+        if upgraded := await self._uow.run(work):
             log.info("upgraded %d agents and tickets stored by an earlier release", upgraded)
 
     # --- agents ----------------------------------------------------------------------------------
@@ -249,56 +244,54 @@ class Routing:
     async def put_agent(self, agent_id: str, profile: AgentProfile) -> Agent:
         """Create or update an agent; going away or offline returns their offers (and, if configured, tickets)."""
 
-        async def work(tx: Transaction) -> tuple[None, list[Effect]]:
+        async def work(tx: Transaction) -> None:
             agents = AgentRepository(tx.db, tx.session)
-            effects: list[Effect] = []
             while True:
                 current = await agents.get(agent_id)
                 if current is None:
                     if await agents.create(Agent.new(agent_id, profile)):
-                        return None, effects
+                        return None
                     continue
                 if await agents.replace(current.with_profile(profile), expected_version=current.version):
                     break
             if profile.status is not Presence.AVAILABLE and current.status is not profile.status:
-                await self._requeue_held(tx, agent_id, profile.status, effects, cause=None)
-            return None, effects
+                await self._requeue_held(tx, agent_id, profile.status, cause=None)
+            return None
 
-        await self._run(work)
+        await self._uow.run(work)
         await self.drain(agent_ids={agent_id}, sweep=False)
         return await self.get_agent(agent_id)
 
     async def set_presence(self, agent_id: str, status: Presence) -> Agent:
-        async def work(tx: Transaction) -> tuple[None, list[Effect]]:
-            effects: list[Effect] = []
-            if await self._change_presence(tx, agent_id, status, effects, cause=None) is None:
+        async def work(tx: Transaction) -> None:
+            if await self._change_presence(tx, agent_id, status, cause=None) is None:
                 raise UnknownAgent(agent_id)
-            return None, effects
+            return None
 
-        await self._run(work)
+        await self._uow.run(work)
         await self.drain(agent_ids={agent_id}, sweep=False)
         return await self.get_agent(agent_id)
 
     async def _change_presence(
-        self, tx: Transaction, agent_id: str, status: Presence, effects: list[Effect], cause: Envelope | None
+        self, tx: Transaction, agent_id: str, status: Presence, cause: Envelope | None
     ) -> Agent | None:
         changed = await AgentRepository(tx.db, tx.session).set_status(agent_id, status)
         if changed is None:
             return None
         agent, before = changed
         if status is not Presence.AVAILABLE and before is not status:
-            await self._requeue_held(tx, agent_id, status, effects, cause)
+            await self._requeue_held(tx, agent_id, status, cause)
         if status is Presence.AVAILABLE:
             self.wake(agent_id=agent_id)
         return agent
 
     async def _requeue_held(
-        self, tx: Transaction, agent_id: str, status: Presence, effects: list[Effect], cause: Envelope | None
+        self, tx: Transaction, agent_id: str, status: Presence, cause: Envelope | None
     ) -> None:
         """Offers always go back to the queue; assigned tickets too when UNASSIGN_ON_PRESENCE names `status`."""
         tickets = RoutedTicketRepository(tx.db, tx.session)
         for document in await tickets.offers_of(agent_id):
-            await self._return_offer(tx, document, OfferOutcome.EXPIRED, effects, cause=cause)
+            await self._return_offer(tx, document, OfferOutcome.EXPIRED, cause=cause)
         if status not in self._config.unassign_on:
             return
         agents = AgentRepository(tx.db, tx.session)
@@ -318,7 +311,7 @@ class Routing:
                 unassigned_at=utc_now(),
             )
             self._publish(tx, unassigned, document, cause)
-            effects.append(self._metrics.unassignments.inc)
+            tx.on_commit(self._metrics.unassignments.inc)
             self.wake(ticket_id=document["_id"])
 
     async def get_agent(self, agent_id: str) -> Agent | None:
@@ -363,7 +356,7 @@ class Routing:
     # --- offers ----------------------------------------------------------------------------------
 
     async def answer_offer(self, offer_id: str, *, accept: bool) -> OfferAnswer:
-        async def work(tx: Transaction) -> tuple[OfferAnswer, list[Effect]]:
+        async def work(tx: Transaction) -> OfferAnswer:
             tickets = RoutedTicketRepository(tx.db, tx.session)
             document = await tickets.by_offer(offer_id)
             if document is None:
@@ -372,11 +365,10 @@ class Routing:
                 raise OfferClosed(f"offer {offer_id} is no longer open")
             if document["offer_expires_ms"] <= now_ms():
                 raise OfferClosed(f"offer {offer_id} expired")  # the sweep gives the ticket to the next agent
-            effects: list[Effect] = []
             agent_id = document["assignee_id"]
             if not accept:
-                await self._return_offer(tx, document, OfferOutcome.REJECTED, effects, cause=None)
-                return OfferAnswer(offer_id, document["_id"], agent_id, OfferOutcome.REJECTED), effects
+                await self._return_offer(tx, document, OfferOutcome.REJECTED, cause=None)
+                return OfferAnswer(offer_id, document["_id"], agent_id, OfferOutcome.REJECTED)
             now = utc_now()
             taken = await tickets.update(
                 document["_id"],
@@ -398,20 +390,18 @@ class Routing:
             if document.get("customer_id"):
                 await AffinityRepository(tx.db, tx.session).remember(document["customer_id"], agent_id, to_ms(now))
             wait = (to_ms(now) - document["created_ms"]) / 1000
-            effects += [
-                lambda: self._metrics.offers.labels(outcome="accepted").inc(),
-                lambda: self._metrics.assignments.labels(mode="offer").inc(),
-                lambda: self._metrics.queue_wait.observe(max(wait, 0)),
-            ]
-            return OfferAnswer(offer_id, document["_id"], agent_id, OfferOutcome.ACCEPTED), effects
+            tx.on_commit(self._metrics.offers.labels(outcome="accepted").inc)
+            tx.on_commit(self._metrics.assignments.labels(mode="offer").inc)
+            tx.on_commit(lambda: self._metrics.queue_wait.observe(max(wait, 0)))
+            return OfferAnswer(offer_id, document["_id"], agent_id, OfferOutcome.ACCEPTED)
 
-        answer = await self._run(work)
+        answer = await self._uow.run(work)
         if answer.outcome is OfferOutcome.REJECTED:
             await self.drain(ticket_ids={answer.ticket_id}, agent_ids={answer.agent_id}, sweep=False)
         return answer
 
     async def _return_offer(
-        self, tx: Transaction, document: dict, outcome: OfferOutcome, effects: list[Effect], cause: Envelope | None
+        self, tx: Transaction, document: dict, outcome: OfferOutcome, cause: Envelope | None
     ) -> bool:
         """Rejected or lapsed: the ticket goes back to the queue for the next agent, with its original age."""
         agent_id = document["assignee_id"]
@@ -429,19 +419,18 @@ class Routing:
             ticket_id=document["_id"], offer_id=offer_id, agent_id=agent_id, outcome=outcome, answered_at=utc_now()
         )
         self._publish(tx, answered, document, cause)
-        effects.append(lambda: self._metrics.offers.labels(outcome=outcome.value).inc())
+        tx.on_commit(lambda: self._metrics.offers.labels(outcome=outcome.value).inc())
         self.wake(ticket_id=document["_id"], agent_id=agent_id)
         return True
 
     async def expire_offers(self) -> int:
-        async def work(tx: Transaction) -> tuple[int, list[Effect]]:
-            effects: list[Effect] = []
+        async def work(tx: Transaction) -> int:
             expired = 0
             for document in await RoutedTicketRepository(tx.db, tx.session).offers_expired(now_ms(), EXPIRY_BATCH):
-                expired += await self._return_offer(tx, document, OfferOutcome.EXPIRED, effects, cause=None)
-            return expired, effects
+                expired += await self._return_offer(tx, document, OfferOutcome.EXPIRED, cause=None)
+            return expired
 
-        return await self._run(work)
+        return await self._uow.run(work)
 
     # --- escalation ------------------------------------------------------------------------------
 
@@ -451,10 +440,9 @@ class Routing:
         if not policy.steps:
             return 0
 
-        async def work(tx: Transaction) -> tuple[int, list[Effect]]:
+        async def work(tx: Transaction) -> int:
             tickets = RoutedTicketRepository(tx.db, tx.session)
             now = now_ms()
-            effects: list[Effect] = []
             applied = 0
             for document in await tickets.escalation_due(now, ESCALATION_BATCH):
                 done = document.get("escalation_step", 0)
@@ -479,11 +467,11 @@ class Routing:
                         description=step.describe(), escalated_at=from_ms(now),
                     )
                     self._publish(tx, escalated, document, None)
-                    effects.append(lambda action=step.action.value: self._metrics.escalations.labels(action=action).inc())
+                    tx.on_commit(lambda action=step.action.value: self._metrics.escalations.labels(action=action).inc())
                 applied += len(due)
-            return applied, effects
+            return applied
 
-        return await self._run(work)
+        return await self._uow.run(work)
 
     def _next_escalation_ms(self, queued_ms: int, done: int) -> int | None:
         wait = self._config.policy.next_due_seconds(done)
@@ -561,7 +549,7 @@ class Routing:
         """
         placed_total = 0
         while True:
-            placed, more = await self._run(lambda tx: self._drain_once(tx, ticket_ids, agent_ids, sweep))
+            placed, more = await self._uow.run(lambda tx: self._drain_once(tx, ticket_ids, agent_ids, sweep))
             placed_total += placed
             if not (placed and more):
                 return placed_total
@@ -569,12 +557,11 @@ class Routing:
 
     async def _drain_once(
         self, tx: Transaction, ticket_ids, agent_ids, sweep: bool
-    ) -> tuple[tuple[int, bool], list[Effect]]:
+    ) -> tuple[int, bool]:
         agents = AgentRepository(tx.db, tx.session)
         tickets = RoutedTicketRepository(tx.db, tx.session)
-        effects: list[Effect] = []
         if not await agents.anyone_free():
-            return (0, False), effects
+            return 0, False
         found: dict[str, dict] = {}
         if sweep:
             found.update((d["_id"], d) for d in await tickets.waiting(DRAIN_SCAN_LIMIT))
@@ -601,7 +588,7 @@ class Routing:
                 previous = await agents.get(return_to)
                 if can_return_to(previous, ticket.channel.value):
                     reason = f"reopened: back to the previous agent {return_to}, who has room on {ticket.channel.value}"
-                    if await self._place(tx, ticket, document, Match(previous, reason), "reopened", effects):
+                    if await self._place(tx, ticket, document, Match(previous, reason), "reopened"):
                         placed += 1
                         continue
                 # Else the queue: carry on with the updated document, whose version the claim below expects.
@@ -624,11 +611,11 @@ class Routing:
                     candidates.append(extra)
             while (match := choose_agent(candidates, ticket, requirements, now, affinity_agent_id=preferred)) is not None:
                 mode = match.agent.mode or self._config.mode
-                if await self._place(tx, ticket, document, match, mode.value, effects):
+                if await self._place(tx, ticket, document, match, mode.value):
                     placed += 1
                     break
                 candidates = [agent for agent in candidates if agent.id != match.agent.id]  # lost the slot
-        return (placed, sweep and len(queue) >= DRAIN_SCAN_LIMIT), effects
+        return placed, sweep and len(queue) >= DRAIN_SCAN_LIMIT
 
     def _not_yet_visible(self, ticket_id: str) -> None:
         """A hint about a ticket whose transaction has not committed yet (or rolled back): look again, a few times."""
@@ -647,7 +634,7 @@ class Routing:
         return affinity_agent(ticket.previous_agent_id, remembered, now, self._config.affinity_window)
 
     async def _place(
-        self, tx: Transaction, ticket: WaitingTicket, document: dict, match: Match, mode: str, effects: list[Effect]
+        self, tx: Transaction, ticket: WaitingTicket, document: dict, match: Match, mode: str
     ) -> bool:
         """Claim a slot and the ticket, both conditionally; assign (auto, reopened) or offer (offer)."""
         agents = AgentRepository(tx.db, tx.session)
@@ -688,19 +675,12 @@ class Routing:
         if ticket.customer_id:
             await AffinityRepository(tx.db, tx.session).remember(ticket.customer_id, match.agent.id, to_ms(now))
         wait = max((now - ticket.created_at).total_seconds(), 0)
-        effects.append(lambda: self._metrics.assignments.labels(mode=mode).inc())
-        effects.append(lambda: self._metrics.queue_wait.observe(wait))
+        tx.on_commit(lambda: self._metrics.assignments.labels(mode=mode).inc())
+        tx.on_commit(lambda: self._metrics.queue_wait.observe(wait))
         log.info("assigned %s to %s", ticket.ticket_id, match.agent.id)
         return True
 
     # --- plumbing --------------------------------------------------------------------------------
-
-    async def _run(self, work):
-        """Run `work` in a transaction; it returns (result, effects) and the effects (metrics) follow the commit."""
-        result, effects = await self._uow.run(lambda tx: _with_effects(work, tx))
-        for effect in effects:
-            effect()
-        return result
 
     def _publish(self, tx: Transaction, payload: Payload, document: dict, cause: Envelope | None) -> None:
         """Publish about a ticket, keeping the correlation id of the event that created it."""
@@ -710,8 +690,3 @@ class Routing:
                 update={"correlationid": document["correlation_id"], "causationid": document.get("causation_id")}
             )
         tx.publish(topics.ROUTING, event)
-
-
-async def _with_effects(work, tx: Transaction):
-    result, effects = await work(tx)
-    return result, effects

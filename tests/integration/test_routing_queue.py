@@ -6,8 +6,6 @@ even when two routing instances serve the same database at once.
 """
 
 import asyncio
-import subprocess
-import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -23,7 +21,7 @@ from shared.envelope import new_event
 from shared.events import Customer, TicketCreated, TicketReopened, TicketSolved
 from shared.mongo import UnitOfWork
 from shared.outbox import Outbox
-from tests.support import free_port
+from tests.support import mongo_wire_server
 
 pytestmark = pytest.mark.integration
 
@@ -31,17 +29,8 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def mongo_url(tmp_path_factory):
     data = tmp_path_factory.mktemp("routing-queue")
-    port = free_port()
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "nx-27017"), "--data-dir", str(data), "-p", str(port),
-         "--log-file", str(data / "server.log"), "--pid-file", str(data / "nx-27017.pid")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-    )
-    try:
-        yield f"mongodb://127.0.0.1:{port}", data
-    finally:
-        server.terminate()
-        server.wait(10)
+    with mongo_wire_server(data) as url:
+        yield url, data
 
 
 async def routing_on(

@@ -1,0 +1,67 @@
+"""The unit of work against the real Mongo-wire server: state, outbox and after-commit effects together."""
+
+import asyncio
+
+import pytest
+from pymongo import AsyncMongoClient
+
+from shared import topics
+from shared.clock import utc_now
+from shared.envelope import new_event
+from shared.events import TicketClosed
+from shared.mongo import UnitOfWork
+from shared.outbox import Outbox
+from tests.support import mongo_wire_server
+
+pytestmark = pytest.mark.integration
+
+
+class Refused(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+async def unit_of_work(tmp_path_factory):
+    data = tmp_path_factory.mktemp("unit-of-work")
+    with mongo_wire_server(data) as url:
+        client = AsyncMongoClient(url, tz_aware=True)
+        async with asyncio.timeout(30):
+            while True:
+                try:
+                    await client.admin.command("ping")
+                    break
+                except Exception:
+                    await asyncio.sleep(0.2)
+        db = client["unit_of_work"]
+        try:
+            yield UnitOfWork(client, db, Outbox(db).write, transaction_lock=data / "unit_of_work.lock"), db
+        finally:
+            await client.close()
+
+
+def closed(ticket_id: str):
+    return new_event(TicketClosed(ticket_id=ticket_id, closed_at=utc_now()), source="tests", subject=ticket_id)
+
+
+async def test_effects_run_after_a_commit_and_never_after_an_abort(unit_of_work):
+    uow, db = unit_of_work
+    counted: list[str] = []
+
+    async def close(ticket_id: str, *, fail: bool):
+        async def work(tx):
+            await db["tickets"].insert_one({"_id": ticket_id, "status": "closed"}, session=tx.session)
+            tx.publish(topics.TICKETS, closed(ticket_id))
+            tx.on_commit(lambda: counted.append(ticket_id))
+            if fail:
+                raise Refused(ticket_id)
+
+        await uow.run(work)
+
+    await close("T-kept", fail=False)
+    with pytest.raises(Refused):
+        await close("T-aborted", fail=True)
+
+    assert counted == ["T-kept"]
+    assert [d["_id"] async for d in db["tickets"].find({})] == ["T-kept"]
+    subjects = [d["key"] async for d in db["outbox"].find({})]
+    assert subjects == ["T-kept"], "an aborted transaction leaves no event behind either"
