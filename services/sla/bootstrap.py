@@ -39,10 +39,11 @@ def build_app(settings: SlaSettings | None = None) -> FastAPI:
         ),
     )
     sla = Sla(kit.uow, kit.source, rules, metrics, timers)
+    repository = SlaRepository(kit.db)
     return kit.create_app(
         description="Runs the SLA clocks of every ticket, in business time, and warns before they breach.",
         api=build_routes(sla, kit.require_api_key()),
         subscriptions=[Subscription(topics.TICKETS, sla.handlers())],
-        ensure_indexes=[SlaRepository(kit.db).ensure_indexes],
+        ensure_indexes=[repository.ensure_indexes, repository.seed_live_count],
         background=[timers.run],
     )

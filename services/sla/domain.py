@@ -189,8 +189,24 @@ def _settle(clock: Clock, calendar: Calendar, at_ms: int) -> Clock:
     return replace(clock, elapsed_ms=clock.elapsed_ms + calendar.elapsed(clock.since_ms, at_ms), since_ms=at_ms)
 
 
+def _used_up(clock: Clock, calendar: Calendar, at_ms: int) -> Clock:
+    """Marks the breach of a clock whose target ran out by `at_ms` before a timer announced it (a reply or
+    pause just after the due instant, a new target below the time elapsed), so it is announced exactly once."""
+    if clock.breached:
+        return clock
+    if clock.running and clock.since_ms is not None:
+        due_ms = calendar.add(clock.since_ms, clock.target_ms - clock.elapsed_ms)
+    elif clock.elapsed_ms >= clock.target_ms:
+        due_ms = at_ms
+    else:
+        return clock
+    if due_ms > at_ms:
+        return clock
+    return replace(clock, breached=True, due_ms=due_ms, fired=tuple(clock.warnings))
+
+
 def pause(clock: Clock, calendar: Calendar, at_ms: int) -> Clock:
-    settled = _settle(clock, calendar, at_ms)
+    settled = _settle(_used_up(clock, calendar, at_ms), calendar, at_ms)
     return schedule(replace(settled, running=False, since_ms=None, paused_ms=at_ms), calendar)
 
 
@@ -199,12 +215,8 @@ def resume(clock: Clock, calendar: Calendar, at_ms: int) -> Clock:
 
 
 def fulfil(clock: Clock, calendar: Calendar, at_ms: int) -> Clock:
-    settled = _settle(clock, calendar, at_ms)
-    breached = settled.breached or settled.elapsed_ms >= settled.target_ms
-    return replace(
-        settled, running=False, stopped=True, since_ms=None, stopped_ms=at_ms, breached=breached,
-        next_fire_ms=None, due_ms=clock.due_ms,
-    )
+    settled = _settle(_used_up(clock, calendar, at_ms), calendar, at_ms)
+    return replace(settled, running=False, stopped=True, since_ms=None, stopped_ms=at_ms, next_fire_ms=None)
 
 
 def retarget(clock: Clock, policy: Policy, target: Target, priority: str, old: Calendar, new: Calendar, at_ms: int) -> Clock:
@@ -220,7 +232,7 @@ def retarget(clock: Clock, policy: Policy, target: Target, priority: str, old: C
         pause_on=target.pause_on,
         fired=tuple(t for t in settled.fired if t in policy.warnings),
     )
-    return schedule(changed, new)
+    return schedule(_used_up(changed, new, at_ms), new)
 
 
 @dataclass(frozen=True)
@@ -317,9 +329,15 @@ class SlaRules:
         if not clock.running:
             out.events.append(SlaClockPaused(**_base(clock), elapsed_seconds=0.0, paused_at=from_ms(at_ms)))
 
+    def _put(self, out: Outcome, before: Clock, after: Clock, at_ms: int) -> None:
+        """Stores a changed clock, announcing the breach a change found (see `_used_up`) before anything else."""
+        out.put(after)
+        if after.breached and not before.breached:
+            out.events.append(firing_event(after, Firing(BREACH, after.elapsed_ms), at_ms))
+
     def _fulfil(self, out: Outcome, clock: Clock, at_ms: int) -> None:
         done = fulfil(clock, self.calendar(clock.calendar), at_ms)
-        out.put(done)
+        self._put(out, clock, done, at_ms)
         out.events.append(
             SlaFulfilled(**_base(done), elapsed_seconds=done.elapsed_ms / 1000, breached=done.breached, fulfilled_at=from_ms(at_ms))
         )
@@ -327,11 +345,15 @@ class SlaRules:
     # --- events ---------------------------------------------------------------------------------
 
     def created(self, ticket: TicketRecord, at_ms: int) -> Outcome:
-        """first_reply and resolution start at creation."""
+        """first_reply and resolution start at creation. The ticket's own message is its oldest unanswered
+        customer message, so a policy without first_reply starts next_reply there instead."""
         policy = self.policies.match(ticket.facts)
         ticket = replace(ticket, policy=policy.name if policy else None)
         out = Outcome(ticket=ticket)
-        for metric in (Metric.FIRST_REPLY, Metric.RESOLUTION):
+        if policy is None:
+            return out
+        reply = Metric.FIRST_REPLY if Metric.FIRST_REPLY in policy.targets else Metric.NEXT_REPLY
+        for metric in (reply, Metric.RESOLUTION):
             self._start(out, ticket, metric, at_ms, None)
         return out
 
@@ -380,7 +402,7 @@ class SlaRules:
             calendar = self.calendar(clock.calendar)
             if status in clock.pause_on and clock.running:
                 paused = pause(clock, calendar, at_ms)
-                out.put(paused)
+                self._put(out, clock, paused, at_ms)
                 out.events.append(SlaClockPaused(**_base(paused), elapsed_seconds=paused.elapsed_ms / 1000, paused_at=from_ms(at_ms)))
             elif status not in clock.pause_on and not clock.running:
                 resumed = resume(clock, calendar, at_ms)
@@ -429,7 +451,7 @@ class SlaRules:
                 continue
             new = retarget(clock, policy, target, changed.priority, self.calendar(clock.calendar), target.calendar, at_ms)
             if new != clock:
-                out.put(new)
+                self._put(out, clock, new, at_ms)
         return out
 
     def fire(self, clock: Clock, now_ms: int) -> tuple[Clock, Payload | None]:
@@ -438,12 +460,15 @@ class SlaRules:
 
 
 def public_view(clock: Clock, calendar: Calendar, now_ms: int) -> dict:
-    """What GET /v1/tickets/{id}/sla shows of a clock."""
+    """What GET /v1/tickets/{id}/sla shows of a clock. A clock past its target reads as breached even in
+    the moment before its timer announces it, so state and remaining time never contradict each other."""
     elapsed = clock.elapsed(calendar, now_ms)
+    breached = clock.breached or elapsed >= clock.target_ms
+    state = ClockState.BREACHED if breached and clock.open else clock.state
     return {
         "metric": clock.metric.value,
         "policy": clock.policy,
-        "state": clock.state,
+        "state": state,
         "cycle": clock.cycle,
         "target_seconds": clock.target_ms // 1000,
         "business_time": calendar.business,
@@ -452,7 +477,7 @@ def public_view(clock: Clock, calendar: Calendar, now_ms: int) -> dict:
         "due_at": _at(clock.due_ms),
         "elapsed_seconds": elapsed / 1000,
         "remaining_seconds": (clock.target_ms - elapsed) / 1000,
-        "breached": clock.breached,
+        "breached": breached,
         "warnings_sent": list(clock.fired),
         "paused_at": _at(clock.paused_ms),
         "fulfilled_at": _at(clock.stopped_ms),

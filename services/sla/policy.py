@@ -31,6 +31,8 @@ class Metric(StrEnum):
 
 
 PAUSABLE_STATUSES = ("pending", "on_hold")
+MAX_TARGET_SECONDS = 366 * 86400
+"""Longer targets are typos (`30000d`), and their due times would not fit a date."""
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
@@ -345,6 +347,8 @@ def parse_duration(value: object, line: int) -> int:
         raise PolicyFileError(f"'{value}' is not a duration (seconds, or e.g. 30m, 4h, 1h30m, 2d)", line)
     if seconds <= 0:
         raise PolicyFileError("a target must be longer than 0 seconds", line)
+    if seconds > MAX_TARGET_SECONDS:
+        raise PolicyFileError(f"'{value}' is longer than the longest target, {MAX_TARGET_SECONDS // 86400}d", line)
     return seconds
 
 
@@ -375,7 +379,7 @@ def _policy(spec: object, line: int, calendars: dict[str, Calendar]) -> Policy:
                     raise PolicyFileError(f"'{item}' is not a {key} (one of: {', '.join(allowed)})", _line(match, key))
             conditions[key] = frozenset(values)
     default_calendar = spec.get("calendar", CALENDAR_TIME)
-    if default_calendar not in calendars:
+    if not isinstance(default_calendar, str) or default_calendar not in calendars:
         raise PolicyFileError(f"unknown calendar '{default_calendar}'", _line(spec, "calendar"))
     warnings = spec.get("warnings", [])
     if not isinstance(warnings, list):
@@ -418,10 +422,13 @@ def _target(metric: Metric, spec: object, line: int, calendars: dict[str, Calend
         raise PolicyFileError("time must be 'business' or 'calendar'", _line(spec, "time"))
     calendar_name = spec.get("calendar", default_calendar)
     if time_kind == "calendar":
+        if "calendar" in spec and calendar_name != CALENDAR_TIME:
+            reason = f"{metric.value} counts calendar time, so it cannot name calendar '{calendar_name}'"
+            raise PolicyFileError(reason, _line(spec, "calendar"))
         calendar_name = CALENDAR_TIME
     elif calendar_name == CALENDAR_TIME:
         raise PolicyFileError(f"{metric.value} counts business time but names no business calendar", _line(spec, "time"))
-    if calendar_name not in calendars:
+    if not isinstance(calendar_name, str) or calendar_name not in calendars:
         raise PolicyFileError(f"unknown calendar '{calendar_name}'", _line(spec, "calendar"))
     pause_on = frozenset(PAUSABLE_STATUSES)
     if "pause_on" in spec:

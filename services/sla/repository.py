@@ -4,7 +4,8 @@ Every write is conditional on the version the writer read, so the consumer and t
 any number of replicas never overwrite each other's decisions: the loser sees `False` and
 either retries (the consumer) or drops its stale timer (the scheduler). A clock's next firing
 is `next_fire_ms`, indexed, and absent when none is due, so the scheduler reads the near
-horizon with one range scan.
+horizon with one range scan. The number of live clocks is a counter kept by the same transactions
+that start and fulfil clocks: counting a million documents would stall the embedded server.
 """
 
 from dataclasses import asdict, replace
@@ -15,6 +16,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from services.sla.domain import Clock, Metric, TicketRecord
+
+LIVE_CLOCKS = "live_clocks"
 
 
 def _clock_document(clock: Clock) -> dict:
@@ -74,12 +77,21 @@ class SlaRepository:
     def __init__(self, db: AsyncDatabase, session: AsyncClientSession | None = None) -> None:
         self._clocks = db["clocks"]
         self._tickets = db["tickets"]
+        self._stats = db["stats"]
         self._session = session
 
     async def ensure_indexes(self) -> None:
         await self._clocks.create_index([("ticket_id", ASCENDING)])
         await self._clocks.create_index([("next_fire_ms", ASCENDING)])
         await self._clocks.create_index([("stopped", ASCENDING)])
+
+    async def seed_live_count(self) -> None:
+        """Counts the live clocks once, for clocks stored before the counter existed (or by an older release)."""
+        if await self._stats.find_one({"_id": LIVE_CLOCKS}) is None:
+            try:
+                await self._stats.insert_one({"_id": LIVE_CLOCKS, "n": await self._clocks.count_documents({"stopped": False})})
+            except DuplicateKeyError:
+                pass  # another replica seeded it first
 
     # --- tickets ------------------------------------------------------------------------------
 
@@ -168,5 +180,10 @@ class SlaRepository:
         )
         return [(d["next_fire_ms"], d["_id"], d["version"]) for d in documents if d.get("next_fire_ms") is not None]
 
+    async def add_live(self, delta: int) -> None:
+        if delta:
+            await self._stats.update_one({"_id": LIVE_CLOCKS}, {"$inc": {"n": delta}}, upsert=True, session=self._session)
+
     async def count_live(self) -> int:
-        return await self._clocks.count_documents({"stopped": False}, session=self._session)
+        document = await self._stats.find_one({"_id": LIVE_CLOCKS}, session=self._session)
+        return document["n"] if document else 0

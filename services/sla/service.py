@@ -7,6 +7,7 @@ reason): TicketCreated always comes first on the ticket's partition.
 """
 
 from collections.abc import Mapping
+from functools import partial
 
 from services.sla.domain import Clock, Metric, Outcome, SlaRules, TicketRecord, public_view
 from services.sla.metrics import SlaMetrics
@@ -59,7 +60,7 @@ class Sla:
             created_ms=to_ms(data.created_at),
             policy=None,
         )
-        await self._store(tx, event, ticket, self.rules.created(ticket, to_ms(data.created_at)))
+        await self._store(tx, event, ticket, {}, self.rules.created(ticket, to_ms(data.created_at)))
 
     async def on_message_added(self, tx: Transaction, event: Envelope[TicketMessageAdded]) -> None:
         data = event.data
@@ -67,36 +68,36 @@ class Sla:
         outcome = self.rules.message(
             ticket, clocks, from_agent=data.author_type == "agent", public=data.public, at_ms=to_ms(data.added_at)
         )
-        await self._store(tx, event, ticket, outcome)
+        await self._store(tx, event, ticket, clocks, outcome)
 
     async def on_status_changed(self, tx: Transaction, event: Envelope[TicketStatusChanged]) -> None:
         ticket, clocks = await self._load(tx, event.data.ticket_id)
         outcome = self.rules.status_changed(ticket, clocks, event.data.status, to_ms(event.data.changed_at))
-        await self._store(tx, event, ticket, outcome)
+        await self._store(tx, event, ticket, clocks, outcome)
 
     async def on_priority_changed(self, tx: Transaction, event: Envelope[TicketPriorityChanged]) -> None:
         ticket, clocks = await self._load(tx, event.data.ticket_id)
         changed = TicketRecord(**{**vars(ticket), "priority": event.data.priority.value})
         outcome = self.rules.facts_changed(ticket, clocks, changed, to_ms(event.data.changed_at))
-        await self._store(tx, event, ticket, outcome)
+        await self._store(tx, event, ticket, clocks, outcome)
 
     async def on_tags_changed(self, tx: Transaction, event: Envelope[TicketTagsChanged]) -> None:
         ticket, clocks = await self._load(tx, event.data.ticket_id)
         changed = TicketRecord(**{**vars(ticket), "tags": tuple(event.data.tags)})
         outcome = self.rules.facts_changed(ticket, clocks, changed, to_ms(event.data.changed_at))
-        await self._store(tx, event, ticket, outcome)
+        await self._store(tx, event, ticket, clocks, outcome)
 
     async def on_solved(self, tx: Transaction, event: Envelope[TicketSolved]) -> None:
         ticket, clocks = await self._load(tx, event.data.ticket_id)
-        await self._store(tx, event, ticket, self.rules.solved(ticket, clocks, to_ms(event.data.solved_at)))
+        await self._store(tx, event, ticket, clocks, self.rules.solved(ticket, clocks, to_ms(event.data.solved_at)))
 
     async def on_reopened(self, tx: Transaction, event: Envelope[TicketReopened]) -> None:
         ticket, clocks = await self._load(tx, event.data.ticket_id)
-        await self._store(tx, event, ticket, self.rules.reopened(ticket, clocks, to_ms(event.data.reopened_at)))
+        await self._store(tx, event, ticket, clocks, self.rules.reopened(ticket, clocks, to_ms(event.data.reopened_at)))
 
     async def on_closed(self, tx: Transaction, event: Envelope[TicketClosed]) -> None:
         ticket, clocks = await self._load(tx, event.data.ticket_id)
-        await self._store(tx, event, ticket, self.rules.closed(ticket, clocks, to_ms(event.data.closed_at)))
+        await self._store(tx, event, ticket, clocks, self.rules.closed(ticket, clocks, to_ms(event.data.closed_at)))
 
     def handlers(self) -> dict:
         return {
@@ -137,7 +138,9 @@ class Sla:
             raise RejectedEvent(f"unknown ticket {ticket_id}: SLA has not seen it created")
         return ticket, await repository.clocks_of(ticket_id)
 
-    async def _store(self, tx: Transaction, cause: Envelope, before: TicketRecord, outcome: Outcome) -> None:
+    async def _store(
+        self, tx: Transaction, cause: Envelope, before: TicketRecord, clocks: Mapping[Metric, Clock], outcome: Outcome
+    ) -> None:
         repository = SlaRepository(tx.db, tx.session)
         if outcome.ticket is not None and outcome.ticket != before or before.version == 0:
             if await repository.save_ticket(outcome.ticket or before) is None:
@@ -148,10 +151,12 @@ class Sla:
             if stored is None:
                 raise ConcurrentChange(f"clock {clock.id} changed meanwhile")  # a timer fired it: retried
             saved.append(stored)
+        opened = sum(clock.open for clock in saved) - sum(clocks[clock.metric].open for clock in saved if clock.metric in clocks)
+        await repository.add_live(opened)
         priority = (outcome.ticket or before).priority
         for payload in outcome.events:
             tx.publish(topics.SLA, new_event(payload, source=self._source, subject=before.ticket_id, cause=cause))
-            self._metrics.count(payload, priority)
+            tx.on_commit(partial(self._metrics.count, payload, priority))
         if self._timers is not None:
             for clock in saved:
-                self._timers.offer(clock)
+                tx.on_commit(partial(self._timers.offer, clock))

@@ -198,15 +198,23 @@ async def test_a_priority_change_applies_the_new_policys_target_and_keeps_the_ti
 
 
 async def test_an_event_for_an_unknown_ticket_is_dead_lettered_with_its_reason(sla_platform):
-    ghost = ticket_id()
-    await publish(sla_platform, TicketSolved(ticket_id=ghost, solved_at=utc_now()))
+    replied, solved = ticket_id(), ticket_id()
+    await publish(sla_platform, TicketMessageAdded(ticket_id=replied, message_id="m1", author_type="customer",
+                                                   public=True, body="Hello?", added_at=utc_now()))
+    await publish(sla_platform, TicketSolved(ticket_id=solved, solved_at=utc_now()))
+
+    def sla_dead_letters(records, ghost: str):
+        return [r for r in records if r.key == ghost.encode() and dict(r.headers).get("dlq-consumer-group") == b"switchboard-sla"]
 
     dead = await sla_platform.read_topic(
         topics.dead_letter(topics.TICKETS),
-        until=lambda records: any(r.key == ghost.encode() and dict(r.headers).get("dlq-consumer-group") == b"switchboard-sla" for r in records),
+        until=lambda records: all(sla_dead_letters(records, ghost) for ghost in (replied, solved)),
     )
-    [record] = [r for r in dead if r.key == ghost.encode() and dict(r.headers)["dlq-consumer-group"] == b"switchboard-sla"]
-    assert f"unknown ticket {ghost}".encode() in dict(record.headers)["dlq-error"]
+    for ghost, kind in ((replied, b"message_added"), (solved, b"solved")):
+        [record] = sla_dead_letters(dead, ghost)
+        headers = dict(record.headers)
+        assert f"rejected: unknown ticket {ghost}".encode() in headers["dlq-error"]
+        assert headers["dlq-attempts"] == b"1" and kind in record.value
 
 
 async def test_firers_racing_for_the_same_due_clock_announce_each_step_once(sla_platform):
@@ -251,6 +259,8 @@ async def test_firers_racing_for_the_same_due_clock_announce_each_step_once(sla_
                 racer.horizon.load([(clock.next_fire_ms, clock.id, clock.version)], clock.next_fire_ms)
             await asyncio.sleep(max(clock.next_fire_ms - now_ms(), 0) / 1000)
             await asyncio.gather(*(racer.fire_due() for racer in racers))
+        live = await db["clocks"].count_documents({"stopped": False})
+        assert (await db["stats"].find_one({"_id": "live_clocks"}))["n"] == live, "the live-clocks counter is exact"
     finally:
         await client.close()
 

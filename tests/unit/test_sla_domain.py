@@ -186,10 +186,46 @@ def test_after_downtime_only_the_highest_overdue_step_fires_once():
     assert ticket.fire(Metric.FIRST_REPLY, T0 + 4 * 60 * MIN) is None
 
 
-def test_a_reply_after_the_due_time_but_before_the_timer_fired_is_still_a_breach():
+def test_a_reply_after_the_due_time_but_before_the_timer_fired_is_still_a_breach_and_announced_once():
     ticket = Ticket()
-    [done] = [e for e in ticket.agent_reply(T0 + 61 * MIN) if isinstance(e, SlaFulfilled)]
+    events = [e for e in ticket.agent_reply(T0 + 61 * MIN) if e.metric == "first_reply"]
+    assert [type(e).__name__ for e in events] == ["SlaBreached", "SlaFulfilled"]
+    breached, done = events
+    assert breached.breached_at == breached.due_at == datetime(2026, 11, 24, 11, 0, tzinfo=UTC)
     assert done.breached
+    assert ticket.fire(Metric.FIRST_REPLY, T0 + 62 * MIN) is None
+
+
+def test_a_pause_just_after_the_due_time_announces_the_breach_the_timer_had_not_fired_yet():
+    ticket = Ticket()
+    ticket.agent_reply(T0 + 10 * MIN)
+    events = ticket.status("pending", T0 + 4 * 60 * MIN + 1)  # resolution: 4 h, pauses on pending
+    assert kinds(events) == [("SlaBreached", "resolution"), ("SlaClockPaused", "resolution")]
+    assert events[0].breached_at == datetime(2026, 11, 24, 14, 0, tzinfo=UTC)
+    assert ticket.view(Metric.RESOLUTION, T0 + 5 * 60 * MIN)["state"] == "breached"
+    assert kinds(ticket.status("open", T0 + 6 * 60 * MIN)) == [("SlaClockResumed", "resolution")]
+    assert ticket.clocks[Metric.RESOLUTION].next_fire_ms is None, "the breach is not announced again"
+    [done] = [e for e in ticket.status("solved", T0 + 7 * 60 * MIN) if e.metric == "resolution"]
+    assert isinstance(done, SlaFulfilled) and done.breached
+
+
+def test_the_view_reads_breached_as_soon_as_the_target_is_used_up():
+    ticket = Ticket()
+    view = ticket.view(Metric.FIRST_REPLY, T0 + 60 * MIN)  # the breach timer has not fired yet
+    assert (view["state"], view["breached"], view["remaining_seconds"]) == ("breached", True, 0)
+    assert ticket.view(Metric.FIRST_REPLY, T0 + 60 * MIN - 1)["state"] == "running"
+
+
+def test_without_a_first_reply_target_next_reply_starts_with_the_ticket():
+    rules = SlaRules(parse_policies("policies:\n  - name: replies\n    targets: {next_reply: 1h}\n"))
+    outcome = rules.created(new_ticket(), T0)
+    assert kinds(outcome.events) == [("SlaClockStarted", "next_reply")]
+    clocks = {clock.metric: clock for clock in outcome.clocks}
+    assert rules.message(outcome.ticket, clocks, from_agent=False, public=True, at_ms=T0 + MIN).events == [], (
+        "the ticket's own message is the oldest unanswered one"
+    )
+    [done] = rules.message(outcome.ticket, clocks, from_agent=True, public=True, at_ms=T0 + 20 * MIN).events
+    assert isinstance(done, SlaFulfilled) and done.elapsed_seconds == 20 * 60
 
 
 def test_solving_fulfils_resolution_and_a_reopen_resumes_the_same_clock():
@@ -218,6 +254,18 @@ def test_a_priority_change_recomputes_the_target_and_keeps_the_elapsed_time():
     warning = ticket.fire(Metric.FIRST_REPLY, T0 + 8 * MIN)
     assert isinstance(warning, SlaWarning) and warning.threshold == 0.75
     assert ticket.clocks[Metric.FIRST_REPLY].next_fire_ms == T0 + 10 * MIN
+
+
+def test_a_new_target_below_the_time_already_elapsed_is_breached_at_the_change():
+    ticket = Ticket()
+    changed = TicketRecord(**{**vars(ticket.ticket), "priority": "urgent"})
+    outcome = RULES.facts_changed(ticket.ticket, ticket.clocks, changed, T0 + 15 * MIN)
+    [breached] = [e for e in outcome.events if e.metric == "first_reply"]  # 15 min elapsed, the new target is 10
+    assert isinstance(breached, SlaBreached) and breached.breached_at == datetime(2026, 11, 24, 10, 15, tzinfo=UTC)
+    assert breached.policy == "urgent" and breached.target_seconds == 600
+    ticket.apply(outcome)
+    assert ticket.fire(Metric.FIRST_REPLY, T0 + 16 * MIN) is None
+    assert ticket.clocks[Metric.RESOLUTION].elapsed(RULES.calendar("calendar"), T0 + 15 * MIN) == 15 * MIN
 
 
 def test_business_time_clocks_stop_overnight():
@@ -266,7 +314,8 @@ def test_elapsed_time_is_exactly_the_calendar_time_spent_outside_the_pause_statu
     clock = ticket.clocks[Metric.RESOLUTION]
     assert clock.elapsed(calendar, end) == expected
     assert clock.running == (status not in clock.pause_on)
-    if clock.running:
+    assert clock.breached == (clock.elapsed_ms >= clock.target_ms), "a pause after the target ran out marks the breach"
+    if clock.running and not clock.breached:
         assert clock.due_ms == calendar.add(clock.since_ms, clock.target_ms - clock.elapsed_ms)
         assert calendar.elapsed(T0, clock.due_ms) >= clock.target_ms, "pauses only ever push the due time out"
 

@@ -101,6 +101,13 @@ def test_the_shipped_policy_file_is_valid_and_has_a_catch_all():
         ("polices:\n  - name: a\n", 1, "unknown key 'polices'"),
         ("policies:\n  - name: a\n    targets:\n      first_reply: {target: 1h, pause_on: [solved]}\n", 4, "cannot pause on 'solved'"),
         ("policies:\n  - name: a\n    targets:\n      first_reply: {target: 1h, time: business}\n", 4, "names no business calendar"),
+        ("policies:\n  - name: a\n    targets:\n      first_reply: 400d\n", 4, "longer than the longest target"),
+        ("policies:\n  - name: a\n    calendar: [office]\n    targets: {first_reply: 1h}\n", 3, "unknown calendar"),
+        (
+            "calendars:\n  c:\n    timezone: UTC\n    hours: {mon: 09:00-17:00}\npolicies:\n  - name: a\n    targets:\n"
+            "      first_reply:\n        target: 1h\n        time: calendar\n        calendar: c\n",
+            11, "counts calendar time, so it cannot name calendar 'c'",
+        ),
     ],
 )
 def test_an_invalid_file_is_refused_with_its_line_and_reason(text, line, reason):
