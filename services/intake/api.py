@@ -8,12 +8,14 @@ import html
 import time
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request, Response, Security, status
 from fastapi.responses import HTMLResponse, JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from services.intake.access import Forbidden, KeyPolicy, RateLimited
 from services.intake.domain import (
+    CHANNEL_METADATA,
     InvalidSubmission,
     InvalidTransition,
     Message,
@@ -41,12 +43,61 @@ from services.intake.service import (
     VersionMismatch,
 )
 from services.intake.settings import IntakeSettings
-from shared.events import AuthorType, CustomerTier, Priority, TicketSubmit
+from shared.events import AuthorType, Customer, CustomerTier, Priority, TicketSubmit
 from shared.http import describe_validation_errors
 
 
+Id = Annotated[str, Path(max_length=100, description="A ticket's or customer's id.")]
+
+
+def _given(name: str, kind: str = "string") -> dict:
+    """A schema saying that the field `name` is there and not null."""
+    return {"required": [name], "properties": {name: {"type": kind}}}
+
+
+class SubmittedCustomer(Customer):
+    """Upserted by `id`, else by `email`: one of them is needed."""
+
+    model_config = ConfigDict(json_schema_extra={"anyOf": [_given("id"), _given("email")]})
+
+
+def _metadata_by_channel(schema: dict) -> None:
+    """Each channel's own `metadata` (`CHANNEL_METADATA`), as one `oneOf` branch per `channel`."""
+    schema["oneOf"] = []
+    for channel, kind in CHANNEL_METADATA.items():
+        metadata = kind.model_json_schema()
+        branch = {"properties": {"channel": {"const": channel}, "metadata": metadata}}
+        schema["oneOf"].append({**branch, "required": ["metadata"]} if metadata.get("required") else branch)
+
+
+class TicketSubmission(TicketSubmit):
+    """The `support.ticket.submit.v1` payload, the same as the Kafka command's."""
+
+    # The schema also says what intake checks beyond the field types (a customer's id or email, each
+    # channel's own metadata), so that clients, and fuzzers, can send what intake takes.
+    model_config = ConfigDict(json_schema_extra=_metadata_by_channel)
+
+    customer: SubmittedCustomer
+
+    @field_validator("metadata")
+    @classmethod
+    def _unicode(cls, metadata: dict) -> dict:
+        """Python's JSON decoder lets lone surrogates (`"\\ud800"`) through, which no UTF-8 store or answer can
+        hold; typed text fields refuse them, free-form metadata values are checked here."""
+        for name, value in metadata.items():
+            if isinstance(value, str) and any("\ud800" <= char <= "\udfff" for char in value):
+                raise ValueError(f"{name!r} is not valid Unicode (it has a lone surrogate)")  # repr escapes one
+        return metadata
+
+
+_CUSTOMERS_NOTE = {  # what `_customers_write_publicly` refuses, said in the schema
+    "properties": {"author_type": {"const": "customer"}, "public": {"const": False}},
+    "required": ["public"],
+}
+
+
 class NewMessage(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"not": _CUSTOMERS_NOTE})
 
     author_type: AuthorType
     author_id: str | None = Field(default=None, min_length=1, max_length=100)
@@ -61,7 +112,9 @@ class NewMessage(BaseModel):
 
 
 class TicketEdit(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"anyOf": [_given("status"), _given("priority"), _given("tags", "array")]}
+    )
 
     status: TicketStatus | None = None
     priority: Priority | None = None
@@ -117,13 +170,14 @@ class CsatAnswer(BaseModel):
 
 
 class Problem(BaseModel):
-    detail: str | list
-    message: str | None = None
+    message: str = Field(description="What is wrong, naming each wrong field.")
+    detail: str | list | None = Field(default=None, description="The same; on 422 the list of wrong fields.")
     allowed: list[str] | None = Field(default=None, description="On 409 for a status change: the statuses allowed now.")
 
 
 def _doc(*codes: int) -> dict:
     reasons = {
+        400: "the body cannot be read (JSON that is not UTF-8, say)",
         401: "missing, invalid or stale credentials (API key, or the webhook signature)",
         403: "the API key lacks the route's scope; or the CSAT link's signature is wrong or expired",
         429: "this API key's rate limit is exceeded; see Retry-After",
@@ -134,7 +188,18 @@ def _doc(*codes: int) -> dict:
         422: "malformed input; `message` names each wrong field",
         503: "the signing key is not configured",
     }
-    return {code: {"model": Problem, "description": reasons[code]} for code in codes}
+    docs = {code: {"model": Problem, "description": reasons[code]} for code in codes}
+    if 429 in docs:
+        docs[429]["headers"] = _header("Retry-After", "seconds until this key may send again", "integer")
+    return docs
+
+
+def _header(name: str, description: str, kind: str = "string") -> dict:
+    return {name: {"description": description, "schema": {"type": kind}}}
+
+
+_ETAG = _header("ETag", 'the ticket\'s version, `"<version>"`; send it as If-Match to change the ticket safely')
+_REPLAYED = _header("Idempotent-Replayed", "`true` when this is the answer to an earlier, identical request")
 
 
 def _problem(code: int, message: str, **extra) -> JSONResponse:
@@ -150,19 +215,24 @@ def _version(if_match: str | None) -> int | None:
     if if_match is None:
         return None
     raw = if_match.strip().removeprefix("W/").strip('"')
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):  # isdigit() alone admits "²", which int() refuses
         raise HTTPException(status.HTTP_412_PRECONDITION_FAILED, "If-Match must be the ticket's version, e.g. \"3\"")
     return int(raw)
 
 
+_bearer = HTTPBearer(auto_error=False, description="An API key from SWITCHBOARD_API_KEYS.")
+
+
 def scope_guard(policy: KeyPolicy):
-    """`Depends(needs("tickets:write"))`: 403 without the scope, 429 (with Retry-After) over the rate limit."""
+    """`Depends(needs("tickets:write"))`: 403 without the scope, 429 (with Retry-After) over the rate limit.
+
+    It reads the key through `Security`, so the OpenAPI document says which routes take a bearer key.
+    """
 
     def needs(scope: str):
-        async def check(request: Request) -> None:
-            key = (request.headers.get("authorization") or "").partition(" ")[2].strip()
+        async def check(credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)]) -> None:
             try:
-                policy.check(key, scope)
+                policy.check(credentials.credentials if credentials else "", scope)
             except Forbidden as forbidden:
                 raise HTTPException(status.HTTP_403_FORBIDDEN, str(forbidden)) from None
             except RateLimited as limited:
@@ -183,13 +253,25 @@ def build_routes(intake: Intake, db, settings: IntakeSettings, require_api_key) 
     read, write = [needs("tickets:read")], [needs("tickets:write")]
     routes = APIRouter()
     keyed = APIRouter(
-        prefix="/v1", tags=["tickets"], dependencies=[Depends(require_api_key)], responses=_doc(401, 403, 413, 422, 429)
+        prefix="/v1",
+        tags=["tickets"],
+        dependencies=[Depends(require_api_key)],
+        responses=_doc(400, 401, 403, 413, 422, 429),
     )
-    signed = APIRouter(prefix="/v1", tags=["signed callbacks"], responses=_doc(413, 422, 503))
+    signed = APIRouter(prefix="/v1", tags=["signed callbacks"], responses=_doc(400, 413, 422, 503))
 
-    @keyed.post("/tickets", status_code=status.HTTP_201_CREATED, response_model=Ticket, responses=_doc(409), dependencies=write)
+    @keyed.post(
+        "/tickets",
+        status_code=status.HTTP_201_CREATED,
+        response_model=Ticket,
+        responses={
+            **_doc(409),
+            201: {"headers": {**_ETAG, **_REPLAYED, **_header("Location", "the ticket's URL")}},
+        },
+        dependencies=write,
+    )
     async def submit_ticket(
-        submission: TicketSubmit,
+        submission: TicketSubmission,
         response: Response,
         idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
     ) -> Ticket:
@@ -224,16 +306,23 @@ def build_routes(intake: Intake, db, settings: IntakeSettings, require_api_key) 
             return _problem(status.HTTP_422_UNPROCESSABLE_CONTENT, f"query.cursor: {invalid}")
         return TicketPage(tickets=page, next_cursor=next_cursor)
 
-    @keyed.get("/tickets/{ticket_id}", response_model=Ticket, responses=_doc(404), dependencies=read)
-    async def get_ticket(ticket_id: str, response: Response) -> Ticket:
+    @keyed.get(
+        "/tickets/{ticket_id}", response_model=Ticket, responses={**_doc(404), 200: {"headers": _ETAG}}, dependencies=read
+    )
+    async def get_ticket(ticket_id: Id, response: Response) -> Ticket:
         ticket = await tickets.get(ticket_id)
         if ticket is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no ticket {ticket_id}")
         return _etag(ticket, response)
 
-    @keyed.patch("/tickets/{ticket_id}", response_model=Ticket, responses=_doc(404, 409, 412), dependencies=write)
+    @keyed.patch(
+        "/tickets/{ticket_id}",
+        response_model=Ticket,
+        responses={**_doc(404, 409, 412), 200: {"headers": _ETAG}},
+        dependencies=write,
+    )
     async def edit_ticket(
-        ticket_id: str,
+        ticket_id: Id,
         changes: TicketEdit,
         response: Response,
         if_match: Annotated[str | None, Header(max_length=50)] = None,
@@ -263,7 +352,7 @@ def build_routes(intake: Intake, db, settings: IntakeSettings, require_api_key) 
         responses=_doc(404, 409),
         dependencies=write,
     )
-    async def add_message(ticket_id: str, new: NewMessage) -> MessageAnswer | JSONResponse:
+    async def add_message(ticket_id: Id, new: NewMessage) -> MessageAnswer | JSONResponse:
         """A reply or an internal note. A customer's reply reopens a recently solved ticket, else starts a follow-up."""
         try:
             added = await intake.add_message(
@@ -278,7 +367,7 @@ def build_routes(intake: Intake, db, settings: IntakeSettings, require_api_key) 
         return MessageAnswer(ticket=added.ticket, message=added.message, follow_up_of=added.follow_up_of)
 
     @keyed.get("/tickets/{ticket_id}/messages", response_model=list[Message], responses=_doc(404), dependencies=read)
-    async def list_messages(ticket_id: str) -> list[Message]:
+    async def list_messages(ticket_id: Id) -> list[Message]:
         if await tickets.get(ticket_id) is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no ticket {ticket_id}")
         return await MessageRepository(db).of_ticket(ticket_id)
@@ -286,7 +375,7 @@ def build_routes(intake: Intake, db, settings: IntakeSettings, require_api_key) 
     @keyed.get(
         "/customers/{customer_id}", response_model=CustomerView, tags=["customers"], responses=_doc(404), dependencies=read
     )
-    async def get_customer(customer_id: str) -> CustomerView:
+    async def get_customer(customer_id: Id) -> CustomerView:
         profile = await CustomerRepository(db).get(customer_id)
         if profile is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no customer {customer_id}")
@@ -304,7 +393,10 @@ def build_routes(intake: Intake, db, settings: IntakeSettings, require_api_key) 
         "/inbound/email",
         response_model=EmailAnswer,
         status_code=status.HTTP_201_CREATED,
-        responses={**_doc(401, 409), 200: {"description": "the same Message-ID again: the first answer"}},
+        responses={
+            **_doc(401, 409),
+            200: {"description": "the same Message-ID again: the first answer", "headers": _REPLAYED},
+        },
         openapi_extra={
             "requestBody": {
                 "content": {
@@ -357,7 +449,7 @@ def build_routes(intake: Intake, db, settings: IntakeSettings, require_api_key) 
 
     @signed.get("/tickets/{ticket_id}/csat", response_model=CsatAnswer, tags=["csat"], responses=_doc(403, 404, 409))
     async def csat_from_link(
-        ticket_id: str,
+        ticket_id: Id,
         request: Request,
         score: Annotated[int, Query(ge=1, le=5)],
         expires: Annotated[int, Query(ge=0)],
@@ -375,7 +467,7 @@ def build_routes(intake: Intake, db, settings: IntakeSettings, require_api_key) 
 
     @signed.post("/tickets/{ticket_id}/csat", response_model=CsatAnswer, tags=["csat"], responses=_doc(403, 404, 409))
     async def csat_with_comment(
-        ticket_id: str,
+        ticket_id: Id,
         request: Request,
         rating: CsatBody,
         expires: Annotated[int, Query(ge=0)],

@@ -4,6 +4,7 @@ Every change is a function from a ticket to a `Change`: the new ticket (version 
 facts it publishes, so the service layer only stores and publishes what the domain decided.
 """
 
+import math
 import re
 import secrets
 from dataclasses import dataclass, field
@@ -203,13 +204,30 @@ class InvalidSubmission(ValueError):
 def channel_metadata(channel: Channel, metadata: dict) -> dict:
     """The metadata checked against its channel's kind; the message names each wrong field."""
     try:
-        checked = CHANNEL_METADATA[channel].model_validate(metadata)
+        checked = CHANNEL_METADATA[channel].model_validate(metadata).model_dump(exclude_none=True)
     except ValidationError as error:
-        problems = "; ".join(
+        problems = [
             f"metadata.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors(include_url=False)
-        )
-        raise InvalidSubmission(f"{channel} metadata: {problems}") from None
-    return checked.model_dump(exclude_none=True)
+        ]
+    else:
+        problems = [problem for name, value in checked.items() if (problem := _unstorable(name, value))]
+    if problems:
+        raise InvalidSubmission(f"{channel} metadata: {'; '.join(problems)}")
+    return checked
+
+
+_INT64 = range(-(2**63), 2**63)
+
+
+def _unstorable(name: str, value) -> str | None:
+    """Why MongoDB could not store the field (NUL in its name, an integer over 64 bits) or JSON not answer it (NaN)."""
+    if "\x00" in name:
+        return "metadata: field names cannot contain NUL"
+    if isinstance(value, int) and value not in _INT64:
+        return f"metadata.{name}: integers must fit in 64 bits"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"metadata.{name}: numbers must be finite"
+    return None
 
 
 def normalize_tags(tags: list[str]) -> list[str]:

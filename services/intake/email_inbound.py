@@ -11,6 +11,7 @@ import hmac
 import re
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
+from email.errors import MessageError
 from email.message import EmailMessage
 from email.utils import parseaddr
 
@@ -37,7 +38,7 @@ def verify_signature(key: str, timestamp: str | None, signature: str | None, bod
     """The verified signature's hex digest (the replay key), or `BadSignature` saying what is wrong."""
     if not timestamp or not signature:
         raise BadSignature(f"missing {TIMESTAMP_HEADER} or {SIGNATURE_HEADER} header")
-    if not timestamp.isdigit():
+    if not (timestamp.isascii() and timestamp.isdigit()):  # isdigit() alone admits "²", which int() refuses
         raise BadSignature(f"{TIMESTAMP_HEADER} must be unix seconds")
     if abs(now - int(timestamp)) > tolerance:
         raise BadSignature(f"{TIMESTAMP_HEADER} is more than {tolerance} seconds away from now")
@@ -107,25 +108,33 @@ class InboundEmail:
 
 def parse_raw(raw: bytes) -> InboundEmail:
     message: EmailMessage = message_from_bytes(raw, policy=policy.default)  # type: ignore[assignment]
+    name, address = parseaddr(_header(message, "From"))
+    subject = _header(message, "Subject")
     try:
-        name, address = parseaddr(str(message.get("From", "")))
-        subject = str(message.get("Subject", "") or "")
         body_part = message.get_body(("plain", "html"))
         text = body_part.get_content() if body_part is not None else ""
         if body_part is not None and body_part.get_content_type() == "text/html":
             text = html_to_text(text)
-    except (LookupError, ValueError, AttributeError) as error:
+    except (LookupError, ValueError, AttributeError, MessageError) as error:
         raise InvalidEmail(f"cannot read the message: {error}") from None
-    replied = _message_ids(str(message.get("In-Reply-To", "") or ""))
-    references = _message_ids(" ".join(str(v) for v in message.get_all("References", []) or []))
+    references = _message_ids(_header(message, "References"))
     return _inbound(
-        message_id=(_message_ids(str(message.get("Message-ID", "") or "")) or [None])[0],
+        message_id=(_message_ids(_header(message, "Message-ID")) or [None])[0],
         sender=(name, address),
-        to=str(message.get("To", "") or "") or None,
+        to=_header(message, "To") or None,
         subject=subject,
         text=text,
-        replied_to=replied + list(reversed(references)),
+        replied_to=_message_ids(_header(message, "In-Reply-To")) + list(reversed(references)),
     )
+
+
+def _header(message: EmailMessage, name: str) -> str:
+    """Every occurrence of the header, as text. The stdlib parses headers on access, and some malformed
+    ones make it raise (an IndexError for `To: <`), so this says which header is wrong."""
+    try:
+        return " ".join(str(value) for value in message.get_all(name, []))
+    except (LookupError, ValueError, MessageError):
+        raise InvalidEmail(f"the {name} header is malformed") from None
 
 
 def parse_json(data: JsonEmail) -> InboundEmail:
