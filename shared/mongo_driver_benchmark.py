@@ -16,20 +16,15 @@ and stops it when done.
 import argparse
 import asyncio
 import random
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 from pymongo import AsyncMongoClient, ReturnDocument
 
-from shared.launcher.platform import _exit_with_parent, _venv_script
+from shared.launcher.servers import mongo_wire_server
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)  # Motor's deprecation is why we measure it
@@ -106,33 +101,11 @@ WORKLOADS: dict[str, Callable[..., Awaitable[int]]] = {
 """In this order: the finds and the updates read what the inserts wrote."""
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-async def wait_until_answering(client: AsyncMongoClient, server: subprocess.Popen | None, log: Path | None) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        if server is not None and server.poll() is not None:
-            raise SystemExit(f"nx-27017 exited with code {server.returncode}; see {log}")
-        try:
-            await client.admin.command("ping")
-            return
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.1)
-
-
-async def measure(url: str, documents: int, rounds: int, server: subprocess.Popen | None = None,
-                  log: Path | None = None) -> None:
+async def measure(url: str, documents: int, rounds: int, *, embedded: bool) -> None:
     suffix = f"{time.time_ns() % 10**9}"  # never touch someone else's database on a shared server
     seconds: dict[tuple[str, str], list[float]] = {(w, driver): [] for w in WORKLOADS for driver in DRIVERS}
     calls: dict[str, int] = {}
     async with AsyncMongoClient(url, serverSelectionTimeoutMS=2000) as pymongo_client:
-        await wait_until_answering(pymongo_client, server, log)
         motor_client = AsyncIOMotorClient(url, serverSelectionTimeoutMS=2000)
         drivers = dict(zip(DRIVERS, (pymongo_client[f"driver_bench_pymongo_{suffix}"],
                                      motor_client[f"driver_bench_motor_{suffix}"])))
@@ -163,7 +136,7 @@ async def measure(url: str, documents: int, rounds: int, server: subprocess.Pope
         print(f"{workload:32s} {rate['pymongo-async']:14,.0f} {rate['motor']:10,.0f} "
               f"{rate['pymongo-async'] / rate['motor']:6.2f}x  {statistics.median(per_round):.2f}x "
               f"({min(per_round):.2f}x-{max(per_round):.2f}x)")
-    if server is not None:
+    if embedded:
         print("\nNote: the embedded nx-27017 (SQLite behind a Python wire-protocol server, on this same machine)\n"
               "dominates the cost of every call, so the drivers' own overhead is a small part of what is timed;\n"
               "against a real MongoDB the ratios will differ (MongoDB's migration guide reports 1.5x-2.4x on find\n"
@@ -180,30 +153,10 @@ def main() -> None:
     if args.documents < PAGE or args.rounds < 1:
         parser.error(f"--documents must be at least {PAGE} and --rounds at least 1")
     if args.mongodb_url:
-        asyncio.run(measure(args.mongodb_url, args.documents, args.rounds))
+        asyncio.run(measure(args.mongodb_url, args.documents, args.rounds, embedded=False))
         return
-    workdir = Path(tempfile.mkdtemp(prefix="mongo-driver-benchmark-"))
-    port = free_port()
-    log = workdir / "nx-27017.log"
-    # --data-dir, as the launcher does: one SQLite file per database (with a single --db file,
-    # every database shares its tables). Its own pid file and log: the defaults in /tmp would
-    # clash with any other nx-27017 running.
-    server = subprocess.Popen(
-        [_venv_script("nx-27017"), "--data-dir", str(workdir), "-p", str(port),
-         "--log-file", str(log), "--pid-file", str(workdir / "nx-27017.pid")],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-        preexec_fn=_exit_with_parent,
-    )
-    try:
-        asyncio.run(measure(f"mongodb://127.0.0.1:{port}", args.documents, args.rounds, server, log))
-    finally:
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        shutil.rmtree(workdir, ignore_errors=True)
+    with mongo_wire_server() as url:
+        asyncio.run(measure(url, args.documents, args.rounds, embedded=True))
 
 
 if __name__ == "__main__":

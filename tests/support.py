@@ -3,9 +3,6 @@
 import asyncio
 import json
 import os
-import socket
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,17 +13,8 @@ from pathlib import Path
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from shared.launcher.platform import SERVICES, Platform, Ports
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def free_ports() -> Ports:
-    return Ports(**{name: free_port() for name in ("kafka", "mongodb", "smtp", *SERVICES)})
+from shared.launcher.platform import Platform, Ports
+from shared.launcher.servers import free_port
 
 
 # Infrastructure a developer may point their shell at: tests always run on their own embedded stack.
@@ -41,28 +29,12 @@ def embedded_environ(**settings: str) -> dict[str, str]:
 @contextmanager
 def started_platform(data_dir: Path, **settings: str) -> Iterator["RunningPlatform"]:
     """The whole platform, as `switchboard up` starts it, on free ports; stopped whatever happens."""
-    platform = Platform(data_dir, free_ports(), environ=embedded_environ(**settings))
+    platform = Platform(data_dir, Ports.free(), environ=embedded_environ(**settings))
     platform.start()
     try:
         yield RunningPlatform(platform)
     finally:
         platform.stop()
-
-
-@contextmanager
-def mongo_wire_server(data_dir: Path) -> Iterator[str]:
-    """The embedded Mongo-wire server alone, on a free port, for use cases tested without a broker."""
-    port = free_port()
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "nx-27017"), "--data-dir", str(data_dir), "-p", str(port),
-         "--log-file", str(data_dir / "server.log"), "--pid-file", str(data_dir / "nx-27017.pid")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-    )
-    try:
-        yield f"mongodb://127.0.0.1:{port}"
-    finally:
-        server.terminate()
-        server.wait(10)
 
 
 class RunningPlatform:

@@ -12,7 +12,6 @@ what notify's durability (a transaction per claim and per outcome, the outbox) c
 import argparse
 import asyncio
 import os
-import socket
 import tempfile
 import threading
 import time
@@ -31,7 +30,8 @@ from shared import topics
 from shared.clock import utc_now
 from shared.envelope import new_event
 from shared.events import Channel, Customer, Priority, SlaBreached, TicketCreated
-from shared.launcher.platform import SERVICES, Platform, Ports
+from shared.launcher.platform import Platform, Ports
+from shared.launcher.servers import free_port
 
 RULES = """
 version: 1
@@ -39,12 +39,6 @@ rules:
   - {kind: acknowledgement, event: support.ticket.created.v1, to: [customer], transactional: true, urgent: true}
   - {kind: sla_breached, event: support.sla.breached.v1, to: [team], transactional: true, urgent: true}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class Counter:
@@ -82,7 +76,11 @@ def webhook_receiver(counter: Counter) -> ThreadingHTTPServer:
         def log_message(self, *args):
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    class Receiver(ThreadingHTTPServer):
+        request_queue_size = 128  # the default 5 resets connections when 20 senders connect at once
+        daemon_threads = True
+
+    server = Receiver(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 
@@ -172,7 +170,7 @@ def main() -> None:
             SMTP_URL=f"smtp://127.0.0.1:{smtp_port}", NOTIFY_RULES_PATH=str(rules), TEAM_WEBHOOK_URL=hook_url,
             SENDER_POLL_INTERVAL_SECONDS="0.05", RATE_LIMIT_PER_RECIPIENT="1000000", LOG_LEVEL="WARNING",
         )
-        ports = Ports(**{name: free_port() for name in ("kafka", "mongodb", "smtp", *SERVICES)})
+        ports = Ports.free()
         platform = Platform(Path(directory) / "data", ports, environ=environ)
         for folder in (platform.logs, platform.data_dir / "mongo"):
             folder.mkdir(parents=True, exist_ok=True)

@@ -20,14 +20,11 @@ the database size. Results are ratios from one run, never absolute promises.
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import resource
-import shutil
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import tracemalloc
@@ -43,6 +40,7 @@ from services.routing.repository import AgentRepository, RoutedTicketRepository,
 from services.routing.service import Routing, RoutingConfig
 from shared.clock import now_ms, utc_now
 from shared.events import Priority
+from shared.launcher.servers import mongo_wire_server
 from shared.mongo import UnitOfWork
 from shared.outbox import Outbox
 
@@ -139,35 +137,18 @@ async def timed(decide, db, sample: list[dict]) -> tuple[list[float], list[str |
     return durations, chosen, peak
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+def on_database(args: argparse.Namespace) -> None:
+    """On MONGODB_URL when set, else on an nx-27017 of this run's own, in a temporary directory."""
+    with tempfile.TemporaryDirectory(prefix="routing-benchmark-") as directory, contextlib.ExitStack() as stack:
+        workdir = Path(directory)
+        url = os.environ.get("MONGODB_URL") or stack.enter_context(mongo_wire_server(workdir))
+        asyncio.run(run(args, url, workdir))
 
 
-async def run(args: argparse.Namespace) -> None:
+async def run(args: argparse.Namespace, url: str, workdir: Path) -> None:
     rng = random.Random(args.seed)
-    server = None
-    workdir = Path(tempfile.mkdtemp(prefix="routing-benchmark-"))
-    url = os.environ.get("MONGODB_URL")
-    if not url:
-        port = free_port()
-        server = subprocess.Popen(
-            [str(Path(sys.executable).parent / "nx-27017"), "--data-dir", str(workdir), "-p", str(port),
-             "--log-file", str(workdir / "server.log"), "--pid-file", str(workdir / "nx-27017.pid")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-        )
-        url = f"mongodb://127.0.0.1:{port}"
     client = AsyncMongoClient(url, tz_aware=True)
     try:
-        for _ in range(100):
-            if server is not None and server.poll() is not None:
-                raise SystemExit(f"nx-27017 exited with code {server.returncode}; see {workdir / 'server.log'}")
-            try:
-                await asyncio.wait_for(client.admin.command("ping"), 1)
-                break
-            except Exception:
-                await asyncio.sleep(0.1)
         db = client[f"routing_benchmark_{os.getpid()}"]
         started = time.perf_counter()
         skills = await load(db, args.agents, args.skills, args.tickets, rng)
@@ -221,10 +202,6 @@ async def run(args: argparse.Namespace) -> None:
         await client.drop_database(db.name)
     finally:
         await client.close()
-        if server is not None:
-            server.terminate()
-            server.wait(10)
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def main() -> None:
@@ -234,7 +211,7 @@ def main() -> None:
     parser.add_argument("--tickets", type=int, default=100_000)
     parser.add_argument("--decisions", type=int, default=200)
     parser.add_argument("--seed", type=int, default=7)
-    asyncio.run(run(parser.parse_args()))
+    on_database(parser.parse_args())
 
 
 if __name__ == "__main__":

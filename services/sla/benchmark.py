@@ -52,11 +52,7 @@ import gc
 import os
 import random
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import tracemalloc
@@ -79,6 +75,7 @@ from services.sla.policy import parse_policies
 from services.sla.repository import SlaRepository, _clock_document
 from services.sla.timers import NearHorizon, Timers, TimerSettings
 from shared.clock import from_ms, now_ms
+from shared.launcher.servers import mongo_wire_server
 from shared.mongo import Lease, UnitOfWork
 from shared.outbox import Outbox
 
@@ -370,49 +367,14 @@ def bench_lateness(aps_schedules_per_second: float) -> None:
 # --- durable ----------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as probe:
-        probe.settimeout(0.5)
-        return probe.connect_ex(("127.0.0.1", port)) == 0
-
-
 @contextlib.contextmanager
-def mongo_wire_server(url: str | None) -> Iterator[str]:
-    """`url` when given; else an nx-27017 of this run's own (free port, temporary directory), stopped by its pid."""
+def mongo_wire_server_or(url: str | None) -> Iterator[str]:
+    """`url` when given; else an nx-27017 of this run's own (free port, temporary directory)."""
     if url:
         yield url
         return
-    workdir = Path(tempfile.mkdtemp(prefix="sla-benchmark-mongo-"))
-    port = free_port()
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "nx-27017"), "--db", str(workdir / "bench.db"), "-p", str(port),
-         "--log-file", str(workdir / "server.log"), "--pid-file", str(workdir / "server.pid")],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while not _listening(port):
-            if server.poll() is not None or time.monotonic() > deadline:
-                log = workdir / "server.log"
-                tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-                raise SystemExit(f"nx-27017 did not start (exit code {server.poll()}):\n{tail}")
-            time.sleep(0.1)
-        yield f"mongodb://127.0.0.1:{port}"
-    finally:
-        if server.poll() is None:
-            os.kill(server.pid, signal.SIGTERM)
-            try:
-                server.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(server.pid, signal.SIGKILL)
-                server.wait()
-        shutil.rmtree(workdir, ignore_errors=True)
+    with mongo_wire_server() as own:
+        yield own
 
 
 def bench_clock(rules: SlaRules, ticket_id: str, fire_ms: int) -> Clock:
@@ -525,7 +487,7 @@ def aps_durable(url: str, rows: list[tuple[int, str, int]], lateness: int) -> di
 
 def bench_durable(url: str | None, count: int, spread_ms: int, lateness: int) -> None:
     """APScheduler first: sla's part ends by dropping the benchmark database, APScheduler's collection with it."""
-    with mongo_wire_server(url) as server:
+    with mongo_wire_server_or(url) as server:
         where = server if url else f"an nx-27017 started for this run ({server})"
         print(f"durable timers on {where}, {count:,} clocks due over {spread_ms / 3_600_000:g} h:")
         rows = timers(count, spread_ms, now_ms())
@@ -563,7 +525,7 @@ async def bench_embedded(count: int) -> None:
     policies.write_text("policies:\n  - name: bench\n    warnings: [0.5]\n    targets: {first_reply: 10s}\n")
     ignored = {"KAFKA_BOOTSTRAP_SERVERS", "MONGODB_URL", "SMTP_URL", "SWITCHBOARD_API_KEYS"}
     environ = {k: v for k, v in os.environ.items() if k not in ignored} | {"SLA_POLICIES_PATH": str(policies)}
-    ports = Ports(kafka=33092, mongodb=33017, smtp=33025, intake=33001, routing=33002, sla=33003, notify=33004)
+    ports = Ports.free()
     platform = Platform(data_dir, ports, environ=environ)
     platform.start()
     try:

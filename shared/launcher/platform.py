@@ -9,7 +9,6 @@ import ctypes
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+
+from shared.launcher.servers import free_port, listening, mongo_wire_command
 
 SERVICES = ("intake", "routing", "sla", "notify")
 DEV_API_KEY = "dev-key"
@@ -39,6 +40,11 @@ class Ports:
 
     def of(self, service: str) -> int:
         return getattr(self, service)
+
+    @classmethod
+    def free(cls) -> "Ports":
+        """Free ports for every server: for tests and benchmarks beside a running `make run`."""
+        return cls(**{name: free_port() for name in cls.__dataclass_fields__})
 
 
 class LaunchError(RuntimeError):
@@ -142,8 +148,7 @@ class Platform:
             mongo = self.data_dir / "mongo"
             self._spawn(
                 "mongodb",
-                [_venv_script("nx-27017"), "--data-dir", str(mongo), "-p", str(self.ports.mongodb),
-                 "--log-file", str(self.logs / "mongodb-server.log"), "--pid-file", str(mongo / "nx-27017.pid")],
+                mongo_wire_command(mongo, self.ports.mongodb, self.logs / "mongodb-server.log"),
             )
         if self.smtp_embedded:
             self._spawn(
@@ -230,10 +235,8 @@ class Platform:
         deadline = time.monotonic() + self.ready_timeout_seconds
         while time.monotonic() < deadline:
             self._check_alive(name)
-            with socket.socket() as probe:
-                probe.settimeout(0.5)
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    return
+            if listening(port):
+                return
             time.sleep(0.1)
         raise LaunchError(f"{name} did not listen on port {port}; see {self._log(name)}")
 
@@ -243,10 +246,6 @@ class Platform:
 
 def _repository_root() -> Path:
     return Path(__file__).resolve().parents[2]
-
-
-def _venv_script(name: str) -> str:
-    return str(Path(sys.executable).parent / name)
 
 
 def _exit_with_parent() -> None:

@@ -7,8 +7,8 @@ from collections import defaultdict
 import pytest
 
 from shared import topics
-from shared.launcher.platform import Platform
-from tests.support import RunningPlatform, free_ports
+from shared.launcher.platform import Platform, Ports
+from tests.support import RunningPlatform
 
 pytestmark = pytest.mark.integration
 
@@ -85,7 +85,7 @@ async def test_routing_killed_mid_stream_assigns_every_ticket_once_and_overfills
 
 async def test_starting_again_on_the_same_data_dir_keeps_every_ticket(tmp_path):
     data_dir = tmp_path / "data"
-    first = RunningPlatform(Platform(data_dir, free_ports()))
+    first = RunningPlatform(Platform(data_dir, Ports.free()))
     first.platform.start()
     try:
         skill = "restart-skill"
@@ -94,7 +94,7 @@ async def test_starting_again_on_the_same_data_dir_keeps_every_ticket(tmp_path):
     finally:
         first.platform.stop()
 
-    second = RunningPlatform(Platform(data_dir, free_ports()))
+    second = RunningPlatform(Platform(data_dir, Ports.free()))
     second.platform.start()
     try:
         async with second.client("intake") as intake:

@@ -40,8 +40,9 @@ from shared.events import (
     TicketReopened,
     TicketSolved,
 )
-from shared.launcher.platform import Platform
-from tests.support import RunningPlatform, free_port, free_ports
+from shared.launcher.platform import Platform, Ports
+from shared.launcher.servers import free_port
+from tests.support import RunningPlatform
 
 pytestmark = pytest.mark.integration
 
@@ -223,7 +224,7 @@ def notify_harness(tmp_path_factory) -> Iterator[Harness]:
         RATE_LIMIT_WINDOW_SECONDS=str(RATE_WINDOW_SECONDS),
         KAFKA_TOPIC_PARTITIONS="2",
     )
-    platform = Platform(data_dir, free_ports(), environ=environ)
+    platform = Platform(data_dir, Ports.free(), environ=environ)
     for folder in (platform.logs, platform.data_dir / "mongo"):
         folder.mkdir(parents=True, exist_ok=True)
     try:

@@ -15,7 +15,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from services.notify.domain import Delivery, DeliveryChannel, SendFailure
 from services.notify.mailer import SmtpMailer, parse_smtp_url
-from tests.support import free_port
+from shared.launcher.servers import free_port
 
 pytestmark = [
     pytest.mark.integration,

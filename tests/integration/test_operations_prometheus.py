@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from shared.launcher.platform import SERVICES
-from tests.support import free_port
+from shared.launcher.servers import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -33,8 +33,9 @@ from shared.events import (
     TicketReopened,
     TicketSolved,
 )
-from shared.launcher.platform import Platform
-from tests.support import RunningPlatform, free_port, free_ports
+from shared.launcher.platform import Platform, Ports
+from shared.launcher.servers import free_port
+from tests.support import RunningPlatform
 
 pytestmark = pytest.mark.integration
 
@@ -59,7 +60,7 @@ def routed(tmp_path_factory):
         ESCALATION_JSON=json.dumps(ESCALATION),
         UNASSIGN_ON_PRESENCE="offline",
     )
-    platform = Platform(tmp_path_factory.mktemp("routing"), free_ports(), environ=environ)
+    platform = Platform(tmp_path_factory.mktemp("routing"), Ports.free(), environ=environ)
     platform.start()
     try:
         yield RunningPlatform(platform)

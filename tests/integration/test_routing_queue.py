@@ -21,7 +21,7 @@ from shared.envelope import new_event
 from shared.events import Customer, TicketCreated, TicketReopened, TicketSolved
 from shared.mongo import UnitOfWork
 from shared.outbox import Outbox
-from tests.support import mongo_wire_server
+from shared.launcher.servers import mongo_wire_server
 
 pytestmark = pytest.mark.integration
 
@@ -37,13 +37,6 @@ async def routing_on(
     url: str, lock_dir: Path, database: str, config: RoutingConfig = RoutingConfig()
 ) -> tuple[Routing, AsyncMongoClient]:
     client = AsyncMongoClient(url, tz_aware=True)
-    async with asyncio.timeout(30):
-        while True:
-            try:
-                await client.admin.command("ping")
-                break
-            except Exception:
-                await asyncio.sleep(0.2)
     db = client[database]
     uow = UnitOfWork(client, db, Outbox(db).write, transaction_lock=lock_dir / f"{database}.lock")
     return Routing(uow, "switchboard/routing", RoutingMetrics(CollectorRegistry()), config), client

@@ -1,6 +1,5 @@
 """The unit of work against the real Mongo-wire server: state, outbox and after-commit effects together."""
 
-import asyncio
 
 import pytest
 from pymongo import AsyncMongoClient
@@ -9,9 +8,9 @@ from shared import topics
 from shared.clock import utc_now
 from shared.envelope import new_event
 from shared.events import TicketClosed
+from shared.launcher.servers import mongo_wire_server
 from shared.mongo import UnitOfWork
 from shared.outbox import Outbox
-from tests.support import mongo_wire_server
 
 pytestmark = pytest.mark.integration
 
@@ -25,13 +24,6 @@ async def unit_of_work(tmp_path_factory):
     data = tmp_path_factory.mktemp("unit-of-work")
     with mongo_wire_server(data) as url:
         client = AsyncMongoClient(url, tz_aware=True)
-        async with asyncio.timeout(30):
-            while True:
-                try:
-                    await client.admin.command("ping")
-                    break
-                except Exception:
-                    await asyncio.sleep(0.2)
         db = client["unit_of_work"]
         try:
             yield UnitOfWork(client, db, Outbox(db).write, transaction_lock=data / "unit_of_work.lock"), db

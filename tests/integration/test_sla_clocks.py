@@ -25,8 +25,9 @@ from shared.events import (
     TicketSolved,
     TicketStatusChanged,
 )
-from shared.launcher.platform import Platform
-from tests.support import RunningPlatform, free_port, free_ports
+from shared.launcher.platform import Platform, Ports
+from shared.launcher.servers import free_port
+from tests.support import RunningPlatform
 
 pytestmark = pytest.mark.integration
 
@@ -57,7 +58,7 @@ def sla_platform(tmp_path_factory):
     ignored = {"KAFKA_BOOTSTRAP_SERVERS", "MONGODB_URL", "SMTP_URL", "SWITCHBOARD_API_KEYS"}
     environ = {name: value for name, value in os.environ.items() if name not in ignored}
     environ["SLA_POLICIES_PATH"] = str(policies)
-    platform = Platform(data_dir, free_ports(), environ=environ)
+    platform = Platform(data_dir, Ports.free(), environ=environ)
     platform.start()
     try:
         running = RunningPlatform(platform)
