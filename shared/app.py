@@ -25,7 +25,8 @@ from pymongo import AsyncMongoClient
 
 from shared import contract, topics
 from shared.consumer import ConsumerLagMonitor, EventConsumer, Inbox, Subscription
-from shared.http import api_key_guard, install_http_conventions
+from shared.access import KeyPolicy
+from shared.http import api_key_guard, install_http_conventions, scope_guard
 from shared.kafka_admin import ensure_topics
 from shared.logging import configure_logging, correlated, safe_correlation_id
 from shared.metrics import PlatformMetrics
@@ -53,6 +54,9 @@ class ServiceKit:
     inbox: Inbox
     uow: UnitOfWork
     instance_id: str
+    needs: Callable[[str], object]
+    """`dependencies=[kit.needs("agents")]` on a route: the key's scope and rate limit (one bucket per key
+    for the whole process)."""
     tracer_provider: object | None = None  # an OpenTelemetry TracerProvider when tracing is on
 
     @classmethod
@@ -95,6 +99,7 @@ class ServiceKit:
             inbox=Inbox(db),
             uow=uow,
             instance_id=instance_id,
+            needs=scope_guard(KeyPolicy(settings.scopes(), settings.rate_limit_per_minute)),
             tracer_provider=tracer_provider,
         )
 

@@ -2,9 +2,10 @@
 
 import hmac
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Annotated
 
-from fastapi import FastAPI, HTTPException, Request, status
+from fastapi import Depends, FastAPI, HTTPException, Request, Security, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -12,6 +13,7 @@ from pydantic import SecretStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.access import Forbidden, KeyPolicy, RateLimited
 from shared.metrics import PlatformMetrics
 
 _bearer = HTTPBearer(auto_error=False, description="An API key from SWITCHBOARD_API_KEYS.")
@@ -37,6 +39,31 @@ def api_key_guard(keys: Sequence[SecretStr]):
             )
 
     return require_api_key
+
+
+def scope_guard(policy: KeyPolicy) -> Callable[[str], object]:
+    """`dependencies=[needs("tickets:write")]`: 403 without the scope, 429 (with Retry-After) over the
+    key's rate limit. Run after `api_key_guard`, so an unknown key still gets 401 first.
+
+    It reads the key through `Security`, so the OpenAPI document says which routes take a bearer key.
+    """
+
+    def needs(scope: str):
+        async def check(credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)]) -> None:
+            try:
+                policy.check(credentials.credentials if credentials else "", scope)
+            except Forbidden as forbidden:
+                raise HTTPException(status.HTTP_403_FORBIDDEN, str(forbidden)) from None
+            except RateLimited as limited:
+                raise HTTPException(
+                    status.HTTP_429_TOO_MANY_REQUESTS,
+                    str(limited),
+                    headers={"Retry-After": str(max(1, round(limited.retry_after)))},
+                ) from None
+
+        return Depends(check)
+
+    return needs
 
 
 def describe_validation_errors(errors: Sequence[dict]) -> str:

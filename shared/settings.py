@@ -1,9 +1,12 @@
 """Configuration from environment variables only, with embedded-stack defaults."""
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pathlib import Path
 from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from shared.access import parse_scopes
 
 
 class ServiceSettings(BaseSettings):
@@ -43,6 +46,20 @@ class ServiceSettings(BaseSettings):
     consumer_lag_interval_seconds: float = Field(
         default=15.0, gt=0, description="How often a service measures its consumer group's lag for /metrics."
     )
+    api_key_scopes: SecretStr = Field(
+        default=SecretStr(""),
+        description="`key=tickets:read tickets:write; key2=tickets:read agents`; a key not listed has every scope.",
+    )
+    rate_limit_per_minute: int = Field(default=6000, ge=0, description="Requests per minute per API key and replica; 0: none.")
+
+    @field_validator("api_key_scopes")
+    @classmethod
+    def _scopes_valid(cls, value: SecretStr) -> SecretStr:
+        parse_scopes(value.get_secret_value())  # refuses a malformed value at start, saying which entry
+        return value
+
+    def scopes(self) -> dict[str, frozenset[str]]:
+        return parse_scopes(self.api_key_scopes.get_secret_value())
 
     @field_validator("switchboard_api_keys", mode="before")
     @classmethod

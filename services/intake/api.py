@@ -8,12 +8,10 @@ import html
 import time
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request, Response, Security, status
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request, Response, status
 from fastapi.responses import HTMLResponse, JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from services.intake.access import Forbidden, KeyPolicy, RateLimited
 from services.intake.domain import (
     CHANNEL_METADATA,
     InvalidSubmission,
@@ -220,36 +218,8 @@ def _version(if_match: str | None) -> int | None:
     return int(raw)
 
 
-_bearer = HTTPBearer(auto_error=False, description="An API key from SWITCHBOARD_API_KEYS.")
-
-
-def scope_guard(policy: KeyPolicy):
-    """`Depends(needs("tickets:write"))`: 403 without the scope, 429 (with Retry-After) over the rate limit.
-
-    It reads the key through `Security`, so the OpenAPI document says which routes take a bearer key.
-    """
-
-    def needs(scope: str):
-        async def check(credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)]) -> None:
-            try:
-                policy.check(credentials.credentials if credentials else "", scope)
-            except Forbidden as forbidden:
-                raise HTTPException(status.HTTP_403_FORBIDDEN, str(forbidden)) from None
-            except RateLimited as limited:
-                raise HTTPException(
-                    status.HTTP_429_TOO_MANY_REQUESTS,
-                    str(limited),
-                    headers={"Retry-After": str(max(1, round(limited.retry_after)))},
-                ) from None
-
-        return Depends(check)
-
-    return needs
-
-
-def build_routes(intake: Intake, db, settings: IntakeSettings, require_api_key) -> APIRouter:
+def build_routes(intake: Intake, db, settings: IntakeSettings, require_api_key, needs) -> APIRouter:
     tickets = TicketRepository(db)
-    needs = scope_guard(KeyPolicy(settings.scopes(), settings.rate_limit_per_minute))
     read, write = [needs("tickets:read")], [needs("tickets:write")]
     routes = APIRouter()
     keyed = APIRouter(

@@ -52,7 +52,7 @@ def build_app(settings: IntakeSettings | None = None) -> FastAPI:
     )
     return kit.create_app(
         description="Takes tickets in from every channel, triages them, and owns them through their lifecycle.",
-        api=build_routes(intake, kit.db, settings, kit.require_api_key()),
+        api=build_routes(intake, kit.db, settings, kit.require_api_key(), kit.needs),
         subscriptions=[
             Subscription(topics.INBOUND, {TicketSubmit: intake.on_submit_command}),
             Subscription(topics.ROUTING, {TicketAssigned: intake.on_assigned, TicketUnassigned: intake.on_unassigned}),

@@ -2,9 +2,8 @@
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr
 
-from services.intake.access import parse_scopes
 from services.intake.triage import RULES_FILE
 from shared.settings import ServiceSettings
 
@@ -28,17 +27,3 @@ class IntakeSettings(ServiceSettings):
     inbound_email_tolerance_seconds: int = Field(
         default=300, ge=1, description="Largest accepted clock difference of a signed webhook's timestamp."
     )
-    api_key_scopes: SecretStr = Field(
-        default=SecretStr(""),
-        description="`key=tickets:read tickets:write; key2=tickets:read`; a key not listed has every scope.",
-    )
-    rate_limit_per_minute: int = Field(default=6000, ge=0, description="Requests per minute per API key and replica; 0: none.")
-
-    @field_validator("api_key_scopes")
-    @classmethod
-    def _scopes_valid(cls, value: SecretStr) -> SecretStr:
-        parse_scopes(value.get_secret_value())  # refuses a malformed value at start, saying which entry
-        return value
-
-    def scopes(self) -> dict[str, frozenset[str]]:
-        return parse_scopes(self.api_key_scopes.get_secret_value())

@@ -40,12 +40,13 @@ class TicketNotifications(BaseModel):
     notifications: list[NotificationView]
 
 
-def build_routes(db: AsyncDatabase, require_api_key, kinds: Collection[str]) -> APIRouter:
+def build_routes(db: AsyncDatabase, require_api_key, needs, kinds: Collection[str]) -> APIRouter:
     """`kinds` are the rules' kinds: the only ones a customer can opt out of or in to."""
     routes = APIRouter(prefix="/v1", tags=["notifications"], dependencies=[Depends(require_api_key)])
+    read, write, agents = [needs("tickets:read")], [needs("tickets:write")], [needs("agents")]
     deliveries, contacts, preferences = DeliveryRepository(db), Contacts(db), PreferenceStore(db)
 
-    @routes.get("/notifications", response_model=TicketNotifications)
+    @routes.get("/notifications", response_model=TicketNotifications, dependencies=read)
     async def list_notifications(
         ticket_id: Annotated[str, Query(min_length=1, max_length=200)],
     ) -> TicketNotifications:
@@ -58,20 +59,20 @@ def build_routes(db: AsyncDatabase, require_api_key, kinds: Collection[str]) -> 
             ],
         )
 
-    @routes.put("/agents/{agent_id}/contact", response_model=AgentContact)
+    @routes.put("/agents/{agent_id}/contact", response_model=AgentContact, dependencies=agents)
     async def put_contact(agent_id: Id, contact: AgentContact) -> AgentContact:
         """How notify reaches this agent: `channel` (email, webhook, sms) and its address."""
         await contacts.put(agent_id, contact)
         return contact
 
-    @routes.get("/agents/{agent_id}/contact", response_model=AgentContact)
+    @routes.get("/agents/{agent_id}/contact", response_model=AgentContact, dependencies=agents)
     async def get_contact(agent_id: Id) -> AgentContact:
         found = await contacts.get(agent_id)
         if found is None:
             raise HTTPException(404, f"no contact details for agent {agent_id}")
         return found
 
-    @routes.put("/customers/{customer_id}/preferences", response_model=Preferences)
+    @routes.put("/customers/{customer_id}/preferences", response_model=Preferences, dependencies=write)
     async def put_preferences(customer_id: Id, wanted: Preferences) -> Preferences:
         """Kinds opted out of (transactional ones are sent anyway) or in to, quiet hours, language."""
         if unknown := sorted((set(wanted.opt_out) | set(wanted.opt_in)) - set(kinds)):
@@ -80,7 +81,7 @@ def build_routes(db: AsyncDatabase, require_api_key, kinds: Collection[str]) -> 
         await preferences.put(customer_id, wanted)
         return wanted
 
-    @routes.get("/customers/{customer_id}/preferences", response_model=Preferences)
+    @routes.get("/customers/{customer_id}/preferences", response_model=Preferences, dependencies=read)
     async def get_preferences(customer_id: Id) -> Preferences:
         return await preferences.get(customer_id) or Preferences()
 

@@ -68,7 +68,7 @@ def build_app(settings: NotifySettings | None = None) -> FastAPI:
     return kit.create_app(
         description="Tells customers, agents and supervisors what they need to know about tickets: "
         "by email, webhook or SMS, by the rules in its rules file.",
-        api=build_routes(kit.db, kit.require_api_key(), rules.kinds),
+        api=build_routes(kit.db, kit.require_api_key(), kit.needs, rules.kinds),
         subscriptions=notifications.subscriptions(),
         ensure_indexes=[deliveries.ensure_indexes],
         background=[notifications.run_sender],

@@ -33,15 +33,16 @@ class OfferAnswerView(BaseModel):
     outcome: str
 
 
-def build_routes(routing: Routing, require_api_key) -> APIRouter:
+def build_routes(routing: Routing, require_api_key, needs) -> APIRouter:
     routes = APIRouter(prefix="/v1", tags=["routing"], dependencies=[Depends(require_api_key)])
+    agents, read = [needs("agents")], [needs("tickets:read")]
 
-    @routes.put("/agents/{agent_id}")
+    @routes.put("/agents/{agent_id}", dependencies=agents)
     async def put_agent(agent_id: AgentId, profile: AgentProfile) -> Agent:
         """Create or update an agent; the answer carries `load` and `free`, in total and per channel."""
         return await routing.put_agent(agent_id, profile)
 
-    @routes.patch("/agents/{agent_id}")
+    @routes.patch("/agents/{agent_id}", dependencies=agents)
     async def patch_agent(agent_id: AgentId, change: PresenceChange) -> Agent:
         """Change presence: `{"status": "available" | "away" | "offline"}`."""
         try:
@@ -49,14 +50,14 @@ def build_routes(routing: Routing, require_api_key) -> APIRouter:
         except UnknownAgent:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no agent {agent_id}") from None
 
-    @routes.get("/agents/{agent_id}")
+    @routes.get("/agents/{agent_id}", dependencies=agents)
     async def get_agent(agent_id: AgentId) -> Agent:
         agent = await routing.get_agent(agent_id)
         if agent is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no agent {agent_id}")
         return agent
 
-    @routes.get("/agents")
+    @routes.get("/agents", dependencies=agents)
     async def list_agents(
         after: Annotated[str | None, Query(max_length=100)] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -65,7 +66,7 @@ def build_routes(routing: Routing, require_api_key) -> APIRouter:
         agents = await routing.list_agents(after=after, limit=limit)
         return AgentPage(agents=agents, next_after=agents[-1].id if len(agents) == limit else None)
 
-    @routes.get("/agents/{agent_id}/offers")
+    @routes.get("/agents/{agent_id}/offers", dependencies=agents)
     async def agent_offers(agent_id: AgentId) -> list[dict]:
         """The agent's open offers, to answer with `POST /v1/offers/{offer_id}/accept` or `/reject`."""
         try:
@@ -73,11 +74,11 @@ def build_routes(routing: Routing, require_api_key) -> APIRouter:
         except UnknownAgent:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no agent {agent_id}") from None
 
-    @routes.post("/offers/{offer_id}/accept")
+    @routes.post("/offers/{offer_id}/accept", dependencies=agents)
     async def accept(offer_id: OfferId) -> OfferAnswerView:
         return await _answer(offer_id, accept=True)
 
-    @routes.post("/offers/{offer_id}/reject")
+    @routes.post("/offers/{offer_id}/reject", dependencies=agents)
     async def reject(offer_id: OfferId) -> OfferAnswerView:
         return await _answer(offer_id, accept=False)
 
@@ -92,13 +93,13 @@ def build_routes(routing: Routing, require_api_key) -> APIRouter:
             offer_id=answer.offer_id, ticket_id=answer.ticket_id, agent_id=answer.agent_id, outcome=answer.outcome.value
         )
 
-    @routes.get("/queues")
+    @routes.get("/queues", dependencies=read)
     async def queues() -> QueueView:
         """Waiting tickets: depth by priority, skill and channel, and the longest wait."""
         summary = await routing.queue_summary()
         return QueueView(**summary.__dict__)
 
-    @routes.get("/tickets/{ticket_id}")
+    @routes.get("/tickets/{ticket_id}", dependencies=read)
     async def ticket(ticket_id: Annotated[str, Path(max_length=200)]) -> dict:
         """Routing's view of a ticket: state, assignee or open offer, escalation step, current requirements."""
         view = await routing.ticket_view(ticket_id)

@@ -46,7 +46,7 @@ def build_app(settings: RoutingSettings | None = None) -> FastAPI:
     return kit.create_app(
         description="Assigns each ticket to the best available agent with the right skills, language and free "
         "capacity on its channel; keeps a priority queue, offers, escalation and presence.",
-        api=build_routes(routing, kit.require_api_key()),
+        api=build_routes(routing, kit.require_api_key(), kit.needs),
         subscriptions=[
             Subscription(
                 topics.TICKETS,

@@ -32,8 +32,8 @@ class TicketClocks(BaseModel):
     clocks: list[ClockView]
 
 
-def build_routes(sla: Sla, require_api_key) -> APIRouter:
-    routes = APIRouter(prefix="/v1", tags=["sla"], dependencies=[Depends(require_api_key)])
+def build_routes(sla: Sla, require_api_key, needs) -> APIRouter:
+    routes = APIRouter(prefix="/v1", tags=["sla"], dependencies=[Depends(require_api_key), needs("tickets:read")])
 
     @routes.get("/tickets/{ticket_id}/sla", response_model=TicketClocks)
     async def ticket_clocks(ticket_id: str) -> TicketClocks:

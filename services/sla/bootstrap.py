@@ -42,7 +42,7 @@ def build_app(settings: SlaSettings | None = None) -> FastAPI:
     repository = SlaRepository(kit.db)
     return kit.create_app(
         description="Runs the SLA clocks of every ticket, in business time, and warns before they breach.",
-        api=build_routes(sla, kit.require_api_key()),
+        api=build_routes(sla, kit.require_api_key(), kit.needs),
         subscriptions=[Subscription(topics.TICKETS, sla.handlers())],
         ensure_indexes=[repository.ensure_indexes, repository.seed_live_count],
         background=[timers.run],

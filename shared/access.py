@@ -1,7 +1,12 @@
-"""What an API key may do here (scopes) and how often (a rate limit per key). Pure apart from the clock.
+"""What an API key may do (scopes) and how often (a rate limit per key), on every service. Pure apart from the clock.
 
 The platform's guard (`shared.http.api_key_guard`) decides whether a key is valid at all; this
-decides, per route, whether that key carries the route's scope, and whether it has requests left.
+decides, per route, whether that key carries the route's scope, and whether it has requests left
+(`shared.http.scope_guard` turns the answers into 403 and 429).
+
+Scopes: `tickets:read` (every GET about tickets, clocks, queues and deliveries), `tickets:write`
+(changing tickets and customers' preferences), `agents` (agents' profiles, presence, contact
+details and offers).
 
 - `API_KEY_SCOPES`: `key-a=tickets:read tickets:write; key-b=tickets:read`. A key not listed has
   every scope, so a deployment that names no scopes behaves as before.

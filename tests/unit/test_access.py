@@ -6,9 +6,10 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from services.intake.access import Forbidden, KeyPolicy, RateLimited, parse_scopes
 from services.intake.api import build_routes
 from services.intake.settings import IntakeSettings
+from shared.access import Forbidden, KeyPolicy, RateLimited, parse_scopes
+from shared.http import scope_guard
 
 
 def test_scopes_are_parsed_and_mistakes_refused():
@@ -47,8 +48,9 @@ def test_each_key_has_its_own_bucket_which_refills_over_time():
 
 def test_the_routes_answer_403_without_the_scope_and_429_with_retry_after_over_the_limit():
     settings = IntakeSettings(api_key_scopes="reader=tickets:read", rate_limit_per_minute=6)
+    needs = scope_guard(KeyPolicy(settings.scopes(), settings.rate_limit_per_minute))
     app = FastAPI()
-    app.include_router(build_routes(None, defaultdict(lambda: None), settings, require_api_key=lambda: None))
+    app.include_router(build_routes(None, defaultdict(lambda: None), settings, lambda: None, needs))
     client = TestClient(app)
     reader = {"Authorization": "Bearer reader"}
 
@@ -59,6 +61,6 @@ def test_the_routes_answer_403_without_the_scope_and_429_with_retry_after_over_t
     assert limited and limited[0].headers["Retry-After"].isdigit()
 
 
-def test_malformed_scopes_stop_intake_at_start():
+def test_malformed_scopes_stop_a_service_at_start():
     with pytest.raises(ValueError, match="API_KEY_SCOPES"):
         IntakeSettings(api_key_scopes="reader=tickets:everything")

@@ -1,4 +1,6 @@
-"""Scopes, rate limits and body sizes, as an operator configures them, on a platform of their own."""
+"""Scopes, rate limits and body sizes, as an operator configures them, on a platform of their own.
+
+Scopes and limits are the platform's: every service applies them to its own routes."""
 
 import httpx
 import pytest
@@ -7,19 +9,24 @@ from tests.support import started_platform
 
 pytestmark = pytest.mark.integration
 
-ADMIN_KEY, READER_KEY, LIMITED_KEY = "admin-key", "reader-key", "limited-key"
+ADMIN_KEY, READER_KEY, LIMITED_KEY, DESK_KEY = "admin-key", "reader-key", "limited-key", "desk-key"
 
 
 @pytest.fixture(scope="module")
-def intake_url(tmp_path_factory):
+def platform(tmp_path_factory):
     settings = {
-        "SWITCHBOARD_API_KEYS": f"{ADMIN_KEY},{READER_KEY},{LIMITED_KEY}",
-        "API_KEY_SCOPES": f"{READER_KEY}=tickets:read",
+        "SWITCHBOARD_API_KEYS": f"{ADMIN_KEY},{READER_KEY},{LIMITED_KEY},{DESK_KEY}",
+        "API_KEY_SCOPES": f"{READER_KEY}=tickets:read; {DESK_KEY}=agents",
         "RATE_LIMIT_PER_MINUTE": "60",  # a bucket of ten requests, refilling one a second
         "MAX_REQUEST_BYTES": "2048",
     }
-    with started_platform(tmp_path_factory.mktemp("limits"), **settings) as platform:
-        yield platform.platform.url("intake")
+    with started_platform(tmp_path_factory.mktemp("limits"), **settings) as running:
+        yield running.platform
+
+
+@pytest.fixture(scope="module")
+def intake_url(platform):
+    return platform.url("intake")
 
 
 def client(url: str, key: str) -> httpx.AsyncClient:
@@ -62,3 +69,24 @@ async def test_a_body_over_the_size_limit_gets_413_and_nothing_is_opened(intake_
     assert response.status_code == 413
     assert "2048" in response.json()["message"]
     assert listed.json()["tickets"] == []
+
+
+async def test_every_service_applies_the_scopes_of_its_routes(platform):
+    agent = {"name": "Ada", "skills": {}, "capacity": 1, "status": "offline"}
+    async with client(platform.url("routing"), READER_KEY) as reader, client(platform.url("routing"), DESK_KEY) as desk:
+        reader_put = await reader.put("/v1/agents/ada", json=agent)
+        desk_put = await desk.put("/v1/agents/ada", json=agent)
+        reader_queues = await reader.get("/v1/queues")
+        desk_queues = await desk.get("/v1/queues")
+    async with client(platform.url("sla"), READER_KEY) as reader, client(platform.url("sla"), DESK_KEY) as desk:
+        reader_policies, desk_policies = await reader.get("/v1/policies"), await desk.get("/v1/policies")
+    async with client(platform.url("notify"), READER_KEY) as reader, client(platform.url("notify"), DESK_KEY) as desk:
+        reader_prefs = await reader.put("/v1/customers/c-keys/preferences", json={"opt_out": []})
+        desk_contact = await desk.put("/v1/agents/ada/contact", json={"channel": "email", "email": "ada@example.com"})
+
+    assert (reader_put.status_code, desk_put.status_code) == (403, 200)
+    assert "agents" in reader_put.json()["message"]
+    assert (reader_queues.status_code, desk_queues.status_code) == (200, 403)
+    assert (reader_policies.status_code, desk_policies.status_code) == (200, 403)
+    assert reader_prefs.status_code == 403 and "tickets:write" in reader_prefs.json()["message"]
+    assert desk_contact.status_code == 200
