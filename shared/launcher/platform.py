@@ -163,12 +163,22 @@ class Platform:
     def start_service(self, service: str) -> None:
         self._spawn(service, [sys.executable, "-m", f"services.{service}"], env=self.service_environment(service))
 
-    def wait_ready(self, service: str) -> None:
+    def start_replica(self, service: str) -> str:
+        """One more process of `service` on a free port, sharing everything else, as a second replica of
+        a Deployment runs; it is stopped with the rest. Returns its URL."""
+        name = f"{service}-replica-{sum(process.startswith(f'{service}-replica-') for process in self._commands) + 1}"
+        url = f"http://127.0.0.1:{(port := free_port())}"
+        self._spawn(name, [sys.executable, "-m", f"services.{service}"],
+                    env={**self.service_environment(service), "HTTP_PORT": str(port)})
+        self.wait_ready(name, url)
+        return url
+
+    def wait_ready(self, service: str, url: str | None = None) -> None:
         deadline = time.monotonic() + self.ready_timeout_seconds
         while time.monotonic() < deadline:
             self._check_alive(service)
             try:
-                if httpx.get(f"{self.url(service)}/health/ready", timeout=2).status_code == 200:
+                if httpx.get(f"{url or self.url(service)}/health/ready", timeout=2).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
@@ -191,8 +201,9 @@ class Platform:
 
     def stop(self) -> None:
         """Services first, so they finish their work while the infrastructure is still up."""
-        order = [name for name in SERVICES if name in self.processes]
-        order += [name for name in ("smtp", "mongodb", "kafka") if name in self.processes]
+        infrastructure = ("smtp", "mongodb", "kafka")
+        order = [name for name in self.processes if name not in infrastructure]
+        order += [name for name in infrastructure if name in self.processes]
         for name in order:
             self._terminate(self.processes.pop(name))
 

@@ -587,3 +587,23 @@ async def test_bad_contacts_and_preferences_get_422_saying_what_is_wrong_and_no_
     assert misspelt.status_code == 422 and misspelt.json()["message"].startswith("unknown kinds: csat_surveys; known: ")
     assert missing.status_code == 404
     assert anonymous.status_code == 401
+
+
+async def test_two_notify_replicas_send_every_message_exactly_once(notify_harness):
+    """Two senders race for the same due deliveries (claims are conditional updates), and the
+    consumers share the partitions; every customer still gets one acknowledgement."""
+    h = notify_harness
+    await asyncio.to_thread(h.platform.start_replica, "notify")
+    addresses = [unique_address("pair") for _ in range(20)]
+    h.mail.tempfail = True  # deliveries pile up, due at once, so both replicas try to claim them together
+    try:
+        tickets = [await h.ticket(email=address, sla_hours=1) for address in addresses]
+        for ticket_id in tickets:
+            await h.wait_deliveries(ticket_id, lambda found: any(d["attempts"] >= 1 for d in found))
+    finally:
+        h.mail.tempfail = False
+
+    await eventually(lambda: all(h.mail.to(address) for address in addresses), timeout=45)
+    await asyncio.sleep(5)  # past a claim's lease: a duplicate would show up now
+
+    assert [len(h.mail.to(address)) for address in addresses] == [1] * len(addresses)
