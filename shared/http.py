@@ -68,7 +68,14 @@ def scope_guard(policy: KeyPolicy) -> Callable[[str], object]:
 
 def describe_validation_errors(errors: Sequence[dict]) -> str:
     """`body.customer.email: value is not a valid email address; ...`; never echoes the input."""
-    return "; ".join(f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in errors)
+    return "; ".join(_describe(error) for error in errors)
+
+
+def _describe(error: dict) -> str:
+    if error["type"] == "json_invalid":  # FastAPI puts the failing position where a field would be
+        position = error["loc"][1] if len(error["loc"]) > 1 else "?"
+        return f"body: not valid JSON (at character {position}); send a JSON object with Content-Type: application/json"
+    return f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}"
 
 
 async def _validation_error(_: Request, error: RequestValidationError) -> JSONResponse:
@@ -102,7 +109,7 @@ class BodySizeLimit:
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             await self._refuse(send)
             return
-        received = 0
+        received, refused = 0, False
 
         async def limited_receive() -> Message:
             nonlocal received
@@ -112,10 +119,20 @@ class BodySizeLimit:
                 raise _BodyTooLarge
             return message
 
+        async def refusing_send(message: Message) -> None:
+            """FastAPI turns an error while reading the body into its own 400: answer 413 instead."""
+            nonlocal refused
+            if received <= self.max_bytes:
+                await send(message)
+            elif not refused:
+                refused = True
+                await self._refuse(send)
+
         try:
-            await self.app(scope, limited_receive, send)
+            await self.app(scope, limited_receive, refusing_send)
         except _BodyTooLarge:
-            await self._refuse(send)
+            if not refused:
+                await self._refuse(send)
 
     async def _refuse(self, send: Send) -> None:
         response = JSONResponse(

@@ -1,0 +1,61 @@
+"""The HTTP conventions every service's API shares: errors that say what is wrong, and size limits."""
+
+import pytest
+from fastapi import FastAPI, HTTPException
+from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry
+from pydantic import BaseModel, EmailStr
+
+from shared.http import install_http_conventions
+from shared.metrics import PlatformMetrics
+
+
+class Customer(BaseModel):
+    email: EmailStr
+    name: str
+
+
+@pytest.fixture(scope="module")
+def client() -> TestClient:
+    app = FastAPI()
+
+    @app.post("/customers")
+    async def create(customer: Customer) -> Customer:
+        return customer
+
+    @app.get("/customers/{customer_id}")
+    async def get(customer_id: str) -> Customer:
+        raise HTTPException(404, f"no customer {customer_id}")
+
+    install_http_conventions(app, PlatformMetrics(CollectorRegistry()), max_request_bytes=2048)
+    return TestClient(app)
+
+
+def test_malformed_json_gets_422_saying_it_is_not_json_and_where(client):
+    response = client.post("/customers", content=b'{"email": "ann@example.com", "name": ', headers={"content-type": "application/json"})
+
+    assert response.status_code == 422
+    assert response.json()["message"].startswith("body: not valid JSON (at character 37)")
+
+
+def test_a_wrong_field_is_named_and_its_value_never_echoed(client):
+    response = client.post("/customers", json={"email": "secret-address-at-nowhere", "name": "Ann"})
+
+    assert response.status_code == 422
+    assert response.json()["message"].startswith("body.email: value is not a valid email address")
+    assert "secret-address" not in response.text
+
+
+def test_every_error_answer_carries_a_message(client):
+    response = client.get("/customers/c-404")
+
+    assert response.status_code == 404
+    assert response.json() == {"detail": "no customer c-404", "message": "no customer c-404"}
+
+
+def test_a_body_over_the_limit_gets_413_whether_or_not_it_declares_its_length(client):
+    declared = client.post("/customers", json={"email": "ann@example.com", "name": "x" * 4096})
+    streamed = client.post("/customers", content=iter([b"{" + b" " * 3000 + b"}"]), headers={"content-type": "application/json"})
+
+    assert declared.status_code == streamed.status_code == 413
+    assert declared.json()["message"] == "request body larger than 2048 bytes"
