@@ -36,7 +36,14 @@ from pymongo import AsyncMongoClient
 
 from services.routing.domain import Agent, EscalationPolicy, Presence, Tier, choose_agent
 from services.routing.metrics import RoutingMetrics
-from services.routing.repository import AgentRepository, RoutedTicketRepository, _agent, _document, waiting_ticket
+from services.routing.repository import (
+    AgentRepository,
+    RoutedTicketRepository,
+    _agent,
+    _document,
+    declines_fields,
+    waiting_ticket,
+)
 from services.routing.service import Routing, RoutingConfig
 from shared.clock import now_ms, utc_now
 from shared.events import Priority
@@ -84,7 +91,7 @@ def make_ticket(number: int, skills: list[str], rng: random.Random, now: int) ->
         "queued_ms": now,
         "escalation_step": 0,
         "next_escalation_ms": None,
-        "declined_by": [],
+        **declines_fields({}, None),
         "assignee_id": None,
         "version": 1,
     }
@@ -111,7 +118,7 @@ async def load(db, agents: int, skill_count: int, tickets: int, rng: random.Rand
 
 async def decide_indexed(db, document: dict) -> str | None:
     ticket = waiting_ticket(document)
-    requirements = EscalationPolicy().requirements(ticket)
+    requirements = EscalationPolicy().requirements(ticket, utc_now())
     candidates = await AgentRepository(db).candidates(requirements)
     match = choose_agent(candidates, ticket, requirements, utc_now())
     return match.agent.id if match else None
@@ -119,7 +126,7 @@ async def decide_indexed(db, document: dict) -> str | None:
 
 async def decide_by_scan(db, document: dict) -> str | None:
     ticket = waiting_ticket(document)
-    requirements = EscalationPolicy().requirements(ticket)
+    requirements = EscalationPolicy().requirements(ticket, utc_now())
     everyone = [_agent(row) for row in await db["agents"].find({}).to_list()]
     match = choose_agent(everyone, ticket, requirements, utc_now())
     return match.agent.id if match else None

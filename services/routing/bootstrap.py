@@ -36,6 +36,7 @@ def build_app(settings: RoutingSettings | None = None) -> FastAPI:
         unassign_on=frozenset(settings.unassign_on_presence),
         affinity_window=timedelta(seconds=settings.affinity_window_seconds),
         policy=settings.escalation_policy(),
+        decline_cooldown=timedelta(seconds=settings.offer_decline_cooldown_seconds),
     )
     routing = Routing(kit.uow, kit.source, RoutingMetrics(kit.registry), config)
     sweeper_lease = kit.lease("queue-sweeper", ttl_seconds=max(10.0, 3 * settings.queue_sweep_interval_seconds))

@@ -2,11 +2,12 @@
 
 - Hard constraints (`Requirements.admits`): available, every required skill at or above its
   level, speaks the ticket's language, free capacity on the ticket's channel, in a targeted
-  tier and team, not an agent who already declined or let the offer lapse.
+  tier and team, not an agent who declined the ticket or let its offer lapse within the cooldown.
 - Score (`score`): skill fit, utilisation on the channel, idle time and affinity to the
   customer's previous agent; the reason of each decision says which parts decided it.
 - Queue order (`queue_key`): urgency (priority, one step up after an SLA warning), then age.
 - Escalation (`EscalationPolicy`): configured steps that relax the requirements as a ticket waits.
+- Presence (`supersedes`): a status change applies only if newer than the presence in force.
 """
 
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ TeamName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,99}$")]
 
 CHANNELS: tuple[str, ...] = tuple(channel.value for channel in Channel)
 MAX_LEVEL = 5
+DECLINE_COOLDOWN = timedelta(seconds=300)
 
 
 class Presence(StrEnum):
@@ -105,6 +107,9 @@ class Agent(BaseModel):
     load: int = Field(default=0, description="Tickets held (assigned or offered) on every channel together.")
     load_by_channel: dict[str, int] = Field(default_factory=dict)
     last_assigned_at: datetime | None = None
+    presence_changed_at: datetime | None = Field(
+        default=None, description="When the presence in force began; unset for agents stored before routing kept it."
+    )
     version: int = 1
 
     @computed_field
@@ -129,16 +134,34 @@ class Agent(BaseModel):
     def speaks(self, language: str | None) -> bool:
         return language is None or not self.languages or language in {primary_language(l) for l in self.languages}
 
-    def with_profile(self, profile: AgentProfile) -> "Agent":
+    def with_profile(self, profile: AgentProfile, at: datetime) -> "Agent":
         """Profile changes keep the agent's current load: tickets already held stay held.
 
+        The profile states the presence as of `at`, so status events older than it no longer apply.
         Validated, not copied: `model_copy` would keep plain strings where presence and tier are enums.
         """
-        return Agent.model_validate({**self.model_dump(), **profile.model_dump(), "version": self.version + 1})
+        return Agent.model_validate(
+            {**self.model_dump(), **profile.model_dump(), "presence_changed_at": at, "version": self.version + 1}
+        )
 
     @classmethod
-    def new(cls, agent_id: str, profile: AgentProfile) -> "Agent":
-        return cls.model_validate({"id": agent_id, **profile.model_dump()})
+    def new(cls, agent_id: str, profile: AgentProfile, at: datetime) -> "Agent":
+        return cls.model_validate({"id": agent_id, **profile.model_dump(), "presence_changed_at": at})
+
+
+def presence_instant(changed_at: datetime, received_at: datetime) -> datetime:
+    """When a status event's change counts as made: its `changed_at`, but never after routing received it.
+
+    A workforce system whose clock runs ahead would otherwise make every later change, from an
+    admin or from a system with a good clock, look older than its own and be ignored.
+    """
+    return min(changed_at, received_at)
+
+
+def supersedes(changed_at: datetime, in_force_since: datetime | None) -> bool:
+    """A status change applies only if newer than the presence in force: a delayed or replayed event
+    must not undo a later one. An agent stored before routing kept the instant has none: any change is newer."""
+    return in_force_since is None or changed_at > in_force_since
 
 
 class WaitingTicket(BaseModel):
@@ -159,7 +182,9 @@ class WaitingTicket(BaseModel):
     queued_at: datetime | None = Field(default=None, description="When it (re)entered the queue; escalation counts from here.")
     sla_warned: bool = False
     escalation_step: int = 0
-    declined_by: list[str] = Field(default_factory=list)
+    declines: dict[str, datetime] = Field(
+        default_factory=dict, description="Agent id -> when they last rejected the ticket's offer or let it lapse."
+    )
     version: int = 1
 
     @property
@@ -169,6 +194,19 @@ class WaitingTicket(BaseModel):
     @property
     def required_levels(self) -> dict[str, int]:
         return {skill: max(1, min(MAX_LEVEL, self.skill_levels.get(skill, 1))) for skill in self.required_skills}
+
+    def declined(self, agent_id: str, at: datetime) -> "WaitingTicket":
+        """After `agent_id` rejected the offer or let it lapse at `at`: their latest decline counts."""
+        return self.model_copy(update={"declines": {**self.declines, agent_id: at}})
+
+    def cooling_down(self, now: datetime, cooldown: timedelta) -> frozenset[str]:
+        """Agents who declined within the cooldown: they are not offered this ticket again yet."""
+        return frozenset(agent for agent, at in self.declines.items() if now - at < cooldown)
+
+    def declines_lapse_at(self, now: datetime, cooldown: timedelta) -> datetime | None:
+        """When the next running cooldown ends (the ticket is looked at again then), or None."""
+        ends = [at + cooldown for at in self.declines.values() if at + cooldown > now]
+        return min(ends, default=None)
 
 
 def urgency(priority: Priority, sla_warned: bool) -> int:
@@ -197,6 +235,8 @@ class Requirements:
     tiers: frozenset[Tier] = frozenset({Tier.L1, Tier.L2})
     teams: frozenset[str] | None = None
     exclude: frozenset[str] = frozenset()
+    last_resort: frozenset[str] = frozenset()
+    """Agents whose decline cooled down: admitted, but chosen only when nobody else is eligible."""
 
     @property
     def skill_levels(self) -> dict[str, int]:
@@ -280,7 +320,10 @@ class EscalationPolicy(BaseModel):
             return frozenset({Tier.L1})
         return frozenset({Tier.L1, Tier.L2})
 
-    def requirements(self, ticket: WaitingTicket) -> Requirements:
+    def requirements(
+        self, ticket: WaitingTicket, now: datetime, decline_cooldown: timedelta = DECLINE_COOLDOWN
+    ) -> Requirements:
+        """What `ticket` needs at `now`: the steps it went through, and who declined it within the cooldown."""
         levels = ticket.required_levels
         tiers = self.initial_tiers
         teams_listed = self.team_by_category.get(ticket.category or "")
@@ -294,13 +337,15 @@ class EscalationPolicy(BaseModel):
                 teams = None if not step.teams or teams is None else teams | set(step.teams)
             else:
                 tiers, teams, levels = frozenset({Tier.SUPERVISOR}), None, {}
+        cooling = ticket.cooling_down(now, decline_cooldown)
         return Requirements(
             skills=tuple(sorted(levels.items())),
             channel=ticket.channel.value,
             language=primary_language(ticket.language),
             tiers=tiers,
             teams=teams,
-            exclude=frozenset(ticket.declined_by),
+            exclude=cooling,
+            last_resort=frozenset(ticket.declines) - cooling,
         )
 
     def due_steps(self, done: int, waited_seconds: float) -> list[tuple[int, EscalationStep]]:
@@ -386,14 +431,23 @@ def choose_agent(
     affinity_agent_id: str | None = None,
     weights: Weights = DEFAULT_WEIGHTS,
 ) -> Match | None:
-    """The best-scoring agent the hard constraints admit; ties go to the longest idle, then by id."""
-    requirements = requirements or EscalationPolicy().requirements(ticket)
+    """The best-scoring agent the hard constraints admit; ties go to the longest idle, then by id.
+
+    An agent who declined the ticket before comes back only when nobody else is eligible: a
+    decline hands the ticket to someone else whenever someone else can take it.
+    """
     now = now or ticket.created_at
+    requirements = requirements or EscalationPolicy().requirements(ticket, now)
     eligible = [agent for agent in candidates if requirements.admits(agent)]
     if not eligible:
         return None
     scored = [(score(a, requirements, now, affinity_agent_id=affinity_agent_id, weights=weights), a) for a in eligible]
-    best_score, best = max(scored, key=lambda pair: (round(pair[0].total, 9), pair[0].idle_seconds, _desc(pair[1].id)))
+    best_score, best = max(
+        scored,
+        key=lambda pair: (
+            pair[1].id not in requirements.last_resort, round(pair[0].total, 9), pair[0].idle_seconds, _desc(pair[1].id)
+        ),
+    )
     return Match(best, explain(best, best_score, requirements, len(eligible)), best_score)
 
 
@@ -415,13 +469,15 @@ def explain(agent: Agent, result: Score, requirements: Requirements, eligible: i
         parts.append(f"speaks {requirements.language}")
     if result.affinity:
         parts.append("affinity: helped this customer before")
+    if agent.id in requirements.last_resort:
+        parts.append("declined it before; offered again as nobody else is eligible")
     parts.append(f"best of {eligible} eligible (score {result.total:.2f}, least utilised then longest idle)")
     return "; ".join(parts)
 
 
 def can_take(agent: Agent, ticket: WaitingTicket) -> bool:
-    """Eligibility under the default workflow (no escalation)."""
-    return EscalationPolicy().requirements(ticket).admits(agent)
+    """Eligibility under the default workflow (no escalation), when the ticket was created."""
+    return EscalationPolicy().requirements(ticket, ticket.created_at).admits(agent)
 
 
 def affinity_agent(

@@ -34,6 +34,12 @@ class RoutingMetrics:
             "switchboard_unassignments_total", "Tickets sent back to the queue because their agent left.",
             registry=registry,
         )
+        self.stale_presence_events = Counter(
+            "switchboard_stale_presence_events_total",
+            "Agent status events acknowledged but ignored: not newer than the presence in force (delayed, replayed, "
+            "or overtaken by a PUT/PATCH).",
+            registry=registry,
+        )
         self.escalations = Counter(
             "switchboard_escalations_total", "Escalation steps applied, by action.", ["action"], registry=registry
         )

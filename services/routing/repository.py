@@ -10,6 +10,7 @@ queue is read in order from the (state, urgency, created) index.
 """
 
 from collections.abc import Iterable
+from datetime import datetime
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -25,7 +26,7 @@ from services.routing.domain import (
     channel_capacity,
     primary_language,
 )
-from shared.clock import from_ms, now_ms, to_ms
+from shared.clock import from_ms, now_ms, to_ms, utc_now
 from shared.events import Priority
 
 CANDIDATE_LIMIT = 50
@@ -146,11 +147,23 @@ class AgentRepository:
         await self._refresh_free(agent)
         return agent
 
-    async def set_status(self, agent_id: str, status: Presence) -> tuple[Agent, Presence] | None:
-        """The agent after the change and the presence it had before; None for an unknown agent."""
+    async def set_status(
+        self, agent_id: str, status: Presence, at: datetime, *, only_if_newer: bool = False
+    ) -> tuple[Agent, Presence] | None:
+        """The agent after the change (the presence in force since `at`) and the presence it had before.
+
+        None for an unknown agent or, `only_if_newer`, when the presence in force is not older than
+        `at` (a newer change came first); an agent stored without the instant counts as older.
+        """
+        at_ms = to_ms(at)
+        query: dict = {"_id": agent_id}
+        if only_if_newer:
+            older = {"$or": [{"presence_changed_ms": {"$exists": False}}, {"presence_changed_ms": {"$lt": at_ms}}]}
+            query = {"$and": [query, older]}  # `$and`: nx-27017 ignores `_id` beside a top-level `$or`
         before = await self._agents.find_one_and_update(
-            {"_id": agent_id},
-            {"$set": {"status": status.value, "updated_ms": now_ms()}, "$inc": {"version": 1}},
+            query,
+            {"$set": {"status": status.value, "presence_changed_ms": at_ms, "updated_ms": now_ms()},
+             "$inc": {"version": 1}},
             session=self._session,
         )
         if before is None:
@@ -175,6 +188,7 @@ class RoutedTicketRepository:
         await self._tickets.create_index([("state", ASCENDING), ("urgency", DESCENDING), ("created_ms", ASCENDING)])
         await self._tickets.create_index([("state", ASCENDING), ("next_escalation_ms", ASCENDING)])
         await self._tickets.create_index([("state", ASCENDING), ("offer_expires_ms", ASCENDING)])
+        await self._tickets.create_index([("state", ASCENDING), ("decline_lapse_ms", ASCENDING)])
         await self._tickets.create_index([("offer_ids", ASCENDING)])
         await self._tickets.create_index([("assignee_id", ASCENDING), ("state", ASCENDING)])
 
@@ -190,8 +204,21 @@ class RoutedTicketRepository:
                 {"_id": document["_id"]},
                 {"$set": {"urgency": Priority(document["priority"]).rank, "sla_warned": False, "channel": "web",
                           "skill_levels": {}, "queued_ms": created, "escalation_step": 0,
-                          "next_escalation_ms": next_escalation_ms(created, 0), "declined_by": [],
+                          "next_escalation_ms": next_escalation_ms(created, 0), **declines_fields({}, None),
                           "assignee_id": document.get("assignee_id"), "version": 1}},
+                session=self._session,
+            )
+        return len(documents) + await self._upgrade_declines()
+
+    async def _upgrade_declines(self) -> int:
+        """Earlier releases kept who declined (`declined_by`) without when: their cooldown counts from now."""
+        documents = await self._tickets.find({"declined_by": {"$exists": True}}, session=self._session).to_list()
+        now = utc_now()
+        for document in documents:
+            await self._tickets.update_one(
+                {"_id": document["_id"]},
+                {"$set": declines_fields(dict.fromkeys(document["declined_by"], now), now),
+                 "$unset": {"declined_by": ""}},
                 session=self._session,
             )
         return len(documents)
@@ -219,7 +246,7 @@ class RoutedTicketRepository:
                 "queued_ms": queued_ms,
                 "escalation_step": 0,
                 "next_escalation_ms": next_escalation_ms,
-                "declined_by": [],
+                **declines_fields({}, None),
                 "assignee_id": None,
                 "version": 1,
                 **(extra or {}),
@@ -297,6 +324,16 @@ class RoutedTicketRepository:
             .to_list()
         )
 
+    async def declines_lapsed(self, now: int, limit: int) -> list[dict]:
+        """Waiting tickets where an agent's decline cooldown ended: they may be offered it again."""
+        return (
+            await self._tickets.find(
+                {"state": WAITING, "decline_lapse_ms": {"$ne": None, "$lte": now}}, session=self._session
+            )
+            .limit(limit)
+            .to_list()
+        )
+
     async def escalation_due(self, now: int, limit: int) -> list[dict]:
         return (
             await self._tickets.find(
@@ -363,7 +400,7 @@ def _skill_keys(skills: dict[str, int]) -> list[str]:
 
 def _document(agent: Agent) -> dict:
     limits, total = channel_capacity(agent.capacity)
-    document = agent.model_dump(mode="json", exclude={"id", "last_assigned_at"})
+    document = agent.model_dump(mode="json", exclude={"id", "last_assigned_at", "presence_changed_at"})
     document.update(
         _id=agent.id,
         skill_keys=_skill_keys(agent.skills),
@@ -375,14 +412,26 @@ def _document(agent: Agent) -> dict:
         last_assigned_ms=to_ms(agent.last_assigned_at) if agent.last_assigned_at else None,
         updated_ms=now_ms(),
     )
+    if agent.presence_changed_at:  # never null: nx-27017 would not match a stored null as "no instant"
+        document["presence_changed_ms"] = to_ms(agent.presence_changed_at)
     return document
 
 
 def _agent(document: dict) -> Agent:
-    last = document.get("last_assigned_ms")
+    last, presence = document.get("last_assigned_ms"), document.get("presence_changed_ms")
     return Agent.model_validate(
-        {**document, "id": document["_id"], "last_assigned_at": from_ms(last) if last else None}
+        {**document, "id": document["_id"], "last_assigned_at": from_ms(last) if last else None,
+         "presence_changed_at": from_ms(presence) if presence is not None else None}
     )
+
+
+def declines_fields(declines: dict[str, datetime], lapse_at: datetime | None) -> dict:
+    """How a ticket's declines are stored: a list, not a map (agent ids may hold dots, awkward in field
+    names), and when to look at the ticket again because a cooldown ends (`declines_lapsed`)."""
+    return {
+        "declines": [{"agent_id": agent, "at_ms": to_ms(at)} for agent, at in sorted(declines.items())],
+        "decline_lapse_ms": to_ms(lapse_at) if lapse_at else None,
+    }
 
 
 def waiting_ticket(document: dict) -> WaitingTicket:
@@ -400,6 +449,6 @@ def waiting_ticket(document: dict) -> WaitingTicket:
         queued_at=from_ms(document.get("queued_ms") or document["created_ms"]),
         sla_warned=document.get("sla_warned", False),
         escalation_step=document.get("escalation_step", 0),
-        declined_by=document.get("declined_by") or [],
+        declines={row["agent_id"]: from_ms(row["at_ms"]) for row in document.get("declines") or []},
         version=document.get("version", 1),
     )

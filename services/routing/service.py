@@ -14,9 +14,10 @@ import logging
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from services.routing.domain import (
+    DECLINE_COOLDOWN,
     Agent,
     AgentProfile,
     EscalationPolicy,
@@ -29,7 +30,9 @@ from services.routing.domain import (
     affinity_agent,
     can_return_to,
     choose_agent,
+    presence_instant,
     queue_key,
+    supersedes,
     urgency,
 )
 from services.routing.metrics import RoutingMetrics
@@ -41,6 +44,7 @@ from services.routing.repository import (
     AffinityRepository,
     AgentRepository,
     RoutedTicketRepository,
+    declines_fields,
     waiting_ticket,
 )
 from shared import topics
@@ -108,6 +112,7 @@ class RoutingConfig:
     unassign_on: frozenset[Presence] = frozenset({Presence.OFFLINE})
     affinity_window: timedelta = timedelta(days=7)
     policy: EscalationPolicy = EscalationPolicy()
+    decline_cooldown: timedelta = DECLINE_COOLDOWN
 
 
 class Routing:
@@ -206,21 +211,31 @@ class Routing:
         await tickets.update(
             document["_id"],
             {"state": DONE},
-            {"state": WAITING, "assignee_id": None, "return_to": previous, "declined_by": [],
+            {"state": WAITING, "assignee_id": None, "return_to": previous, **declines_fields({}, None),
              **self._requeued_fields()},
         )
         self.wake(ticket_id=document["_id"])
 
     async def on_agent_status_changed(self, tx: Transaction, event: Envelope[AgentStatusChanged]) -> None:
+        """Applied only if newer than the presence in force; a stale event (delayed, replayed from the
+        DLQ, overtaken by a PATCH) is acknowledged and ignored, not an error."""
+        agent_id = event.data.agent_id
         try:
             status = Presence(event.data.status)
         except ValueError:
             raise RejectedEvent(
-                f"invalid status {event.data.status[:50]!r} for agent {event.data.agent_id}: "
-                "expected available, away or offline"
+                f"invalid status {event.data.status[:50]!r} for agent {agent_id}: expected available, away or offline"
             ) from None
-        if await self._change_presence(tx, event.data.agent_id, status, cause=event) is None:
-            raise RejectedEvent(f"unknown agent {event.data.agent_id}")
+        agent = await AgentRepository(tx.db, tx.session).get(agent_id)
+        if agent is None:
+            raise RejectedEvent(f"unknown agent {agent_id}")
+        at = presence_instant(event.data.changed_at, utc_now())
+        if supersedes(at, agent.presence_changed_at) and await self._change_presence(
+            tx, agent_id, status, at, cause=event, only_if_newer=True
+        ):
+            return
+        log.info("ignored stale presence event %s: changed at %s, not after the presence in force", event.id, at)
+        tx.on_commit(self._metrics.stale_presence_events.inc)
 
     async def _known_ticket(self, tickets: RoutedTicketRepository, ticket_id: str) -> dict:
         document = await tickets.get(ticket_id)
@@ -249,10 +264,10 @@ class Routing:
             while True:
                 current = await agents.get(agent_id)
                 if current is None:
-                    if await agents.create(Agent.new(agent_id, profile)):
+                    if await agents.create(Agent.new(agent_id, profile, utc_now())):
                         return None
                     continue
-                if await agents.replace(current.with_profile(profile), expected_version=current.version):
+                if await agents.replace(current.with_profile(profile, utc_now()), expected_version=current.version):
                     break
             if profile.status is not Presence.AVAILABLE and current.status is not profile.status:
                 await self._requeue_held(tx, agent_id, profile.status, cause=None)
@@ -264,7 +279,7 @@ class Routing:
 
     async def set_presence(self, agent_id: str, status: Presence) -> Agent:
         async def work(tx: Transaction) -> None:
-            if await self._change_presence(tx, agent_id, status, cause=None) is None:
+            if await self._change_presence(tx, agent_id, status, utc_now(), cause=None) is None:
                 raise UnknownAgent(agent_id)
             return None
 
@@ -273,9 +288,10 @@ class Routing:
         return await self.get_agent(agent_id)
 
     async def _change_presence(
-        self, tx: Transaction, agent_id: str, status: Presence, cause: Envelope | None
+        self, tx: Transaction, agent_id: str, status: Presence, at: datetime, cause: Envelope | None,
+        only_if_newer: bool = False,
     ) -> Agent | None:
-        changed = await AgentRepository(tx.db, tx.session).set_status(agent_id, status)
+        changed = await AgentRepository(tx.db, tx.session).set_status(agent_id, status, at, only_if_newer=only_if_newer)
         if changed is None:
             return None
         agent, before = changed
@@ -330,14 +346,19 @@ class Routing:
         if document is None:
             return None
         keys = ("state", "priority", "urgency", "sla_warned", "channel", "language", "required_skills", "skill_levels",
-                "assignee_id", "offer_id", "escalation_step", "declined_by", "reason")
+                "assignee_id", "offer_id", "escalation_step", "reason")
         view = {"ticket_id": document["_id"], **{key: document.get(key) for key in keys}}
         view["sla_warned"] = bool(view["sla_warned"])  # the embedded server stores booleans as 0/1
         view["created_at"] = from_ms(document["created_ms"]).isoformat()
         if document.get("offer_expires_ms") and document["state"] == OFFERED:
             view["offer_expires_at"] = from_ms(document["offer_expires_ms"]).isoformat()
-        ticket = waiting_ticket(document)
-        view["requirements"] = self._config.policy.requirements(ticket).describe()
+        ticket, now = waiting_ticket(document), utc_now()
+        view["declined_by"] = sorted(ticket.declines)
+        view["declined_until"] = {
+            agent: (ticket.declines[agent] + self._config.decline_cooldown).isoformat()
+            for agent in sorted(ticket.cooling_down(now, self._config.decline_cooldown))
+        }
+        view["requirements"] = self._requirements(ticket, now).describe()
         return view
 
     async def offers_for(self, agent_id: str) -> list[dict]:
@@ -403,20 +424,26 @@ class Routing:
     async def _return_offer(
         self, tx: Transaction, document: dict, outcome: OfferOutcome, cause: Envelope | None
     ) -> bool:
-        """Rejected or lapsed: the ticket goes back to the queue for the next agent, with its original age."""
+        """Rejected or lapsed: the ticket goes back to the queue for the next agent, with its original age.
+
+        The agent is not offered it again within OFFER_DECLINE_COOLDOWN_SECONDS; the sweep looks at
+        the ticket again when that ends (`revisit_declined`).
+        """
         agent_id = document["assignee_id"]
         offer_id = document["offer_id"]
+        now = utc_now()
+        declined = waiting_ticket(document).declined(agent_id, now)
         back = await RoutedTicketRepository(tx.db, tx.session).update(
             document["_id"],
             {"state": OFFERED, "offer_id": offer_id},
             {"state": WAITING, "assignee_id": None, "offer_id": None,
-             "declined_by": sorted({*document.get("declined_by", []), agent_id})},
+             **declines_fields(declined.declines, declined.declines_lapse_at(now, self._config.decline_cooldown))},
         )
         if back is None:
             return False
         await AgentRepository(tx.db, tx.session).release_slot(agent_id, document["channel"])
         answered = TicketOfferAnswered(
-            ticket_id=document["_id"], offer_id=offer_id, agent_id=agent_id, outcome=outcome, answered_at=utc_now()
+            ticket_id=document["_id"], offer_id=offer_id, agent_id=agent_id, outcome=outcome, answered_at=now
         )
         self._publish(tx, answered, document, cause)
         tx.on_commit(lambda: self._metrics.offers.labels(outcome=outcome.value).inc())
@@ -429,6 +456,24 @@ class Routing:
             for document in await RoutedTicketRepository(tx.db, tx.session).offers_expired(now_ms(), EXPIRY_BATCH):
                 expired += await self._return_offer(tx, document, OfferOutcome.EXPIRED, cause=None)
             return expired
+
+        return await self._uow.run(work)
+
+    async def revisit_declined(self) -> int:
+        """Waiting tickets whose decline cooldown ended go back to the dispatcher, wherever they are in the queue."""
+        cooldown = self._config.decline_cooldown
+
+        async def work(tx: Transaction) -> int:
+            tickets = RoutedTicketRepository(tx.db, tx.session)
+            now = utc_now()
+            revisited = 0
+            for document in await tickets.declines_lapsed(to_ms(now), EXPIRY_BATCH):
+                lapse = waiting_ticket(document).declines_lapse_at(now, cooldown)
+                if await tickets.update(document["_id"], {"state": WAITING, "version": document["version"]},
+                                        {"decline_lapse_ms": to_ms(lapse) if lapse else None}):
+                    self.wake(ticket_id=document["_id"])
+                    revisited += 1
+            return revisited
 
         return await self._uow.run(work)
 
@@ -477,6 +522,9 @@ class Routing:
         wait = self._config.policy.next_due_seconds(done)
         return None if wait is None else queued_ms + int(wait * 1000)
 
+    def _requirements(self, ticket: WaitingTicket, now: datetime) -> Requirements:
+        return self._config.policy.requirements(ticket, now, self._config.decline_cooldown)
+
     def _requeued_fields(self) -> dict:
         """A ticket back in the queue keeps its original age (created_ms) and starts its escalation afresh."""
         now = now_ms()
@@ -520,6 +568,7 @@ class Routing:
                     leader = await lease.acquire()
                     if leader:
                         await self.expire_offers()
+                        await self.revisit_declined()
                         await self.escalate()
                 if woken or leader:
                     tickets, agents = self._dirty_tickets, self._dirty_agents
@@ -562,6 +611,7 @@ class Routing:
         tickets = RoutedTicketRepository(tx.db, tx.session)
         if not await agents.anyone_free():
             return 0, False
+        now = utc_now()
         found: dict[str, dict] = {}
         if sweep:
             found.update((d["_id"], d) for d in await tickets.waiting(DRAIN_SCAN_LIMIT))
@@ -575,10 +625,9 @@ class Routing:
             agent = await agents.get(agent_id)
             if agent is None or agent.status is not Presence.AVAILABLE or agent.free <= 0:
                 continue
-            for document in await tickets.waiting_for(agent, self._config.policy.requirements, AGENT_SCAN_LIMIT):
+            for document in await tickets.waiting_for(agent, lambda t: self._requirements(t, now), AGENT_SCAN_LIMIT):
                 found[document["_id"]] = document
         queue = sorted(found.values(), key=lambda d: queue_key(waiting_ticket(d)))
-        now = utc_now()
         hopeless: set[Requirements] = set()  # free capacity only shrinks while draining
         placed = 0
         for document in queue:
@@ -597,7 +646,7 @@ class Routing:
                 )
                 if document is None:
                     continue
-            requirements = self._config.policy.requirements(ticket)
+            requirements = self._requirements(ticket, now)
             if requirements in hopeless:
                 continue
             candidates = await agents.candidates(requirements)

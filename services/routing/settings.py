@@ -8,7 +8,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import NoDecode
 
-from services.routing.domain import EscalationPolicy, Mode, Presence
+from services.routing.domain import DECLINE_COOLDOWN, EscalationPolicy, Mode, Presence
 from shared.settings import ServiceSettings
 
 
@@ -20,6 +20,12 @@ class RoutingSettings(ServiceSettings):
     )
     routing_mode: Mode = Field(default=Mode.AUTO, description="`auto` assigns directly; `offer` reserves and asks.")
     offer_timeout_seconds: float = Field(default=120.0, gt=0, description="An unanswered offer goes to the next agent.")
+    offer_decline_cooldown_seconds: float = Field(
+        default=DECLINE_COOLDOWN.total_seconds(),
+        ge=0,
+        description="An agent who rejected a ticket's offer or let it lapse is not offered that ticket again for this "
+        "long; after it, only when nobody else is eligible.",
+    )
     unassign_on_presence: Annotated[list[Presence], NoDecode] = Field(
         default_factory=lambda: [Presence.OFFLINE],
         description="Presences that send an agent's open tickets back to the queue (comma-separated; empty: never).",

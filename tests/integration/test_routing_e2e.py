@@ -40,6 +40,7 @@ from tests.support import RunningPlatform
 pytestmark = pytest.mark.integration
 
 OFFER_TIMEOUT_SECONDS = 3
+DECLINE_COOLDOWN_SECONDS = 5
 ESCALATION = {
     "steps": [
         {"after_seconds": 2, "action": "relax_skill_level", "levels": 1},
@@ -56,6 +57,7 @@ def routed(tmp_path_factory):
     environ = {name: value for name, value in os.environ.items() if name not in ignored}
     environ.update(
         OFFER_TIMEOUT_SECONDS=str(OFFER_TIMEOUT_SECONDS),
+        OFFER_DECLINE_COOLDOWN_SECONDS=str(DECLINE_COOLDOWN_SECONDS),
         QUEUE_SWEEP_INTERVAL_SECONDS="0.5",
         ESCALATION_JSON=json.dumps(ESCALATION),
         UNASSIGN_ON_PRESENCE="offline",
@@ -249,6 +251,28 @@ async def test_an_unanswered_offer_expires_and_goes_to_the_next_agent(routed):
     assert (await get(routed, f"/v1/agents/{first}")).json()["load"] == 0
 
 
+async def test_the_only_agent_who_rejected_an_offer_is_offered_the_ticket_again_after_the_cooldown(routed):
+    skill, agent = unique("cooldown"), unique("cora")
+    await put_agent(routed, agent, skills={skill: 1}, mode="offer")
+    ticket_id = unique("T")
+    await publish(routed, created(ticket_id, skill))
+    first = await open_offer(routed, agent)
+    async with routed.client("routing") as routing:
+        assert (await routing.post(f"/v1/offers/{first['offer_id']}/reject")).status_code == 200
+
+    view = await wait_state(routed, ticket_id, "waiting")
+    assert view["declined_by"] == [agent] and agent in view["declined_until"]
+    await asyncio.sleep(1)
+    assert (await get(routed, f"/v1/agents/{agent}/offers")).json() == [], "not within the cooldown"
+
+    again = await open_offer(routed, agent, timeout=DECLINE_COOLDOWN_SECONDS + 20)
+    assert again["ticket_id"] == ticket_id and again["offer_id"] != first["offer_id"]
+    events = await routing_events(routed, {ticket_id}, until=lambda e: len(of_type(e, "offered")) >= 2)
+    offered_at = [datetime.fromisoformat(e["time"]) for e in of_type(events, "offered")]
+    assert offered_at[1] - offered_at[0] >= timedelta(seconds=DECLINE_COOLDOWN_SECONDS)
+    assert "declined it before" in (await ticket_state(routed, ticket_id))["reason"]
+
+
 # --- presence and reassignment ---------------------------------------------------------------------
 
 
@@ -323,6 +347,37 @@ async def test_presence_events_from_a_workforce_system_apply_and_bad_ones_are_de
     found = reasons(dead)
     assert any(f"unknown agent {unknown}" in reason for reason in found)
     assert any("invalid status 'lunch'" in reason for reason in found)
+
+
+async def test_a_stale_presence_event_is_acknowledged_and_ignored_and_counted(routed):
+    agent, skill = unique("stale"), unique("stale")
+    await put_agent(routed, agent, skills={skill: 1}, capacity=1)
+    ticket_id = unique("T")
+    await publish(routed, created(ticket_id, skill))
+    await wait_state(routed, ticket_id, "assigned", assignee=agent)
+    stale_before = await metric(routed, "switchboard_stale_presence_events_total")
+
+    # Replayed from a DLQ, say: older than the PUT, it would send the agent offline and take the ticket away.
+    replayed = AgentStatusChanged(agent_id=agent, status="offline", changed_at=utc_now() - timedelta(minutes=10))
+    await publish(routed, (topics.AGENTS, replayed, agent))
+
+    async def counted():
+        return await metric(routed, "switchboard_stale_presence_events_total") >= stale_before + 1
+
+    await eventually(counted)
+    assert (await get(routed, f"/v1/agents/{agent}")).json()["status"] == "available"
+    assert (await ticket_state(routed, ticket_id))["assignee_id"] == agent
+
+    newer = AgentStatusChanged(agent_id=agent, status="away", changed_at=utc_now())
+    await publish(routed, (topics.AGENTS, newer, agent))
+
+    async def away():
+        return (await get(routed, f"/v1/agents/{agent}")).json()["status"] == "away"
+
+    await eventually(away)
+    assert await metric(routed, "switchboard_stale_presence_events_total") == stale_before + 1
+    dead = await routed.read_topic(topics.dead_letter(topics.AGENTS), timeout=3)
+    assert not [r for r in dead if r.key == agent.encode()], "a stale event is not an error"
 
 
 async def test_ticket_events_with_skills_not_valid_or_about_unknown_tickets_are_dead_lettered(routed):

@@ -18,7 +18,7 @@ from services.routing.metrics import RoutingMetrics
 from services.routing.service import OfferClosed, Routing, RoutingConfig, UnknownAgent
 from shared.clock import utc_now
 from shared.envelope import new_event
-from shared.events import Customer, TicketCreated, TicketReopened, TicketSolved
+from shared.events import AgentStatusChanged, Customer, TicketCreated, TicketReopened, TicketSolved
 from shared.mongo import UnitOfWork
 from shared.outbox import Outbox
 from shared.launcher.servers import mongo_wire_server
@@ -152,5 +152,84 @@ async def test_an_offer_cannot_be_accepted_once_its_timeout_passed_even_before_t
         assert (await routing.get_agent("slow")).load == 0
         with pytest.raises(UnknownAgent):
             await routing.offers_for("nobody")
+    finally:
+        await client.close()
+
+
+def counted(counter) -> float:
+    return sum(sample.value for sample in counter.collect()[0].samples if sample.name.endswith("_total"))
+
+
+def status_changed(agent_id: str, status: str, changed_at):
+    return new_event(AgentStatusChanged(agent_id=agent_id, status=status, changed_at=changed_at), source="tests",
+                     subject=agent_id)
+
+
+async def test_a_status_event_older_than_the_presence_in_force_is_acknowledged_and_ignored(mongo_url):
+    url, lock_dir = mongo_url
+    routing, client = await routing_on(url, lock_dir, "routing_stale_presence")
+    stale = routing._metrics.stale_presence_events
+    try:
+        await routing.put_agent("pia", AgentProfile(name="P", skills={"chat": 1}, capacity=1, status="available"))
+        event = created("T-held", "chat", "normal", 1)
+        await routing._uow.run(lambda tx: routing.on_ticket_created(tx, event))
+        await routing.drain(ticket_ids={"T-held"}, sweep=False)
+        put_at = (await routing.get_agent("pia")).presence_changed_at
+
+        # Delayed from before the PUT: it would send the agent offline and unassign their ticket.
+        delayed = status_changed("pia", "offline", put_at - timedelta(minutes=1))
+        await routing._uow.run(lambda tx: routing.on_agent_status_changed(tx, delayed))
+        agent = await routing.get_agent("pia")
+        assert (agent.status, agent.presence_changed_at, counted(stale)) == (Presence.AVAILABLE, put_at, 1)
+        assert (await routing.ticket_view("T-held"))["assignee_id"] == "pia"
+
+        newer_at = utc_now() + timedelta(milliseconds=5)
+        await asyncio.sleep(0.01)
+        newer = status_changed("pia", "away", newer_at)
+        await routing._uow.run(lambda tx: routing.on_agent_status_changed(tx, newer))
+        agent = await routing.get_agent("pia")
+        assert (agent.status, agent.presence_changed_at, counted(stale)) == (Presence.AWAY, newer_at, 1)
+
+        await asyncio.sleep(0.01)
+        await routing.set_presence("pia", Presence.AVAILABLE)  # a PATCH made meanwhile wins over older events
+        overtaken = status_changed("pia", "offline", newer_at + timedelta(milliseconds=1))
+        await routing._uow.run(lambda tx: routing.on_agent_status_changed(tx, overtaken))
+        assert ((await routing.get_agent("pia")).status, counted(stale)) == (Presence.AVAILABLE, 2)
+        db = client["routing_stale_presence"]
+        assert await db["outbox"].find({"type": "support.ticket.unassigned.v1"}).to_list() == [], "ticket kept"
+
+        # An agent stored by an earlier release has no instant: any event is newer.
+        await db["agents"].update_one({"_id": "pia"}, {"$unset": {"presence_changed_ms": ""}})
+        old = status_changed("pia", "away", put_at - timedelta(days=1))
+        await routing._uow.run(lambda tx: routing.on_agent_status_changed(tx, old))
+        assert (await routing.get_agent("pia")).status is Presence.AWAY and counted(stale) == 2
+    finally:
+        await client.close()
+
+
+async def test_a_declined_ticket_is_offered_again_to_the_only_qualifying_agent_once_the_cooldown_ends(mongo_url):
+    url, lock_dir = mongo_url
+    config = RoutingConfig(mode=Mode.OFFER, offer_timeout=timedelta(seconds=60), decline_cooldown=timedelta(seconds=1))
+    routing, client = await routing_on(url, lock_dir, "routing_decline_cooldown", config)
+    try:
+        await routing.put_agent("only", AgentProfile(name="O", skills={"chat": 1}, capacity=1, status="available"))
+        event = created("T-declined", "chat", "normal", 1)
+        await routing._uow.run(lambda tx: routing.on_ticket_created(tx, event))
+        await routing.drain(ticket_ids={"T-declined"}, sweep=False)
+        [first] = await routing.offers_for("only")
+        await routing.answer_offer(first["offer_id"], accept=False)
+
+        view = await routing.ticket_view("T-declined")
+        assert (view["state"], view["declined_by"], list(view["declined_until"])) == ("waiting", ["only"], ["only"])
+        assert await routing.drain() == 0, "not offered again to the agent who just declined"
+        assert await routing.revisit_declined() == 0
+
+        await asyncio.sleep(1.1)
+        assert await routing.revisit_declined() == 1, "the sweep looks at it again wherever it is in the queue"
+        assert await routing.drain(ticket_ids={"T-declined"}, sweep=False) == 1
+        [again] = await routing.offers_for("only")
+        view = await routing.ticket_view("T-declined")
+        assert again["offer_id"] != first["offer_id"] and "declined it before" in view["reason"]
+        assert view["declined_until"] == {} and await routing.revisit_declined() == 0
     finally:
         await client.close()

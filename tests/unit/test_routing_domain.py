@@ -16,9 +16,11 @@ from services.routing.domain import (
     can_take,
     channel_capacity,
     choose_agent,
+    presence_instant,
     queue_key,
     queue_order,
     score,
+    supersedes,
 )
 from shared.events import Channel, Priority
 
@@ -152,7 +154,7 @@ def test_with_a_pool_tickets_on_other_channels_count_as_utilisation():
 
 
 def test_the_score_parts_are_bounded_and_utilisation_counts_against():
-    requirements = EscalationPolicy().requirements(ticket("billing"))
+    requirements = EscalationPolicy().requirements(ticket("billing"), T0)
     empty = score(agent("a", skills={"billing": 1}, capacity=4), requirements, T0, affinity_agent_id=None)
     half = score(agent("b", skills={"billing": 1}, capacity=4, load=2), requirements, T0, affinity_agent_id=None)
     assert empty.utilisation == 0 and half.utilisation == 0.5 and half.total < empty.total
@@ -191,12 +193,12 @@ def test_a_reopened_ticket_returns_to_its_previous_agent_only_when_they_are_avai
 def test_a_profile_change_keeps_the_tickets_an_agent_already_holds():
     holding = agent("a", skills={"billing": 1}, capacity=3, load=2)
 
-    updated = holding.with_profile(AgentProfile(name="A", skills={"legal": 2}, capacity=1, status=Presence.AWAY))
+    updated = holding.with_profile(AgentProfile(name="A", skills={"legal": 2}, capacity=1, status=Presence.AWAY), T0)
 
     assert (updated.load, updated.capacity, updated.free) == (2, 1, 0)
     assert updated.version == holding.version + 1
     assert updated.status is Presence.AWAY and updated.tier is Tier.L1, "validated, so the domain's checks hold"
-    back = holding.with_profile(AgentProfile(name="A", skills={"legal": 2}, capacity=3, status=Presence.AVAILABLE))
+    back = holding.with_profile(AgentProfile(name="A", skills={"legal": 2}, capacity=3, status=Presence.AVAILABLE), T0)
     assert can_take(back, ticket("legal"))
 
 
@@ -205,7 +207,7 @@ def test_a_profile_takes_languages_team_tier_and_capacity_per_channel():
         {"name": "A", "skills": {"billing": 3}, "languages": ["de", "en"], "team": "payments", "tier": "l2",
          "capacity": {"chat": 3, "email": 10, "phone": 1}, "status": "available"}
     )
-    created = Agent.new("a", profile)
+    created = Agent.new("a", profile, T0)
     assert created.tier is Tier.L2 and created.team == "payments" and created.languages == ["de", "en"]
     assert created.free_by_channel == {"web": 0, "email": 10, "chat": 3, "social": 0, "phone": 1, "api": 0}
 
@@ -221,3 +223,69 @@ def test_a_profile_takes_languages_team_tier_and_capacity_per_channel():
 def test_invalid_profiles_are_refused(profile):
     with pytest.raises(ValueError):
         AgentProfile.model_validate(profile)
+
+
+# --- presence: only a newer change applies ---------------------------------------------------------
+
+
+def test_a_status_change_applies_only_if_newer_than_the_presence_in_force():
+    assert supersedes(T0 + timedelta(seconds=1), T0)
+    assert not supersedes(T0, T0), "the same instant is not newer: the presence in force stays"
+    assert not supersedes(T0 - timedelta(minutes=5), T0), "a delayed or replayed event"
+    assert supersedes(T0 - timedelta(days=365), None), "an agent stored before routing kept the instant"
+
+
+def test_an_event_from_a_clock_running_ahead_counts_as_made_when_routing_received_it():
+    assert presence_instant(T0 + timedelta(hours=1), T0) == T0
+    assert presence_instant(T0 - timedelta(seconds=3), T0) == T0 - timedelta(seconds=3)
+
+
+def test_a_profile_states_the_presence_as_of_when_it_is_written():
+    profile = AgentProfile(name="A", capacity=1, status=Presence.AVAILABLE)
+    later = T0 + timedelta(minutes=1)
+
+    assert Agent.new("a", profile, T0).presence_changed_at == T0
+    assert Agent.new("a", profile, T0).with_profile(profile, later).presence_changed_at == later
+    assert agent("legacy").presence_changed_at is None
+
+
+# --- declines: a cooldown, then the agent may be offered the ticket again -----------------------------
+
+
+COOLDOWN = timedelta(seconds=300)
+
+
+def test_an_agent_who_declined_is_not_offered_the_ticket_again_until_the_cooldown_ends():
+    declined = ticket("billing", ticket_id="T-declined").declined("ada", T0)
+    ada = agent("ada", skills={"billing": 1})
+
+    def admitted(now):
+        return EscalationPolicy().requirements(declined, now, COOLDOWN).admits(ada)
+
+    assert not admitted(T0) and not admitted(T0 + COOLDOWN - timedelta(seconds=1))
+    assert admitted(T0 + COOLDOWN)
+    assert EscalationPolicy().requirements(declined, T0, timedelta(0)).admits(ada), "no cooldown configured"
+
+
+def test_while_someone_else_is_eligible_a_decliner_is_passed_over_even_after_the_cooldown():
+    declined = ticket("billing").declined("ada", T0)
+    ada = agent("ada", skills={"billing": 5}, capacity=4)  # the better score
+    bob = agent("bob", skills={"billing": 1}, capacity=4, load=2)
+    after = T0 + COOLDOWN
+    requirements = EscalationPolicy().requirements(declined, after, COOLDOWN)
+
+    assert choose_agent([ada, bob], declined, requirements, after).agent.id == "bob"
+    alone = choose_agent([ada], declined, requirements, after)
+    assert alone.agent.id == "ada" and "declined it before" in alone.reason
+    assert choose_agent([ada], declined, EscalationPolicy().requirements(declined, T0, COOLDOWN), T0) is None
+
+
+def test_the_latest_decline_counts_and_the_ticket_is_looked_at_again_when_the_next_cooldown_ends():
+    declined = ticket().declined("ada", T0).declined("bob", T0 + timedelta(seconds=60))
+    again = declined.declined("ada", T0 + timedelta(seconds=120))
+
+    assert declined.declines_lapse_at(T0, COOLDOWN) == T0 + COOLDOWN
+    assert declined.declines_lapse_at(T0 + COOLDOWN, COOLDOWN) == T0 + timedelta(seconds=360), "bob's is next"
+    assert declined.declines_lapse_at(T0 + timedelta(seconds=360), COOLDOWN) is None
+    assert again.declines["ada"] == T0 + timedelta(seconds=120)
+    assert again.cooling_down(T0 + COOLDOWN, COOLDOWN) == {"ada", "bob"}

@@ -1,7 +1,7 @@
 """The escalation workflow: configured steps relax what a waiting ticket needs; bad config refuses to start."""
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -49,7 +49,7 @@ def test_each_step_relaxes_the_requirements_in_turn():
     )
 
     def admitted(step):
-        requirements = policy.requirements(waiting(step))
+        requirements = policy.requirements(waiting(step), T0)
         return {a.id for a in (novice, outsider, senior, boss) if requirements.admits(a)}
 
     assert admitted(0) == set(), "level 3, team payments, l1 only"
@@ -60,7 +60,7 @@ def test_each_step_relaxes_the_requirements_in_turn():
 
 
 def test_without_a_widen_to_l2_step_l1_and_l2_agents_take_tickets_from_the_start():
-    requirements = EscalationPolicy().requirements(waiting(0))
+    requirements = EscalationPolicy().requirements(waiting(0), T0)
     assert requirements.tiers == {Tier.L1, Tier.L2} and requirements.teams is None
     assert requirements.skill_levels == {"billing": 3}
 
@@ -69,17 +69,18 @@ def test_a_widen_to_team_step_without_teams_lifts_the_team_restriction():
     policy = EscalationPolicy.model_validate(
         {"team_by_category": {"billing": ["payments"]}, "steps": [{"after_seconds": 10, "action": "widen_to_team"}]}
     )
-    assert policy.requirements(waiting(0)).teams == {"payments"}
-    assert policy.requirements(waiting(1)).teams is None
+    assert policy.requirements(waiting(0), T0).teams == {"payments"}
+    assert policy.requirements(waiting(1), T0).teams is None
 
 
 def test_skill_levels_never_relax_below_one():
     policy = EscalationPolicy.model_validate({"steps": [{"after_seconds": 1, "action": "relax_skill_level", "levels": 4}]})
-    assert policy.requirements(waiting(1)).skill_levels == {"billing": 1}
+    assert policy.requirements(waiting(1), T0).skill_levels == {"billing": 1}
 
 
-def test_declined_agents_are_left_out():
-    assert not EscalationPolicy().requirements(waiting(0, declined_by=["a"])).admits(agent("a"))
+def test_declined_agents_are_left_out_during_the_cooldown():
+    requirements = EscalationPolicy().requirements(waiting(0, declines={"a": T0}), T0 + timedelta(seconds=299))
+    assert not requirements.admits(agent("a"))
 
 
 @pytest.mark.parametrize(
