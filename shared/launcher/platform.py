@@ -163,15 +163,15 @@ class Platform:
     def start_service(self, service: str) -> None:
         self._spawn(service, [sys.executable, "-m", f"services.{service}"], env=self.service_environment(service))
 
-    def start_replica(self, service: str) -> str:
+    def start_replica(self, service: str) -> tuple[str, str]:
         """One more process of `service` on a free port, sharing everything else, as a second replica of
-        a Deployment runs; it is stopped with the rest. Returns its URL."""
+        a Deployment runs; stopped with the rest, or on its own by `terminate`. Returns its name and URL."""
         name = f"{service}-replica-{sum(process.startswith(f'{service}-replica-') for process in self._commands) + 1}"
         url = f"http://127.0.0.1:{(port := free_port())}"
         self._spawn(name, [sys.executable, "-m", f"services.{service}"],
                     env={**self.service_environment(service), "HTTP_PORT": str(port)})
         self.wait_ready(name, url)
-        return url
+        return name, url
 
     def wait_ready(self, service: str, url: str | None = None) -> None:
         deadline = time.monotonic() + self.ready_timeout_seconds
@@ -184,6 +184,10 @@ class Platform:
                 pass
             time.sleep(0.2)
         raise LaunchError(f"{service} was not ready within {self.ready_timeout_seconds:.0f}s; see {self._log(service)}")
+
+    def terminate(self, name: str) -> None:
+        """SIGTERM, as a rolling update would: the part finishes what it holds and stops."""
+        self._terminate(self.processes.pop(name))
 
     def kill(self, name: str) -> None:
         """SIGKILL, as a crash would: no shutdown code runs."""

@@ -593,7 +593,7 @@ async def test_two_notify_replicas_send_every_message_exactly_once(notify_harnes
     """Two senders race for the same due deliveries (claims are conditional updates), and the
     consumers share the partitions; every customer still gets one acknowledgement."""
     h = notify_harness
-    await asyncio.to_thread(h.platform.start_replica, "notify")
+    replica, _ = await asyncio.to_thread(h.platform.start_replica, "notify")
     addresses = [unique_address("pair") for _ in range(20)]
     h.mail.tempfail = True  # deliveries pile up, due at once, so both replicas try to claim them together
     try:
@@ -603,7 +603,10 @@ async def test_two_notify_replicas_send_every_message_exactly_once(notify_harnes
     finally:
         h.mail.tempfail = False
 
-    await eventually(lambda: all(h.mail.to(address) for address in addresses), timeout=45)
-    await asyncio.sleep(5)  # past a claim's lease: a duplicate would show up now
+    try:
+        await eventually(lambda: all(h.mail.to(address) for address in addresses), timeout=45)
+        await asyncio.sleep(5)  # past a claim's lease: a duplicate would show up now
+    finally:
+        await asyncio.to_thread(h.platform.terminate, replica)
 
     assert [len(h.mail.to(address)) for address in addresses] == [1] * len(addresses)

@@ -8,13 +8,9 @@ contract on its own; each test uses its own skills and agents.
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import uuid
 from collections import defaultdict
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import httpx
 import pytest
@@ -33,9 +29,7 @@ from shared.events import (
     TicketReopened,
     TicketSolved,
 )
-from shared.launcher.platform import Platform, Ports
-from shared.launcher.servers import free_port
-from tests.support import RunningPlatform
+from tests.support import RunningPlatform, started_platform
 
 pytestmark = pytest.mark.integration
 
@@ -53,21 +47,15 @@ SOURCE = "tests/routing"
 
 @pytest.fixture(scope="module")
 def routed(tmp_path_factory):
-    ignored = {"KAFKA_BOOTSTRAP_SERVERS", "MONGODB_URL", "SMTP_URL", "SWITCHBOARD_API_KEYS"}
-    environ = {name: value for name, value in os.environ.items() if name not in ignored}
-    environ.update(
-        OFFER_TIMEOUT_SECONDS=str(OFFER_TIMEOUT_SECONDS),
-        OFFER_DECLINE_COOLDOWN_SECONDS=str(DECLINE_COOLDOWN_SECONDS),
-        QUEUE_SWEEP_INTERVAL_SECONDS="0.5",
-        ESCALATION_JSON=json.dumps(ESCALATION),
-        UNASSIGN_ON_PRESENCE="offline",
-    )
-    platform = Platform(tmp_path_factory.mktemp("routing"), Ports.free(), environ=environ)
-    platform.start()
-    try:
-        yield RunningPlatform(platform)
-    finally:
-        platform.stop()
+    settings = {
+        "OFFER_TIMEOUT_SECONDS": str(OFFER_TIMEOUT_SECONDS),
+        "OFFER_DECLINE_COOLDOWN_SECONDS": str(DECLINE_COOLDOWN_SECONDS),
+        "QUEUE_SWEEP_INTERVAL_SECONDS": "0.5",
+        "ESCALATION_JSON": json.dumps(ESCALATION),
+        "UNASSIGN_ON_PRESENCE": "offline",
+    }
+    with started_platform(tmp_path_factory.mktemp("routing"), **settings) as platform:
+        yield platform
 
 
 def unique(prefix: str) -> str:
@@ -573,41 +561,10 @@ async def test_metrics_show_queue_depth_wait_time_assignments_and_offers(routed)
 # --- concurrency and crashes -----------------------------------------------------------------------
 
 
-def start_second_replica(running: RunningPlatform) -> tuple[subprocess.Popen, str]:
-    platform = running.platform
-    env = platform.service_environment("routing")
-    port = free_port()
-    env["HTTP_PORT"] = str(port)
-    log = (platform.logs / "routing-replica.log").open("ab")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "services.routing"], env=env, cwd=Path(__file__).resolve().parents[2],
-        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    log.close()
-    return process, f"http://127.0.0.1:{port}"
-
-
-def stop_process(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 async def test_two_replicas_under_load_never_double_assign_nor_overfill_a_channel(routed):
-    replica, replica_url = start_second_replica(routed)
+    replica, replica_url = await asyncio.to_thread(routed.platform.start_replica, "routing")
     try:
         async with httpx.AsyncClient(base_url=replica_url, headers=routed.headers, timeout=10) as second:
-            async def ready():
-                try:
-                    return (await second.get("/health/ready")).status_code == 200
-                except httpx.HTTPError:
-                    return False
-
-            await eventually(ready, timeout=60, interval=0.5)
             skill = unique("replicas")
             capacity = {"chat": 2, "email": 1}
             agents = [unique("r") for _ in range(6)]  # 12 chat + 6 email slots
@@ -643,7 +600,7 @@ async def test_two_replicas_under_load_never_double_assign_nor_overfill_a_channe
             views = await eventually(settled, timeout=60, interval=0.5)
             agent_states = [(await get(routed, f"/v1/agents/{a}")).json() for a in agents]
     finally:
-        stop_process(replica)
+        await asyncio.to_thread(routed.platform.terminate, replica)
 
     for agent in agent_states:
         assert agent["load_by_channel"].get("chat", 0) <= 2 and agent["load_by_channel"].get("email", 0) <= 1, agent
