@@ -102,7 +102,8 @@ def clock_id(ticket_id: str, metric: Metric | str) -> str:
 
 @dataclass(frozen=True)
 class TicketRecord:
-    """What SLA keeps of a ticket: the facts policies match on, its status and its policy."""
+    """What SLA keeps of a ticket: the facts policies match on, its status and its policy, and where each
+    metric would start, so a metric that a policy change makes applicable starts where it always would have."""
 
     ticket_id: str
     priority: str
@@ -113,11 +114,32 @@ class TicketRecord:
     status: str
     created_ms: int
     policy: str | None
+    replied_ms: int | None = None
+    """The last public agent message (periodic_update's start); None while the customer has had no reply."""
+    waiting_ms: int | None = None
+    """The oldest unanswered public customer message (next_reply's start): the ticket's own at creation."""
+    statuses: tuple[tuple[int, str], ...] = ()
+    """(since, status) from creation on: the pauses a clock started late would have had."""
     version: int = 0
 
     @property
     def facts(self) -> TicketFacts:
         return TicketFacts(self.priority, self.tier, self.channel, self.category, frozenset(self.tags))
+
+    def moved(self, status: str, at_ms: int) -> "TicketRecord":
+        if status == self.status:
+            return self
+        return replace(self, status=status, statuses=(*self._log(), (at_ms, status)))
+
+    def periods(self, until_ms: int) -> list[tuple[int, int, str]]:
+        """(from, to, status) from creation to `until_ms`."""
+        log = self._log()
+        ends = [at for at, _ in log[1:]] + [until_ms]
+        return [(at, end, status) for (at, status), end in zip(log, ends, strict=True)]
+
+    def _log(self) -> tuple[tuple[int, str], ...]:
+        # A record stored before the log existed is taken to have had its status since creation.
+        return self.statuses or ((self.created_ms, self.status),)
 
 
 @dataclass
@@ -308,26 +330,51 @@ class SlaRules:
 
     # --- helpers --------------------------------------------------------------------------------
 
-    def _start(self, out: Outcome, ticket: TicketRecord, metric: Metric, at_ms: int, previous: Clock | None) -> None:
+    def _start(
+        self, out: Outcome, ticket: TicketRecord, metric: Metric, at_ms: int, previous: Clock | None, since_ms: int | None = None
+    ) -> None:
+        """Starts `metric`'s clock at `at_ms`. One started late (`since_ms`, a policy change) counts the open time
+        since then that the ticket spent outside its pause statuses and solved, and may start breached."""
         policy = self.policies.by_name(ticket.policy) if ticket.policy else None
         if policy is None or metric not in policy.targets:
             return
+        calendar = policy.targets[metric].calendar
         cycle = previous.cycle + 1 if previous else 1
-        clock = start_clock(
-            ticket.ticket_id, metric, cycle, policy, ticket.priority, at_ms, policy.targets[metric].calendar
-        )
+        clock = start_clock(ticket.ticket_id, metric, cycle, policy, ticket.priority, at_ms, calendar)
+        if since_ms is not None:
+            stops = clock.pause_on | CLOSED_STATUSES
+            elapsed = sum(
+                calendar.elapsed(max(start, since_ms), end) for start, end, status in ticket.periods(at_ms) if status not in stops
+            )
+            clock = schedule(_used_up(replace(clock, started_ms=since_ms, elapsed_ms=elapsed), calendar, at_ms), calendar)
         if previous is not None:
             clock = replace(clock, version=previous.version)
+        out.events.append(started_event(clock))  # due_at: when it runs out if it runs (the breach once breached)
+        if clock.breached:
+            out.events.append(firing_event(clock, Firing(BREACH, clock.elapsed_ms), at_ms))
         if ticket.status in clock.pause_on:
-            clock = pause(clock, self.calendar(clock.calendar), at_ms)
+            clock = pause(clock, calendar, at_ms)
+            out.events.append(SlaClockPaused(**_base(clock), elapsed_seconds=clock.elapsed_ms / 1000, paused_at=from_ms(at_ms)))
         out.put(clock)
-        out.events.append(
-            started_event(clock)
-            if clock.running
-            else SlaClockStarted(**_base(clock), started_at=from_ms(at_ms), due_at=from_ms(self.calendar(clock.calendar).add(at_ms, clock.target_ms)))
-        )
-        if not clock.running:
-            out.events.append(SlaClockPaused(**_base(clock), elapsed_seconds=0.0, paused_at=from_ms(at_ms)))
+
+    def _natural_start(self, ticket: TicketRecord, policy: Policy, metric: Metric, at_ms: int) -> int | None:
+        """Where `metric`'s clock would have started had `policy` applied from creation, if it would still be
+        open at `at_ms`; None if it would not (fulfilled, not owed yet, or covered by first_reply)."""
+        if ticket.status == "closed":
+            return None
+        if metric is Metric.RESOLUTION:
+            return None if ticket.status == "solved" else ticket.created_ms  # a reopen resumes it
+        if metric is Metric.NEXT_REPLY:
+            first = self._natural_start(ticket, policy, Metric.FIRST_REPLY, at_ms) if Metric.FIRST_REPLY in policy.targets else None
+            return ticket.waiting_ms if first is None else None  # solving clears waiting_ms
+        if metric is Metric.FIRST_REPLY:
+            start = ticket.created_ms if ticket.replied_ms is None else None
+        else:
+            start = ticket.replied_ms
+        # Solving fulfilled it, and an agent reply on a solved ticket starts no periodic_update.
+        if start is None or any(status in CLOSED_STATUSES and end > start for _, end, status in ticket.periods(at_ms)):
+            return None
+        return start
 
     def _put(self, out: Outcome, before: Clock, after: Clock, at_ms: int) -> None:
         """Stores a changed clock, announcing the breach a change found (see `_used_up`) before anything else."""
@@ -348,7 +395,7 @@ class SlaRules:
         """first_reply and resolution start at creation. The ticket's own message is its oldest unanswered
         customer message, so a policy without first_reply starts next_reply there instead."""
         policy = self.policies.match(ticket.facts)
-        ticket = replace(ticket, policy=policy.name if policy else None)
+        ticket = replace(ticket, policy=policy.name if policy else None, waiting_ms=at_ms, statuses=((at_ms, ticket.status),))
         out = Outcome(ticket=ticket)
         if policy is None:
             return out
@@ -360,10 +407,10 @@ class SlaRules:
     def message(
         self, ticket: TicketRecord, clocks: Mapping[Metric, Clock], *, from_agent: bool, public: bool, at_ms: int
     ) -> Outcome:
-        out = Outcome(ticket=ticket)
         if not public or ticket.status == "closed":
-            return out  # internal notes never count
+            return Outcome(ticket=ticket)  # internal notes never count
         if from_agent:
+            out = Outcome(ticket=replace(ticket, replied_ms=at_ms, waiting_ms=None))
             for metric in (Metric.FIRST_REPLY, Metric.NEXT_REPLY):
                 clock = clocks.get(metric)
                 if clock is not None and clock.open:
@@ -375,6 +422,14 @@ class SlaRules:
             if ticket.status not in CLOSED_STATUSES:
                 self._start(out, ticket, Metric.PERIODIC_UPDATE, at_ms, periodic)
         else:
+            # Pending waits for the customer, so their message ends it (intake opens the ticket at the same
+            # instant and says so right after): the clocks run on from here instead of starting paused.
+            out = Outcome(ticket=ticket)
+            if ticket.status == "pending":
+                out = self.status_changed(ticket, clocks, "open", at_ms)
+                clocks = {**clocks, **{clock.metric: clock for clock in out.clocks}}
+            oldest = ticket.waiting_ms if ticket.waiting_ms is not None else at_ms
+            ticket = out.ticket = replace(out.ticket, waiting_ms=oldest)
             first = clocks.get(Metric.FIRST_REPLY)
             waiting = clocks.get(Metric.NEXT_REPLY)
             if (first is None or not first.open) and (waiting is None or not waiting.open):
@@ -394,7 +449,7 @@ class SlaRules:
             out = Outcome()
         if ticket.status == "closed":
             return Outcome(ticket=ticket)
-        ticket = replace(ticket, status=status)
+        ticket = ticket.moved(status, at_ms)
         out.ticket = ticket
         for clock in clocks.values():
             if not clock.open:
@@ -412,7 +467,7 @@ class SlaRules:
 
     def solved(self, ticket: TicketRecord, clocks: Mapping[Metric, Clock], at_ms: int) -> Outcome:
         """Solving fulfils every clock still open: resolution, and the replies and updates no longer owed."""
-        out = Outcome(ticket=replace(ticket, status="solved") if ticket.status != "closed" else ticket)
+        out = Outcome(ticket=replace(ticket.moved("solved", at_ms), waiting_ms=None) if ticket.status != "closed" else ticket)
         for clock in clocks.values():
             if clock.open:
                 self._fulfil(out, clock, at_ms)
@@ -420,14 +475,14 @@ class SlaRules:
 
     def closed(self, ticket: TicketRecord, clocks: Mapping[Metric, Clock], at_ms: int) -> Outcome:
         out = self.solved(ticket, clocks, at_ms)
-        out.ticket = replace(ticket, status="closed")
+        out.ticket = replace(ticket.moved("closed", at_ms), waiting_ms=None)
         return out
 
     def reopened(self, ticket: TicketRecord, clocks: Mapping[Metric, Clock], at_ms: int) -> Outcome:
         """A reopen resumes the same resolution clock, with its elapsed time and breach."""
         if ticket.status != "solved":
             return Outcome(ticket=ticket)
-        ticket = replace(ticket, status="open")
+        ticket = ticket.moved("open", at_ms)
         out = Outcome(ticket=ticket)
         resolution = clocks.get(Metric.RESOLUTION)
         if resolution is not None and not resolution.open:
@@ -439,7 +494,8 @@ class SlaRules:
         return out
 
     def facts_changed(self, ticket: TicketRecord, clocks: Mapping[Metric, Clock], changed: TicketRecord, at_ms: int) -> Outcome:
-        """Priority or tags changed: the matching policy's targets apply to open clocks, elapsed time kept."""
+        """Priority or tags changed: the matching policy's targets apply to open clocks, elapsed time kept, and a
+        metric it adds starts where it would have started had this policy applied from creation."""
         policy = self.policies.match(changed.facts)
         changed = replace(changed, policy=policy.name if policy else ticket.policy)
         out = Outcome(ticket=changed)
@@ -452,6 +508,12 @@ class SlaRules:
             new = retarget(clock, policy, target, changed.priority, self.calendar(clock.calendar), target.calendar, at_ms)
             if new != clock:
                 self._put(out, clock, new, at_ms)
+        for metric in Metric:
+            clock = clocks.get(metric)
+            if metric in policy.targets and (clock is None or not clock.open):
+                since = self._natural_start(changed, policy, metric, at_ms)
+                if since is not None:
+                    self._start(out, changed, metric, at_ms, clock, since)
         return out
 
     def fire(self, clock: Clock, now_ms: int) -> tuple[Clock, Payload | None]:

@@ -70,6 +70,7 @@ def _ticket_document(ticket: TicketRecord) -> dict:
 def _ticket(document: dict) -> TicketRecord:
     fields = {name: document.get(name) for name in TicketRecord.__dataclass_fields__}
     fields["tags"] = tuple(document.get("tags") or ())
+    fields["statuses"] = tuple((at, status) for at, status in document.get("statuses") or ())
     return TicketRecord(**fields)
 
 

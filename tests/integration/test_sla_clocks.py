@@ -40,6 +40,10 @@ TEST_POLICIES = textwrap.dedent(
         targets:
           first_reply: 3s
           resolution: {target: 120s, pause_on: [pending]}
+      - name: replies
+        match: {priority: low}
+        targets:
+          next_reply: 1h
       - name: slow
         warnings: [0.5]
         targets:
@@ -140,7 +144,7 @@ async def test_an_unanswered_urgent_ticket_is_warned_at_half_time_then_breached_
     assert 'switchboard_sla_breaches_total{metric="first_reply",priority="urgent"}' in metrics
     assert 'switchboard_sla_warnings_total{metric="first_reply"}' in metrics
     assert "switchboard_sla_timer_lateness_seconds_bucket" in metrics
-    assert [policy["name"] for policy in policies["policies"]] == ["fast", "slow"]
+    assert [policy["name"] for policy in policies["policies"]] == ["fast", "replies", "slow"]
 
 
 async def test_replies_pauses_and_solving_drive_the_clocks_and_internal_notes_do_not(sla_platform):
@@ -196,6 +200,32 @@ async def test_a_priority_change_applies_the_new_policys_target_and_keeps_the_ti
     assert parse(breached["data"]["due_at"]) == opened.created_at + timedelta(seconds=3)
     view = await clocks(sla_platform, ticket)
     assert (view["first_reply"]["policy"], view["resolution"]["target_seconds"]) == ("fast", 120)
+
+
+async def test_a_ticket_raised_to_a_policy_with_a_metric_it_had_no_clock_for_starts_that_clock_from_creation(
+    sla_platform,
+):
+    ticket = ticket_id()
+    opened = created(ticket, Priority.LOW)
+    await publish(sla_platform, opened)
+    await sla_events(sla_platform, ticket, lambda es: of_type(es, "clock_started", "next_reply"))
+    assert set(await clocks(sla_platform, ticket)) == {"next_reply"}, "the replies policy has no first_reply"
+
+    await publish(sla_platform, TicketPriorityChanged(ticket_id=ticket, previous_priority=Priority.LOW,
+                                                      priority=Priority.URGENT,
+                                                      changed_at=opened.created_at + timedelta(seconds=1)))
+    events = await sla_events(sla_platform, ticket, lambda es: of_type(es, "breached", "first_reply"))
+
+    [started] = of_type(events, "clock_started", "first_reply")
+    [breached] = of_type(events, "breached", "first_reply")
+    assert started["data"]["policy"] == "fast"
+    # Unanswered since creation: the second before the change counts, so 3 s after creation, not after the change.
+    assert parse(started["data"]["started_at"]) == opened.created_at
+    assert parse(started["data"]["due_at"]) == parse(breached["data"]["due_at"]) == opened.created_at + timedelta(seconds=3)
+    view = await clocks(sla_platform, ticket)
+    assert (view["first_reply"]["state"], view["resolution"]["policy"]) == ("breached", "fast")
+    assert parse(view["resolution"]["started_at"]) == opened.created_at
+    assert view["next_reply"]["policy"] == "replies", "a metric the new policy has no target for keeps its own"
 
 
 async def test_an_event_for_an_unknown_ticket_is_dead_lettered_with_its_reason(sla_platform):

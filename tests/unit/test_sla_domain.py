@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from services.sla.calendar import to_epoch_ms
 from services.sla.domain import BREACH, ClockState, Metric, SlaRules, TicketRecord, public_view
 from services.sla.policy import parse_policies
-from shared.events import SlaBreached, SlaClockResumed, SlaFulfilled, SlaWarning
+from shared.events import SlaBreached, SlaClockPaused, SlaClockResumed, SlaClockStarted, SlaFulfilled, SlaWarning
 
 MIN = 60_000
 T0 = to_epoch_ms(datetime(2026, 11, 24, 10, 0, tzinfo=UTC))  # a Tuesday
@@ -56,8 +56,9 @@ def new_ticket(priority="normal", tags=()) -> TicketRecord:
 class Ticket:
     """Applies decisions the way the service stores them, so a test reads like the ticket's history."""
 
-    def __init__(self, priority="normal", tags=()):
-        outcome = RULES.created(new_ticket(priority, tags), T0)
+    def __init__(self, priority="normal", tags=(), rules=RULES):
+        self.rules = rules
+        outcome = rules.created(new_ticket(priority, tags), T0)
         self.ticket = outcome.ticket
         self.clocks = {clock.metric: clock for clock in outcome.clocks}
         self.events = list(outcome.events)
@@ -69,22 +70,26 @@ class Ticket:
         return outcome.events
 
     def agent_reply(self, at, public=True):
-        return self.apply(RULES.message(self.ticket, self.clocks, from_agent=True, public=public, at_ms=at))
+        return self.apply(self.rules.message(self.ticket, self.clocks, from_agent=True, public=public, at_ms=at))
 
     def customer_message(self, at, public=True):
-        return self.apply(RULES.message(self.ticket, self.clocks, from_agent=False, public=public, at_ms=at))
+        return self.apply(self.rules.message(self.ticket, self.clocks, from_agent=False, public=public, at_ms=at))
 
     def status(self, status, at):
-        return self.apply(RULES.status_changed(self.ticket, self.clocks, status, at))
+        return self.apply(self.rules.status_changed(self.ticket, self.clocks, status, at))
+
+    def raise_to(self, priority, at):
+        changed = TicketRecord(**{**vars(self.ticket), "priority": priority})
+        return self.apply(self.rules.facts_changed(self.ticket, self.clocks, changed, at))
 
     def fire(self, metric, at):
-        clock, event = RULES.fire(self.clocks[metric], at)
+        clock, event = self.rules.fire(self.clocks[metric], at)
         self.clocks[metric] = clock
         return event
 
     def view(self, metric, at):
         clock = self.clocks[metric]
-        return public_view(clock, RULES.calendar(clock.calendar), at)
+        return public_view(clock, self.rules.calendar(clock.calendar), at)
 
 
 def kinds(events):
@@ -352,3 +357,168 @@ def test_a_reopened_clock_that_was_breached_stays_breached():
     ticket.apply(RULES.reopened(ticket.ticket, ticket.clocks, T0 + 6 * 60 * MIN))
     assert ticket.view(Metric.RESOLUTION, T0 + 6 * 60 * MIN)["state"] == "breached"
     assert ticket.clocks[Metric.RESOLUTION].next_fire_ms is None, "the breach is not announced again"
+
+
+# --- a policy change that adds metrics ----------------------------------------------------------
+
+LATE = SlaRules(
+    parse_policies(
+        textwrap.dedent(
+            """\
+            calendars:
+              office:
+                timezone: Europe/Berlin
+                hours: {mon-fri: ["09:00-17:00"]}
+            policies:
+              - name: urgent
+                match: {priority: urgent}
+                calendar: office
+                warnings: [0.5]
+                targets:
+                  first_reply: 10m
+                  next_reply: 20m
+                  periodic_update: {target: 30m, pause_on: [on_hold]}
+                  resolution: {target: 60m, pause_on: [pending]}
+              - name: replies
+                match: {priority: normal}
+                targets: {next_reply: 1h}
+            """
+        )
+    )
+)
+"""`low` matches no policy; `normal` has next_reply only; `urgent` has all four metrics."""
+
+
+def started(events):
+    return {event.metric: event for event in events if isinstance(event, SlaClockStarted)}
+
+
+def test_a_ticket_raised_from_no_policy_starts_first_reply_and_resolution_from_creation_without_paused_time():
+    ticket = Ticket("low", rules=LATE)
+    assert ticket.clocks == {} and ticket.ticket.policy is None
+    ticket.status("pending", T0 + 2 * MIN)
+    ticket.status("open", T0 + 6 * MIN)
+    events = ticket.raise_to("urgent", T0 + 12 * MIN)
+    assert kinds(events) == [("SlaClockStarted", "first_reply"), ("SlaClockStarted", "resolution")]
+    assert {e.started_at for e in events} == {datetime(2026, 11, 24, 10, 0, tzinfo=UTC)}, "from creation"
+    first, resolution = ticket.clocks[Metric.FIRST_REPLY], ticket.clocks[Metric.RESOLUTION]
+    # first_reply pauses on pending and on_hold: 12 min less 4 pending; resolution too pauses on pending.
+    assert (first.elapsed_ms, first.due_ms, first.running) == (8 * MIN, T0 + 14 * MIN, True)
+    assert (resolution.elapsed_ms, resolution.due_ms) == (8 * MIN, T0 + 64 * MIN)
+    assert started(events)["first_reply"].due_at == datetime(2026, 11, 24, 10, 14, tzinfo=UTC)
+    # Half of first_reply's 10 min is already used: the warning is due at once, then the breach on time.
+    assert first.next_fire_ms == T0 + 12 * MIN
+    warning = ticket.fire(Metric.FIRST_REPLY, T0 + 12 * MIN)
+    assert isinstance(warning, SlaWarning) and warning.threshold == 0.5
+    assert ticket.clocks[Metric.FIRST_REPLY].next_fire_ms == T0 + 14 * MIN
+
+
+def test_a_newly_applicable_metric_whose_target_is_already_used_up_is_breached_at_the_change_once():
+    ticket = Ticket("low", rules=LATE)
+    ticket.status("on_hold", T0 + 5 * MIN)
+    events = ticket.raise_to("urgent", T0 + 30 * MIN)  # first_reply: 5 of 10 min; resolution: 30 of 60 min
+    assert kinds(events) == [
+        ("SlaClockStarted", "first_reply"), ("SlaClockPaused", "first_reply"), ("SlaClockStarted", "resolution"),
+    ]
+    ticket.status("open", T0 + 40 * MIN)
+    events = ticket.raise_to("low", T0 + 41 * MIN) + ticket.raise_to("urgent", T0 + 42 * MIN)
+    assert events == [], "open clocks keep their policy when none matches, and are not started twice"
+
+    ticket = Ticket("low", rules=LATE)
+    events = ticket.raise_to("urgent", T0 + 15 * MIN)
+    assert kinds(events)[:2] == [("SlaClockStarted", "first_reply"), ("SlaBreached", "first_reply")]
+    assert events[1].breached_at == datetime(2026, 11, 24, 10, 15, tzinfo=UTC)
+    assert ticket.view(Metric.FIRST_REPLY, T0 + 15 * MIN)["state"] == "breached"
+    assert ticket.fire(Metric.FIRST_REPLY, T0 + 16 * MIN) is None, "announced once"
+    [done] = [e for e in ticket.agent_reply(T0 + 20 * MIN) if isinstance(e, SlaFulfilled) and e.metric == "first_reply"]
+    assert done.breached and done.elapsed_seconds == 20 * 60
+
+
+def test_an_answered_ticket_raised_starts_periodic_update_at_the_last_reply_and_no_first_reply():
+    ticket = Ticket("normal", rules=LATE)  # next_reply only: it starts with the ticket
+    ticket.agent_reply(T0 + 5 * MIN)
+    ticket.customer_message(T0 + 10 * MIN)  # next_reply cycle 2
+    events = ticket.raise_to("urgent", T0 + 16 * MIN)
+    assert set(started(events)) == {"periodic_update", "resolution"}
+    assert started(events)["periodic_update"].started_at == datetime(2026, 11, 24, 10, 5, tzinfo=UTC)
+    clocks = ticket.clocks
+    assert (clocks[Metric.PERIODIC_UPDATE].elapsed_ms, clocks[Metric.RESOLUTION].elapsed_ms) == (11 * MIN, 16 * MIN)
+    assert Metric.FIRST_REPLY not in clocks, "the customer has had their first reply"
+    next_reply = clocks[Metric.NEXT_REPLY]
+    assert (next_reply.policy, next_reply.target_ms, next_reply.elapsed_ms) == ("urgent", 20 * MIN, 6 * MIN)
+
+
+def test_after_a_solve_and_reopen_resolution_leaves_out_the_solved_time_and_next_reply_waits_on_the_customer():
+    ticket = Ticket("low", rules=LATE)
+    ticket.status("solved", T0 + 5 * MIN)  # solving fulfils first_reply, had it run
+    ticket.status("open", T0 + 10 * MIN)
+    ticket.customer_message(T0 + 12 * MIN)
+    events = ticket.raise_to("urgent", T0 + 20 * MIN)
+    assert set(started(events)) == {"next_reply", "resolution"}
+    assert started(events)["next_reply"].started_at == datetime(2026, 11, 24, 10, 12, tzinfo=UTC)
+    assert (ticket.clocks[Metric.NEXT_REPLY].elapsed_ms, ticket.clocks[Metric.RESOLUTION].elapsed_ms) == (8 * MIN, 15 * MIN)
+
+
+def test_a_solved_or_closed_ticket_raised_starts_nothing():
+    for final in ("solved", "closed"):
+        ticket = Ticket("low", rules=LATE)
+        ticket.status(final, T0 + 5 * MIN)
+        assert ticket.raise_to("urgent", T0 + 6 * MIN) == []
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(1, 120 * MIN), st.sampled_from(["agent", "customer", "pending", "on_hold", "open", "solved"])),
+        max_size=10,
+    ),
+    st.integers(0, 120 * MIN),
+)
+def test_a_metric_a_policy_change_adds_starts_as_if_the_policy_had_applied_from_creation(history, tail):
+    always, late = Ticket("urgent", rules=LATE), Ticket("low", rules=LATE)
+    at = T0
+    for gap, step in history:
+        at += gap
+        for ticket in (always, late):
+            if step == "agent":
+                ticket.agent_reply(at)
+            elif step == "customer":
+                ticket.customer_message(at)
+                ticket.status("open", at)  # what intake does on a customer's reply to a solved ticket
+            else:
+                ticket.status(step, at)
+    at += tail
+    late.raise_to("urgent", at)
+    for metric in Metric:
+        expected, got = always.clocks.get(metric), late.clocks.get(metric)
+        assert (got is not None and got.open) == (expected is not None and expected.open), metric
+        if expected is not None and expected.open:
+            calendar = LATE.calendar(expected.calendar)
+            assert (got.started_ms, got.elapsed(calendar, at), got.running) == (
+                expected.started_ms, expected.elapsed(calendar, at), expected.running,
+            ), metric
+
+
+# --- a customer's reply on a pending ticket -----------------------------------------------------
+
+
+def test_a_customer_reply_on_a_pending_ticket_starts_next_reply_running_and_resumes_the_paused_clocks():
+    ticket = Ticket()
+    ticket.agent_reply(T0 + 10 * MIN)
+    assert kinds(ticket.status("pending", T0 + 20 * MIN)) == [("SlaClockPaused", "resolution")]
+    events = ticket.customer_message(T0 + 30 * MIN)
+    assert kinds(events) == [("SlaClockResumed", "resolution"), ("SlaClockStarted", "next_reply")]
+    assert ticket.ticket.status == "open" and ticket.clocks[Metric.NEXT_REPLY].running
+    assert ticket.status("open", T0 + 30 * MIN) == [], "intake's status change right after the reply changes nothing"
+
+
+def test_a_clock_that_starts_while_its_pause_status_holds_is_started_then_paused():
+    ticket = Ticket()
+    ticket.agent_reply(T0 + 10 * MIN)
+    ticket.status("on_hold", T0 + 20 * MIN)  # a customer's message does not end on_hold
+    events = ticket.customer_message(T0 + 30 * MIN)
+    assert kinds(events) == [("SlaClockStarted", "next_reply"), ("SlaClockPaused", "next_reply")]
+    assert events[0].started_at == events[1].paused_at == datetime(2026, 11, 24, 10, 30, tzinfo=UTC)
+    assert events[0].due_at == datetime(2026, 11, 24, 11, 30, tzinfo=UTC), "when it runs out once it runs"
+    assert isinstance(events[1], SlaClockPaused) and events[1].elapsed_seconds == 0
+    assert ticket.clocks[Metric.NEXT_REPLY].state is ClockState.PAUSED
