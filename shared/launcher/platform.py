@@ -168,8 +168,9 @@ class Platform:
         a Deployment runs; stopped with the rest, or on its own by `terminate`. Returns its name and URL."""
         name = f"{service}-replica-{sum(process.startswith(f'{service}-replica-') for process in self._commands) + 1}"
         url = f"http://127.0.0.1:{(port := free_port())}"
-        self._spawn(name, [sys.executable, "-m", f"services.{service}"],
-                    env={**self.service_environment(service), "HTTP_PORT": str(port)})
+        # A replica joins a running platform: the broker still holds everything, so nothing to replay.
+        env = {**self.service_environment(service), "HTTP_PORT": str(port), "OUTBOX_REPLAY_ON_START_SECONDS": "0"}
+        self._spawn(name, [sys.executable, "-m", f"services.{service}"], env=env)
         self.wait_ready(name, url)
         return name, url
 
