@@ -72,10 +72,11 @@ def describe_validation_errors(errors: Sequence[dict]) -> str:
 
 
 def _describe(error: dict) -> str:
-    if error["type"] == "json_invalid":  # FastAPI puts the failing position where a field would be
-        position = error["loc"][1] if len(error["loc"]) > 1 else "?"
-        return f"body: not valid JSON (at character {position}); send a JSON object with Content-Type: application/json"
-    return f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}"
+    location = list(error["loc"])
+    if error.get("type") == "json_invalid" and len(location) == 2 and location[0] == "body":
+        # FastAPI puts the position of a JSON syntax error where a field name would be.
+        return f"body: not valid JSON (at character {location[1]}); send a JSON object with Content-Type: application/json"
+    return f"{'.'.join(str(part) for part in location)}: {error['msg']}"
 
 
 async def _validation_error(_: Request, error: RequestValidationError) -> JSONResponse:

@@ -6,7 +6,7 @@ from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, EmailStr
 
-from shared.http import install_http_conventions
+from shared.http import describe_validation_errors, install_http_conventions
 from shared.metrics import PlatformMetrics
 
 
@@ -59,3 +59,7 @@ def test_a_body_over_the_limit_gets_413_whether_or_not_it_declares_its_length(cl
 
     assert declared.status_code == streamed.status_code == 413
     assert declared.json()["message"] == "request body larger than 2048 bytes"
+
+
+def test_errors_described_by_a_handler_of_its_own_need_only_a_location_and_a_message():
+    assert describe_validation_errors([{"loc": ["to"], "msg": "the To header is malformed"}]) == "to: the To header is malformed"
