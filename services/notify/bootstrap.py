@@ -51,6 +51,7 @@ def build_app(settings: NotifySettings | None = None) -> FastAPI:
             intake_public_url=settings.intake_public_url,
             csat_signing_key=settings.csat_signing_key.get_secret_value(),
             csat_link_ttl=timedelta(seconds=settings.csat_link_ttl_seconds),
+            survey_kinds=templates.kinds_using("csat_links"),
             team_webhook_url=settings.team_webhook_url,
             supervisors_webhook_url=settings.supervisors_webhook_url,
             max_event_age=timedelta(seconds=settings.max_event_age_seconds),

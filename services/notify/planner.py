@@ -109,6 +109,8 @@ class PlanConfig:
     intake_public_url: str = "http://127.0.0.1:8001"
     csat_signing_key: str = ""
     csat_link_ttl: timedelta = timedelta(days=14)
+    survey_kinds: frozenset[str] = frozenset()
+    """Kinds whose templates show `csat_links`: without a signing key they cannot be sent."""
     team_webhook_url: str = ""
     supervisors_webhook_url: str = ""
     max_event_age: timedelta = timedelta(days=3)
@@ -245,7 +247,7 @@ def suppression(rule: Rule, recipient: Recipient, preferences: Preferences | Non
             return f"the customer has not opted in to {rule.kind}"
         if not rule.transactional and preferences is not None and rule.kind in preferences.opt_out:
             return f"the customer opted out of {rule.kind}"
-    if rule.event == TicketSolved.EVENT_TYPE and rule.kind.startswith("csat") and not config.csat_signing_key:
+    if rule.kind in config.survey_kinds and not config.csat_signing_key:
         return "CSAT_SIGNING_KEY is not set: the survey link cannot be signed"
     return None
 

@@ -10,7 +10,7 @@ import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template, TemplateError, select_autoescape
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template, TemplateError, meta, select_autoescape
 
 from services.notify.domain import DEFAULT_LOCALE, DIGEST_KIND, DeliveryKind, RenderedEmail
 
@@ -37,15 +37,23 @@ class Templates:
             if (match := _NAME.match(path.name)) and match["kind"] in wanted:
                 locales[match["kind"]].add(match["locale"])
         self._templates: dict[tuple[str, str, str], Template] = {}
+        variables: dict[str, set[str]] = {kind: set() for kind in locales}
         for kind, kind_locales in sorted(locales.items()):
             for locale in sorted(kind_locales):
                 for part in PARTS:
                     name = f"{kind}.{locale}.{part}.j2"
                     try:
                         self._templates[kind, locale, part] = environment.get_template(name)
+                        source = environment.loader.get_source(environment, name)[0]
+                        variables[kind] |= meta.find_undeclared_variables(environment.parse(source))
                     except TemplateError as error:
                         raise UnusableTemplate(f"template {name}: {type(error).__name__}: {error}") from error
         self.locales = {kind: frozenset(found) for kind, found in locales.items()}
+        self._variables = {kind: frozenset(names) for kind, names in variables.items()}
+
+    def kinds_using(self, variable: str) -> frozenset[str]:
+        """The kinds whose templates name `variable`: e.g. the surveys, which need signed `csat_links`."""
+        return frozenset(kind for kind, names in self._variables.items() if variable in names)
 
     def check(self, sample_context: Mapping[str, object]) -> None:
         """Render every template once; one that fails (an unknown variable, a bad filter) is refused by name."""

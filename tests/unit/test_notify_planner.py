@@ -35,7 +35,8 @@ from shared.events import (
 NOW = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
 RULES = load_rules()
 TEMPLATES = Templates(kinds=RULES.kinds)
-CONFIG = PlanConfig(csat_signing_key="k3y", team_webhook_url="http://hooks.example/team")
+SURVEYS = TEMPLATES.kinds_using("csat_links")
+CONFIG = PlanConfig(csat_signing_key="k3y", team_webhook_url="http://hooks.example/team", survey_kinds=SURVEYS)
 TICKET = TicketView(
     ticket_id="TKT-1", subject="Refund", customer_id="c1", customer_email="ann@example.com", customer_name="Ann"
 )
@@ -174,9 +175,15 @@ def test_the_csat_survey_is_due_a_day_after_solving_with_five_signed_links():
 
 
 def test_without_a_signing_key_the_survey_is_suppressed_with_the_reason():
-    delivery = decide("csat_survey", solved(), config=PlanConfig())
+    delivery = decide("csat_survey", solved(), config=PlanConfig(survey_kinds=SURVEYS))
 
     assert delivery.state is DeliveryState.SUPPRESSED and "CSAT_SIGNING_KEY" in delivery.reason
+
+
+def test_the_surveys_are_the_kinds_whose_templates_show_signed_links_whatever_their_name():
+    assert SURVEYS == {"csat_survey"}
+    assert decide("follow_up", solved(), preferences=Preferences(opt_in=["follow_up"]),
+                  config=PlanConfig(survey_kinds=SURVEYS)).state is DeliveryState.PENDING
 
 
 def test_the_follow_up_goes_only_to_customers_who_opted_in():

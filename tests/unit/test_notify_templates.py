@@ -91,3 +91,13 @@ def test_notify_refuses_to_start_with_a_broken_template_and_says_which_and_why(t
 
     assert started.returncode != 0
     assert "template csat_survey.de.txt.j2: UndefinedError: 'survey_url' is undefined" in started.stderr
+
+
+def test_a_kind_is_a_survey_when_a_template_of_it_shows_the_signed_links_whatever_its_name(tmp_path):
+    rating = {"rating_request.en.subject.j2": "Rate us", "rating_request.en.html.j2": "<p>Rate us</p>",
+              "rating_request.en.txt.j2": "{% for score, url in csat_links.items() %}{{ score }}: {{ url }}\n{% endfor %}"}
+    write(tmp_path, {**GOOD, **rating})
+
+    templates = Templates(tmp_path, kinds=["acknowledgement", "rating_request"])
+
+    assert templates.kinds_using("csat_links") == {"rating_request"}
