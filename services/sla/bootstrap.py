@@ -1,7 +1,8 @@
 """Composition root: wires SLA's use cases to the platform kit.
 
 The policy file is read and checked first, before anything connects: an invalid one stops the
-service at start with the line and the reason.
+service at start with the line and the reason. The timers and the policy reload share one lease: the
+replica that fires the timers is the one that brings running clocks under a changed policy file.
 """
 
 from fastapi import FastAPI
@@ -10,6 +11,7 @@ from services.sla.api import build_routes
 from services.sla.domain import SlaRules
 from services.sla.metrics import SlaMetrics
 from services.sla.policy import load_policies
+from services.sla.reload import PolicyReload
 from services.sla.repository import SlaRepository
 from services.sla.service import Sla
 from services.sla.settings import SlaSettings
@@ -24,10 +26,11 @@ def build_app(settings: SlaSettings | None = None) -> FastAPI:
     rules = SlaRules(load_policies(settings.sla_policies_path))
     kit = ServiceKit.create("sla", settings)
     metrics = SlaMetrics(kit.registry)
+    lease = kit.lease("sla-timers", settings.sla_timer_lease_seconds)
     timers = Timers(
         kit.uow,
         rules,
-        kit.lease("sla-timers", settings.sla_timer_lease_seconds),
+        lease,
         metrics,
         kit.source,
         TimerSettings(
@@ -39,11 +42,12 @@ def build_app(settings: SlaSettings | None = None) -> FastAPI:
         ),
     )
     sla = Sla(kit.uow, kit.source, rules, metrics, timers)
+    reload = PolicyReload(kit.uow, sla, lease, settings.sla_policy_reload_batch_size, settings.sla_timer_lease_seconds)
     repository = SlaRepository(kit.db)
     return kit.create_app(
         description="Runs the SLA clocks of every ticket, in business time, and warns before they breach.",
         api=build_routes(sla, kit.require_api_key(), kit.needs),
         subscriptions=[Subscription(topics.TICKETS, sla.handlers())],
         ensure_indexes=[repository.ensure_indexes, repository.seed_live_count],
-        background=[timers.run],
+        background=[timers.run, reload.run],
     )

@@ -360,10 +360,10 @@ class SlaRules:
     def _natural_start(self, ticket: TicketRecord, policy: Policy, metric: Metric, at_ms: int) -> int | None:
         """Where `metric`'s clock would have started had `policy` applied from creation, if it would still be
         open at `at_ms`; None if it would not (fulfilled, not owed yet, or covered by first_reply)."""
-        if ticket.status == "closed":
-            return None
+        if ticket.status in CLOSED_STATUSES:
+            return None  # a solved or closed ticket owes nothing (until a reopen, which resumes resolution)
         if metric is Metric.RESOLUTION:
-            return None if ticket.status == "solved" else ticket.created_ms  # a reopen resumes it
+            return ticket.created_ms
         if metric is Metric.NEXT_REPLY:
             first = self._natural_start(ticket, policy, Metric.FIRST_REPLY, at_ms) if Metric.FIRST_REPLY in policy.targets else None
             return ticket.waiting_ms if first is None else None  # solving clears waiting_ms
@@ -452,18 +452,23 @@ class SlaRules:
         ticket = ticket.moved(status, at_ms)
         out.ticket = ticket
         for clock in clocks.values():
-            if not clock.open:
-                continue
-            calendar = self.calendar(clock.calendar)
-            if status in clock.pause_on and clock.running:
-                paused = pause(clock, calendar, at_ms)
-                self._put(out, clock, paused, at_ms)
-                out.events.append(SlaClockPaused(**_base(paused), elapsed_seconds=paused.elapsed_ms / 1000, paused_at=from_ms(at_ms)))
-            elif status not in clock.pause_on and not clock.running:
-                resumed = resume(clock, calendar, at_ms)
-                out.put(resumed)
-                out.events.append(SlaClockResumed(**_base(resumed), resumed_at=from_ms(at_ms), due_at=from_ms(resumed.due_ms)))
+            if clock.open:
+                self._follow_status(out, clock, clock, status, at_ms)
         return out
+
+    def _follow_status(self, out: Outcome, before: Clock, clock: Clock, status: str, at_ms: int) -> None:
+        """Store `clock` (changed from `before`), paused if its target pauses on `status`, running if not."""
+        calendar = self.calendar(clock.calendar)
+        if status in clock.pause_on and clock.running:
+            paused = pause(clock, calendar, at_ms)
+            self._put(out, before, paused, at_ms)
+            out.events.append(SlaClockPaused(**_base(paused), elapsed_seconds=paused.elapsed_ms / 1000, paused_at=from_ms(at_ms)))
+        elif status not in clock.pause_on and not clock.running:
+            resumed = resume(clock, calendar, at_ms)
+            self._put(out, before, resumed, at_ms)
+            out.events.append(SlaClockResumed(**_base(resumed), resumed_at=from_ms(at_ms), due_at=from_ms(resumed.due_ms)))
+        elif clock != before:
+            self._put(out, before, clock, at_ms)
 
     def solved(self, ticket: TicketRecord, clocks: Mapping[Metric, Clock], at_ms: int) -> Outcome:
         """Solving fulfils every clock still open: resolution, and the replies and updates no longer owed."""
@@ -506,8 +511,7 @@ class SlaRules:
             if not clock.open or target is None:
                 continue
             new = retarget(clock, policy, target, changed.priority, self.calendar(clock.calendar), target.calendar, at_ms)
-            if new != clock:
-                self._put(out, clock, new, at_ms)
+            self._follow_status(out, clock, new, changed.status, at_ms)  # the new target may pause on other statuses
         for metric in Metric:
             clock = clocks.get(metric)
             if metric in policy.targets and (clock is None or not clock.open):
@@ -515,6 +519,11 @@ class SlaRules:
                 if since is not None:
                     self._start(out, changed, metric, at_ms, clock, since)
         return out
+
+    def policies_reloaded(self, ticket: TicketRecord, clocks: Mapping[Metric, Clock], at_ms: int) -> Outcome:
+        """The policy file changed while the ticket's clocks ran: the same as a priority change to the priority it
+        already has, so the first matching policy of these rules applies exactly as after a real change."""
+        return self.facts_changed(ticket, clocks, ticket, at_ms)
 
     def fire(self, clock: Clock, now_ms: int) -> tuple[Clock, Payload | None]:
         changed, firing = fire(clock, self.calendar(clock.calendar), now_ms)

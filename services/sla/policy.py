@@ -5,6 +5,8 @@ line and the reason (`PolicyFileError`), before the service connects to anything
 is documented in services/sla/README.md.
 """
 
+import hashlib
+import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -126,6 +128,20 @@ class PolicySet:
 
     def calendar(self, name: str) -> Calendar | None:
         return self.calendars.get(name)
+
+    def describe(self) -> dict:
+        return {
+            "policies": [policy.describe() for policy in self.policies],
+            "calendars": [calendar.describe() for calendar in self.calendars.values()],
+        }
+
+    @property
+    def digest(self) -> str:
+        """Identifies what the file means, not how it is written (comments, key order, `30m` or `1800`), so
+        sla reconciles its clocks when the policies change and not when the file is merely reformatted."""
+        described = self.describe()
+        described["calendars"].sort(key=lambda calendar: calendar["name"])
+        return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
 
 
 # --- reading YAML with line numbers ------------------------------------------------------------

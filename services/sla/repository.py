@@ -5,10 +5,11 @@ any number of replicas never overwrite each other's decisions: the loser sees `F
 either retries (the consumer) or drops its stale timer (the scheduler). A clock's next firing
 is `next_fire_ms`, indexed, and absent when none is due, so the scheduler reads the near
 horizon with one range scan. The number of live clocks is a counter kept by the same transactions
-that start and fulfil clocks: counting a million documents would stall the embedded server.
+that start and fulfil clocks: counting a million documents would stall the embedded server. How far
+the clocks are reconciled with the policy file in force is one more document beside that counter.
 """
 
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 
 from pymongo import ASCENDING, ReplaceOne, ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -18,6 +19,19 @@ from pymongo.errors import DuplicateKeyError
 from services.sla.domain import Clock, Metric, TicketRecord
 
 LIVE_CLOCKS = "live_clocks"
+POLICY_RELOAD = "policy_reload"
+
+
+@dataclass(frozen=True)
+class ReloadProgress:
+    """How far the clocks are reconciled with the policies of `digest`; `after` is the last ticket id done."""
+
+    digest: str
+    after: str | None = None
+    done: bool = False
+    tickets: int = 0
+    clocks: int = 0
+    events: int = 0
 
 
 def _clock_document(clock: Clock) -> dict:
@@ -117,13 +131,27 @@ class SlaRepository:
         )
         return stored if replaced is not None else None
 
+    async def tickets_not_closed(self, after: str | None, limit: int) -> list[TicketRecord]:
+        """The next `limit` tickets after `after` in id order that are not closed: the only ones a policy can
+        still change (closing fulfils every clock, and nothing changes a closed ticket's clocks)."""
+        query: dict = {"status": {"$ne": "closed"}}
+        if after is not None:
+            query["_id"] = {"$gt": after}
+        documents = await self._tickets.find(query, session=self._session).sort("_id", ASCENDING).limit(limit).to_list()
+        return [_ticket(document) for document in documents]
+
     # --- clocks -------------------------------------------------------------------------------
 
     async def clocks_of(self, ticket_id: str) -> dict[Metric, Clock]:
-        documents = await self._clocks.find({"ticket_id": ticket_id}, session=self._session).to_list()
+        return (await self.clocks_of_tickets([ticket_id])).get(ticket_id, {})
+
+    async def clocks_of_tickets(self, ticket_ids: list[str]) -> dict[str, dict[Metric, Clock]]:
+        documents = await self._clocks.find({"ticket_id": {"$in": ticket_ids}}, session=self._session).to_list()
+        clocks: dict[str, dict[Metric, Clock]] = {}
         # Documents of the walking skeleton's first-reply clock (no `target_ms`) are left out.
-        clocks = [_clock(document) for document in documents if "target_ms" in document]
-        return {clock.metric: clock for clock in clocks}
+        for clock in (_clock(document) for document in documents if "target_ms" in document):
+            clocks.setdefault(clock.ticket_id, {})[clock.metric] = clock
+        return clocks
 
     async def clock(self, clock_id: str) -> Clock | None:
         document = await self._clocks.find_one({"_id": clock_id}, session=self._session)
@@ -184,6 +212,23 @@ class SlaRepository:
     async def add_live(self, delta: int) -> None:
         if delta:
             await self._stats.update_one({"_id": LIVE_CLOCKS}, {"$inc": {"n": delta}}, upsert=True, session=self._session)
+
+    async def reload_progress(self) -> ReloadProgress | None:
+        document = await self._stats.find_one({"_id": POLICY_RELOAD}, session=self._session)
+        return ReloadProgress(**{name: document[name] for name in ReloadProgress.__dataclass_fields__}) if document else None
+
+    async def begin_reload(self, digest: str) -> None:
+        """Starts reconciling the clocks with the policies of `digest`, from the first ticket."""
+        await self._stats.replace_one(
+            {"_id": POLICY_RELOAD}, {"_id": POLICY_RELOAD, **asdict(ReloadProgress(digest))}, upsert=True, session=self._session
+        )
+
+    async def advance_reload(self, was: ReloadProgress, now: ReloadProgress) -> bool:
+        """Records a batch done, conditional on the progress it started from: False if another replica moved it."""
+        result = await self._stats.update_one(
+            {"_id": POLICY_RELOAD, "digest": was.digest, "after": was.after}, {"$set": asdict(now)}, session=self._session
+        )
+        return result.matched_count == 1
 
     async def count_live(self) -> int:
         document = await self._stats.find_one({"_id": LIVE_CLOCKS}, session=self._session)

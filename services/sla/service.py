@@ -7,6 +7,7 @@ reason): TicketCreated always comes first on the ticket's partition.
 """
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import partial
 
 from services.sla.domain import Clock, Metric, Outcome, SlaRules, TicketRecord, public_view
@@ -32,6 +33,16 @@ from shared.mongo import Transaction, UnitOfWork
 
 class ConcurrentChange(Exception):
     """Another writer (a timer) changed a clock or the ticket first; the consumer retries the event."""
+
+
+@dataclass
+class Reconciled:
+    """What one batch of a policy reload did; `after` is the last ticket id it looked at."""
+
+    after: str | None
+    tickets: int
+    clocks: int = 0
+    events: int = 0
 
 
 class Sla:
@@ -111,6 +122,22 @@ class Sla:
             TicketClosed: self.on_closed,
         }
 
+    async def reconcile(self, tx: Transaction, after: str | None, limit: int) -> Reconciled:
+        """One batch of a policy reload: the next `limit` tickets not closed after `after`, each changed as a
+        priority change would change it, at one instant."""
+        repository = SlaRepository(tx.db, tx.session)
+        tickets = await repository.tickets_not_closed(after, limit)
+        clocks = await repository.clocks_of_tickets([ticket.ticket_id for ticket in tickets])
+        at_ms = now_ms()
+        batch = Reconciled(after=tickets[-1].ticket_id if tickets else after, tickets=len(tickets))
+        for ticket in tickets:
+            current = clocks.get(ticket.ticket_id, {})
+            outcome = self.rules.policies_reloaded(ticket, current, at_ms)
+            await self._store(tx, None, ticket, current, outcome)
+            batch.clocks += len(outcome.clocks)
+            batch.events += len(outcome.events)
+        return batch
+
     # --- queries ------------------------------------------------------------------------------
 
     async def clocks_of(self, ticket_id: str) -> list[dict]:
@@ -123,11 +150,7 @@ class Sla:
         ]
 
     def policies(self) -> dict:
-        policies = self.rules.policies
-        return {
-            "policies": [policy.describe() for policy in policies.policies],
-            "calendars": [calendar.describe() for calendar in policies.calendars.values()],
-        }
+        return self.rules.policies.describe()
 
     # --- plumbing -----------------------------------------------------------------------------
 
@@ -139,7 +162,7 @@ class Sla:
         return ticket, await repository.clocks_of(ticket_id)
 
     async def _store(
-        self, tx: Transaction, cause: Envelope, before: TicketRecord, clocks: Mapping[Metric, Clock], outcome: Outcome
+        self, tx: Transaction, cause: Envelope | None, before: TicketRecord, clocks: Mapping[Metric, Clock], outcome: Outcome
     ) -> None:
         repository = SlaRepository(tx.db, tx.session)
         if outcome.ticket is not None and outcome.ticket != before or before.version == 0:

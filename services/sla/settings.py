@@ -26,3 +26,6 @@ class SlaSettings(ServiceSettings):
     sla_timer_lease_seconds: float = Field(
         default=5.0, gt=0, description="Lease of the replica running the timers; a standby takes over after it."
     )
+    sla_policy_reload_batch_size: int = Field(
+        default=200, ge=1, description="Most tickets reconciled in one transaction after the policy file changed."
+    )

@@ -273,6 +273,31 @@ def test_a_new_target_below_the_time_already_elapsed_is_breached_at_the_change()
     assert ticket.clocks[Metric.RESOLUTION].elapsed(RULES.calendar("calendar"), T0 + 15 * MIN) == 15 * MIN
 
 
+def test_a_changed_policy_file_applies_to_running_clocks_as_a_priority_change_would():
+    ticket = Ticket()
+    edited = SlaRules(parse_policies(textwrap.dedent(
+        """\
+        policies:
+          - name: normal
+            warnings: [0.5, 0.9]
+            targets:
+              first_reply: 30m
+              next_reply: 1h
+              resolution: {target: 8h, pause_on: [pending]}
+        """
+    )))
+    at = T0 + 20 * MIN
+    outcome = edited.policies_reloaded(ticket.ticket, ticket.clocks, at)
+    assert outcome == edited.facts_changed(ticket.ticket, ticket.clocks, ticket.ticket, at)
+    assert outcome.events == [], "no metric is new (first_reply covers next_reply) and no target is used up"
+    reloaded = {clock.metric: clock for clock in outcome.clocks}
+    first, resolution = reloaded[Metric.FIRST_REPLY], reloaded[Metric.RESOLUTION]
+    assert (first.target_ms, first.elapsed_ms, first.warnings, first.fired) == (30 * MIN, 20 * MIN, (0.5, 0.9), ())
+    assert first.due_ms == T0 + 30 * MIN, "the 20 minutes elapsed under the old file count"
+    assert first.next_fire_ms == at, "0.5 of the new target has passed: due at once"
+    assert (resolution.target_ms, resolution.elapsed_ms, resolution.due_ms) == (8 * 60 * MIN, 20 * MIN, T0 + 8 * 60 * MIN)
+
+
 def test_business_time_clocks_stop_overnight():
     ticket = Ticket(tags=["office"])
     evening = to_epoch_ms(datetime(2026, 11, 24, 16, 30, tzinfo=ZoneInfo("Europe/Berlin")))
@@ -522,3 +547,15 @@ def test_a_clock_that_starts_while_its_pause_status_holds_is_started_then_paused
     assert events[0].due_at == datetime(2026, 11, 24, 11, 30, tzinfo=UTC), "when it runs out once it runs"
     assert isinstance(events[1], SlaClockPaused) and events[1].elapsed_seconds == 0
     assert ticket.clocks[Metric.NEXT_REPLY].state is ClockState.PAUSED
+
+
+def test_a_policy_change_pauses_or_resumes_a_clock_as_the_new_targets_pause_rules_say():
+    ticket = Ticket()  # normal: resolution pauses on pending only
+    ticket.status("on_hold", T0 + 10 * MIN)
+    assert ticket.clocks[Metric.RESOLUTION].running
+
+    events = ticket.raise_to("urgent", T0 + 20 * MIN)  # urgent: resolution pauses on pending and on_hold
+
+    assert ("SlaClockPaused", "resolution") in kinds(events)
+    assert not ticket.clocks[Metric.RESOLUTION].running
+    assert ticket.view(Metric.RESOLUTION, T0 + 50 * MIN)["elapsed_seconds"] == 20 * 60

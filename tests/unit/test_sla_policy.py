@@ -124,3 +124,12 @@ def test_the_error_names_the_file(tmp_path):
         load_policies(path)
     with pytest.raises(PolicyFileError, match="cannot read it"):
         load_policies(tmp_path / "missing.yaml")
+
+
+def test_the_digest_changes_with_what_the_policies_mean_not_with_how_the_file_is_written():
+    digest = parse_policies(GOOD).digest
+    reformatted = "# the same policies, written differently\n" + GOOD.replace("first_reply: 1d", "first_reply: 86400")
+    assert parse_policies(reformatted).digest == digest
+    assert parse_policies(GOOD.replace("first_reply: 1d", "first_reply: 2d")).digest != digest
+    assert parse_policies(GOOD.replace("daily: 22:00-06:00", "daily: 21:00-06:00")).digest != digest, "a calendar's hours"
+    assert parse_policies(GOOD.replace("warnings: [0.5, 75%, 0.9]", "warnings: [0.5, 0.9]")).digest != digest
