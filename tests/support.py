@@ -2,7 +2,6 @@
 
 import asyncio
 import json
-import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,17 +12,7 @@ from pathlib import Path
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from shared.launcher.platform import Platform, Ports
-from shared.launcher.servers import free_port
-
-
-# Infrastructure a developer may point their shell at: tests always run on their own embedded stack.
-EXTERNAL_INFRASTRUCTURE = {"KAFKA_BOOTSTRAP_SERVERS", "MONGODB_URL", "SMTP_URL", "SWITCHBOARD_API_KEYS"}
-
-
-def embedded_environ(**settings: str) -> dict[str, str]:
-    """The test's own environment without external infrastructure, plus `settings` for the services."""
-    return {name: value for name, value in os.environ.items() if name not in EXTERNAL_INFRASTRUCTURE} | settings
+from shared.launcher.platform import Platform, Ports, embedded_environ
 
 
 @contextmanager

@@ -11,7 +11,6 @@ what notify's durability (a transaction per claim and per outcome, the outbox) c
 
 import argparse
 import asyncio
-import os
 import tempfile
 import threading
 import time
@@ -30,7 +29,7 @@ from shared import topics
 from shared.clock import utc_now
 from shared.envelope import new_event
 from shared.events import Channel, Customer, Priority, SlaBreached, TicketCreated
-from shared.launcher.platform import Platform, Ports
+from shared.launcher.platform import Platform, Ports, embedded_environ
 from shared.launcher.servers import free_port
 
 RULES = """
@@ -165,19 +164,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="notify-bench-") as directory:
         rules = Path(directory) / "rules.yaml"
         rules.write_text(RULES)
-        environ = {k: v for k, v in os.environ.items() if k not in {"KAFKA_BOOTSTRAP_SERVERS", "MONGODB_URL"}}
-        environ.update(
+        environ = embedded_environ(
             SMTP_URL=f"smtp://127.0.0.1:{smtp_port}", NOTIFY_RULES_PATH=str(rules), TEAM_WEBHOOK_URL=hook_url,
             SENDER_POLL_INTERVAL_SECONDS="0.05", RATE_LIMIT_PER_RECIPIENT="1000000", LOG_LEVEL="WARNING",
         )
         ports = Ports.free()
         platform = Platform(Path(directory) / "data", ports, environ=environ)
-        for folder in (platform.logs, platform.data_dir / "mongo"):
-            folder.mkdir(parents=True, exist_ok=True)
         try:
-            platform._start_infrastructure()
-            platform.start_service("notify")
-            platform.wait_ready("notify")
+            platform.start(["notify"])  # with the broker and Mongo-wire server; the SMTP server is ours
             notify_mail, notify_hooks = asyncio.run(
                 through_notify(f"127.0.0.1:{ports.kafka}", args.messages, mail, hooks)
             )

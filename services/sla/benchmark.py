@@ -51,17 +51,14 @@ import argparse
 import asyncio
 import contextlib
 import gc
-import os
 import random
 import shutil
 import statistics
-import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC
-from pathlib import Path
 
 from apscheduler.jobstores.base import BaseJobStore
 from apscheduler.jobstores.memory import MemoryJobStore
@@ -508,7 +505,6 @@ def bench_durable(url: str | None, count: int, spread_ms: int, lateness: int) ->
 
 async def bench_embedded(count: int) -> None:
     import json
-    import os
     import tempfile
     from datetime import datetime, timedelta
     from pathlib import Path
@@ -520,13 +516,12 @@ async def bench_embedded(count: int) -> None:
     from shared.clock import utc_now
     from shared.envelope import new_event
     from shared.events import Channel, Customer, Priority, TicketCreated
-    from shared.launcher.platform import Platform, Ports
+    from shared.launcher.platform import Platform, Ports, embedded_environ
 
     data_dir = Path(tempfile.mkdtemp(prefix="sla-benchmark-"))
     policies = data_dir / "policies.yaml"
     policies.write_text("policies:\n  - name: bench\n    warnings: [0.5]\n    targets: {first_reply: 10s}\n")
-    ignored = {"KAFKA_BOOTSTRAP_SERVERS", "MONGODB_URL", "SMTP_URL", "SWITCHBOARD_API_KEYS"}
-    environ = {k: v for k, v in os.environ.items() if k not in ignored} | {"SLA_POLICIES_PATH": str(policies)}
+    environ = embedded_environ(SLA_POLICIES_PATH=str(policies))
     ports = Ports.free()
     platform = Platform(data_dir, ports, environ=environ)
     platform.start()

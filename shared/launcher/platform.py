@@ -12,15 +12,17 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
-from shared.launcher.servers import free_port, listening, mongo_wire_command
+from shared.launcher.servers import free_port, listening, mongo_wire_command, stop_process
 
 SERVICES = ("intake", "routing", "sla", "notify")
+EXTERNAL_INFRASTRUCTURE = ("KAFKA_BOOTSTRAP_SERVERS", "MONGODB_URL", "SMTP_URL", "SWITCHBOARD_API_KEYS")
+"""Variables that point the platform at real infrastructure (and real keys) instead of the embedded parts."""
 DEV_API_KEY = "dev-key"
 STOP_GRACE_SECONDS = 10.0
 OUTBOX_REPLAY_SECONDS = 24 * 3600
@@ -45,6 +47,12 @@ class Ports:
     def free(cls) -> "Ports":
         """Free ports for every server: for tests and benchmarks beside a running `make run`."""
         return cls(**{name: free_port() for name in cls.__dataclass_fields__})
+
+
+def embedded_environ(**settings: str) -> dict[str, str]:
+    """This process's environment without external infrastructure, plus `settings` for the services: what a
+    test or benchmark starts its own embedded platform with, whatever the developer's shell points at."""
+    return {name: value for name, value in os.environ.items() if name not in EXTERNAL_INFRASTRUCTURE} | settings
 
 
 class LaunchError(RuntimeError):
@@ -121,14 +129,15 @@ class Platform:
 
     # --- lifecycle -----------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, services: Sequence[str] = SERVICES) -> None:
+        """The embedded infrastructure, then `services` (all four, unless a benchmark or test wants fewer)."""
         for folder in (self.logs, self.maildir, self.data_dir / "mongo"):
             folder.mkdir(parents=True, exist_ok=True)
         try:
             self._start_infrastructure()
-            for service in SERVICES:
+            for service in services:
                 self.start_service(service)
-            for service in SERVICES:
+            for service in services:
                 self.wait_ready(service)
         except BaseException:
             self.stop()
@@ -188,7 +197,7 @@ class Platform:
 
     def terminate(self, name: str) -> None:
         """SIGTERM, as a rolling update would: the part finishes what it holds and stops."""
-        self._terminate(self.processes.pop(name))
+        stop_process(self.processes.pop(name), STOP_GRACE_SECONDS)
 
     def kill(self, name: str) -> None:
         """SIGKILL, as a crash would: no shutdown code runs."""
@@ -210,7 +219,7 @@ class Platform:
         order = [name for name in self.processes if name not in infrastructure]
         order += [name for name in infrastructure if name in self.processes]
         for name in order:
-            self._terminate(self.processes.pop(name))
+            stop_process(self.processes.pop(name), STOP_GRACE_SECONDS)
 
     def exited(self) -> dict[str, int]:
         """Children that stopped on their own, with their exit codes."""
@@ -232,15 +241,6 @@ class Platform:
             preexec_fn=_exit_with_parent,
         )
         log.close()
-
-    def _terminate(self, process: subprocess.Popen) -> None:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(STOP_GRACE_SECONDS)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
     def _check_alive(self, name: str) -> None:
         code = self.processes[name].poll()

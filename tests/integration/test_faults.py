@@ -11,8 +11,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from shared import topics
-from shared.launcher.platform import Platform, Ports
-from tests.support import RunningPlatform, embedded_environ, started_platform
+from shared.launcher.platform import Platform, Ports, embedded_environ
+from tests.support import RunningPlatform, started_platform
 
 pytestmark = pytest.mark.integration
 

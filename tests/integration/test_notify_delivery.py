@@ -9,7 +9,6 @@ import asyncio
 import hashlib
 import hmac
 import json
-import os
 import threading
 import time
 import uuid
@@ -40,7 +39,7 @@ from shared.events import (
     TicketReopened,
     TicketSolved,
 )
-from shared.launcher.platform import Platform, Ports
+from shared.launcher.platform import Platform, Ports, embedded_environ
 from shared.launcher.servers import free_port
 from tests.support import RunningPlatform
 
@@ -207,8 +206,7 @@ def notify_harness(tmp_path_factory) -> Iterator[Harness]:
     mail = MailServer(free_port())
     mail.start()
     hooks = WebhookReceiver()
-    environ = {k: v for k, v in os.environ.items() if k not in {"KAFKA_BOOTSTRAP_SERVERS", "MONGODB_URL", "SWITCHBOARD_API_KEYS"}}
-    environ.update(
+    environ = embedded_environ(
         SMTP_URL=f"smtp://127.0.0.1:{mail.port}",
         NOTIFY_RULES_PATH=str(rules),
         TEAM_WEBHOOK_URL=f"{hooks.url}/team",
@@ -225,12 +223,8 @@ def notify_harness(tmp_path_factory) -> Iterator[Harness]:
         KAFKA_TOPIC_PARTITIONS="2",
     )
     platform = Platform(data_dir, Ports.free(), environ=environ)
-    for folder in (platform.logs, platform.data_dir / "mongo"):
-        folder.mkdir(parents=True, exist_ok=True)
     try:
-        platform._start_infrastructure()  # broker and Mongo-wire server; the SMTP server is the test's
-        platform.start_service("notify")
-        platform.wait_ready("notify")
+        platform.start(["notify"])  # with the broker and Mongo-wire server; the SMTP server is the test's
         yield Harness(platform, mail, hooks)
     finally:
         platform.stop()
