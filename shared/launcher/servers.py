@@ -27,6 +27,17 @@ def listening(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
+def stop_process(process: subprocess.Popen, grace_seconds: float = 10.0) -> None:
+    """SIGTERM, and SIGKILL if it has not exited within `grace_seconds`."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(grace_seconds)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 def venv_script(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
@@ -57,11 +68,6 @@ def mongo_wire_server(data_dir: Path | None = None, *, timeout_seconds: float = 
             time.sleep(0.1)
         yield f"mongodb://127.0.0.1:{port}"
     finally:
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_process(server)
         if data_dir is None:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from shared.launcher.platform import SERVICES
-from shared.launcher.servers import free_port
+from shared.launcher.servers import free_port, stop_process
 
 pytestmark = pytest.mark.integration
 
@@ -66,12 +66,7 @@ def prometheus(running_platform, tmp_path_factory):
     try:
         yield Prometheus(f"http://127.0.0.1:{port}", process, folder / "prometheus.log")
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
         log.close()
 
 

@@ -299,7 +299,6 @@ def test_a_changed_policy_file_applies_to_running_clocks_as_a_priority_change_wo
 
 
 def test_business_time_clocks_stop_overnight():
-    ticket = Ticket(tags=["office"])
     evening = to_epoch_ms(datetime(2026, 11, 24, 16, 30, tzinfo=ZoneInfo("Europe/Berlin")))
     outcome = RULES.created(TicketRecord("TKT-2", "low", None, "web", None, ("office",), "new", evening, None), evening)
     first = next(clock for clock in outcome.clocks if clock.metric is Metric.FIRST_REPLY)
