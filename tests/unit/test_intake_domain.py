@@ -1,8 +1,9 @@
 """Opening and assigning tickets, without any I/O."""
 
+import re
 from datetime import UTC, datetime, timedelta
 
-from services.intake.domain import TicketStatus, assign, new_ticket_id, open_ticket
+from services.intake.domain import TICKET_ID_PATTERN, TicketStatus, assign, new_ticket_id, open_ticket
 from shared.events import Priority, TicketSubmit
 
 NOW = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
@@ -45,6 +46,7 @@ def test_assignment_leaves_a_ticket_that_moved_on_in_its_status():
 def test_ticket_ids_sort_by_creation_time_and_do_not_repeat():
     earlier, later = new_ticket_id(NOW), new_ticket_id(NOW + timedelta(milliseconds=5))
     assert earlier.startswith("TKT-") and earlier < later
+    assert re.fullmatch(TICKET_ID_PATTERN, earlier) and re.fullmatch(TICKET_ID_PATTERN, "TKT-19ab3c4d5e6-8f2a1c")
     assert len({new_ticket_id(NOW) for _ in range(1000)}) == 1000
 
 
