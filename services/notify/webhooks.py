@@ -2,7 +2,8 @@
 
 Every request carries `X-Switchboard-Timestamp` (unix seconds) and `X-Switchboard-Signature:
 sha256=<hex HMAC-SHA256(WEBHOOK_SIGNING_KEY, "{timestamp}.{body}")>`, and
-`X-Switchboard-Notification-Id` (the delivery's deduplication key) so a receiver can drop a repeat.
+`X-Switchboard-Notification-Id` and `Idempotency-Key` (both the delivery's deduplication key, the same on
+every retry and after a restart) so a receiver can drop a repeat.
 The webhook body is Slack-compatible (`text`, escaped as Slack asks, plus fields Slack ignores); SMS goes to a generic
 provider webhook (`SMS_PROVIDER_URL`) as `{"to", "text", ...}`.
 
@@ -22,6 +23,7 @@ TIMEOUT_SECONDS = 15.0
 TIMESTAMP_HEADER = "X-Switchboard-Timestamp"
 SIGNATURE_HEADER = "X-Switchboard-Signature"
 NOTIFICATION_HEADER = "X-Switchboard-Notification-Id"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 _TRANSIENT_4XX = {408, 425, 429}
 
 
@@ -89,6 +91,7 @@ class SignedPoster:
             TIMESTAMP_HEADER: str(timestamp),
             SIGNATURE_HEADER: webhook_signature(self._key, timestamp, body),
             NOTIFICATION_HEADER: notification_id,
+            IDEMPOTENCY_HEADER: notification_id,  # the conventional name (IETF httpapi draft) receivers drop repeats on
             "User-Agent": "switchboard-notify/1",
         }
         try:

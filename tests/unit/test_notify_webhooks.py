@@ -72,7 +72,7 @@ async def test_a_webhook_is_slack_compatible_and_signed_over_timestamp_and_body(
     timestamp = request.headers["X-Switchboard-Timestamp"]
     expected = hmac.new(b"k3y", f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
     assert request.headers["X-Switchboard-Signature"] == f"sha256={expected}"
-    assert request.headers["X-Switchboard-Notification-Id"] == DELIVERY.id
+    assert request.headers["X-Switchboard-Notification-Id"] == request.headers["Idempotency-Key"] == DELIVERY.id
     assert json.loads(body)["text"] == "SLA breached\nTicket TKT-1 missed it."
 
 
