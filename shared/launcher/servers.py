@@ -44,9 +44,9 @@ def venv_script(name: str) -> str:
 
 def mongo_wire_command(data_dir: Path, port: int, log_file: Path) -> list[str]:
     """nx-27017 with one SQLite file per database under `data_dir` (a single `--db` file would make
-    every database share its tables), and its own pid file (the default in /tmp clashes with any
-    other nx-27017 running)."""
-    return [venv_script("nx-27017"), "--data-dir", str(data_dir), "-p", str(port),
+    every database share its tables), its own pid file (the default in /tmp clashes with any
+    other nx-27017 running), and a log without stored data (`shared.launcher.mongo_wire`)."""
+    return [sys.executable, "-m", "shared.launcher.mongo_wire", "--data-dir", str(data_dir), "-p", str(port),
             "--log-file", str(log_file), "--pid-file", str(data_dir / "nx-27017.pid")]
 
 
