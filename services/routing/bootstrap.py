@@ -66,6 +66,7 @@ def build_app(settings: RoutingSettings | None = None) -> FastAPI:
             AgentRepository(kit.db).ensure_indexes,
             RoutedTicketRepository(kit.db).ensure_indexes,
             routing.upgrade_legacy_records,
+            RoutedTicketRepository(kit.db).seed_queue_depth,
         ],
         background=[dispatcher],
     )

@@ -4,9 +4,11 @@ Capacity and assignment are claimed with conditional updates (`find_one_and_upda
 expected free capacity or ticket version), so two replicas can never overfill an agent or
 assign one ticket twice. Instants are stored as epoch milliseconds.
 
-Indexes serve the matching: agents are found by `skill_keys` (one key per skill and level an
-agent covers, e.g. `billing:1`..`billing:3`), presence and free capacity, never by a scan; the
-queue is read in order from the (state, urgency, created) index.
+Indexes serve the matching: agents are found by presence and free capacity (and, in MongoDB, by
+`skill_keys`: one key per skill and level an agent covers, e.g. `billing:1`..`billing:3`), never by
+a scan; the queue is read in order from the (state, urgency, created) index. Equalities are written
+with `eq` so the embedded server uses those indexes too (see `shared.mongo_filters`). The queue's
+depth by priority is a counter kept by the same transactions that move tickets in and out of it.
 """
 
 from collections.abc import Iterable
@@ -15,6 +17,7 @@ from datetime import datetime
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
 
 from services.routing.domain import (
     CHANNELS,
@@ -28,11 +31,14 @@ from services.routing.domain import (
 )
 from shared.clock import from_ms, now_ms, to_ms, utc_now
 from shared.events import Priority
+from shared.mongo_filters import eq
 
 CANDIDATE_LIMIT = 50
 ANY_LANGUAGE = "*"
 
 WAITING, OFFERED, ASSIGNED, DONE = "waiting", "offered", "assigned", "done"
+QUEUE_DEPTH = "queue_depth"
+"""The counters document: waiting tickets by priority."""
 
 
 class AgentRepository:
@@ -71,7 +77,7 @@ class AgentRepository:
         """Agents who meet the hard constraints, most free first, from the skill index."""
         channel = requirements.channel
         query: dict = {
-            "status": Presence.AVAILABLE.value,
+            **eq(status=Presence.AVAILABLE.value),
             "free": {"$gt": 0},
             f"free_by_channel.{channel}": {"$gt": 0},
             "tier": {"$in": sorted(requirements.tiers)},
@@ -107,7 +113,7 @@ class AgentRepository:
 
     async def anyone_free(self) -> bool:
         found = await self._agents.find_one(
-            {"status": Presence.AVAILABLE.value, "free": {"$gt": 0}}, {"_id": 1}, session=self._session
+            {**eq(status=Presence.AVAILABLE.value), "free": {"$gt": 0}}, {"_id": 1}, session=self._session
         )
         return found is not None
 
@@ -182,6 +188,7 @@ class RoutedTicketRepository:
 
     def __init__(self, db: AsyncDatabase, session: AsyncClientSession | None = None) -> None:
         self._tickets = db["tickets"]
+        self._counters = db["counters"]
         self._session = session
 
     async def ensure_indexes(self) -> None:
@@ -190,7 +197,18 @@ class RoutedTicketRepository:
         await self._tickets.create_index([("state", ASCENDING), ("offer_expires_ms", ASCENDING)])
         await self._tickets.create_index([("state", ASCENDING), ("decline_lapse_ms", ASCENDING)])
         await self._tickets.create_index([("offer_ids", ASCENDING)])
+        await self._tickets.create_index([("offer_id", ASCENDING)])
         await self._tickets.create_index([("assignee_id", ASCENDING), ("state", ASCENDING)])
+
+    async def seed_queue_depth(self) -> None:
+        """Counts the queue once, for tickets stored before its counter existed (or by an older release)."""
+        if await self._counters.find_one({"_id": QUEUE_DEPTH}) is not None:
+            return
+        depth = {p.value: await self._tickets.count_documents(eq(state=WAITING, priority=p.value)) for p in Priority}
+        try:
+            await self._counters.insert_one({"_id": QUEUE_DEPTH, **depth})
+        except DuplicateKeyError:
+            pass  # another replica seeded it first
 
     async def get(self, ticket_id: str) -> dict | None:
         return await self._tickets.find_one({"_id": ticket_id}, session=self._session)
@@ -253,12 +271,13 @@ class RoutedTicketRepository:
             },
             session=self._session,
         )
+        await self._count_waiting({ticket.priority.value: 1})
         return True
 
     async def waiting(self, limit: int) -> list[dict]:
         """The queue, in order: most urgent first, then oldest (the documents; see `waiting_ticket`)."""
         return (
-            await self._tickets.find({"state": WAITING}, session=self._session)
+            await self._tickets.find(eq(state=WAITING), session=self._session)
             .sort([("urgency", DESCENDING), ("created_ms", ASCENDING)])
             .limit(limit)
             .to_list()
@@ -274,7 +293,7 @@ class RoutedTicketRepository:
         channels = [channel for channel in CHANNELS if agent.free_on(channel) > 0]
         if not channels:
             return []
-        query: dict = {"state": WAITING, "channel": {"$in": channels}}
+        query: dict = {**eq(state=WAITING), "channel": {"$in": channels}}
         if agent.languages:
             query["language"] = {"$in": [*sorted({primary_language(l) for l in agent.languages}), None]}
         room = {channel: agent.free_on(channel) for channel in channels}
@@ -297,29 +316,50 @@ class RoutedTicketRepository:
         return taken
 
     async def update(self, ticket_id: str, expected: dict, changes: dict) -> dict | None:
-        """A conditional update: applies only while the ticket still matches `expected`; the new document."""
-        return await self._tickets.find_one_and_update(
-            {"_id": ticket_id, **expected},
-            {"$set": {**changes, "updated_ms": now_ms()}, "$inc": {"version": 1}},
-            session=self._session,
-            return_document=ReturnDocument.AFTER,
+        """A conditional update: applies only while the ticket still matches `expected`; the new document.
+
+        `changes` sets top-level fields. The queue-depth counter follows a change of state or priority.
+        """
+        changes = {**changes, "updated_ms": now_ms()}
+        before = await self._tickets.find_one_and_update(
+            {"_id": ticket_id, **expected}, {"$set": changes, "$inc": {"version": 1}}, session=self._session
         )
+        if before is None:
+            return None
+        after = {**before, **changes, "version": before.get("version", 0) + 1}
+        moves: dict[str, int] = {}
+        for document, step in ((before, -1), (after, 1)):
+            if document["state"] == WAITING:
+                moves[document["priority"]] = moves.get(document["priority"], 0) + step
+        await self._count_waiting(moves)
+        return after
+
+    async def _count_waiting(self, moves: dict[str, int]) -> None:
+        if moves := {priority: n for priority, n in moves.items() if n}:
+            await self._counters.update_one(
+                {"_id": QUEUE_DEPTH}, {"$inc": moves}, upsert=True, session=self._session
+            )
 
     async def held_by(self, agent_id: str, states: Iterable[str]) -> list[dict]:
         return await self._tickets.find(
-            {"assignee_id": agent_id, "state": {"$in": list(states)}}, session=self._session
+            {**eq(assignee_id=agent_id), "state": {"$in": list(states)}}, session=self._session
         ).to_list()
 
     async def by_offer(self, offer_id: str) -> dict | None:
-        """The ticket an offer was for, whether the offer is still open or not."""
-        return await self._tickets.find_one({"offer_ids": {"$in": [offer_id]}}, session=self._session)  # `$in`: nx-27017 misses plain equality on an indexed array
+        """The ticket an offer was for, whether the offer is still open or not.
+
+        An open offer is found by its index; a closed one only in the tickets' lists of offers,
+        which the embedded server scans (`$in`: it misses plain equality on an array).
+        """
+        open_offer = await self._tickets.find_one(eq(offer_id=offer_id), session=self._session)
+        return open_offer or await self._tickets.find_one({"offer_ids": {"$in": [offer_id]}}, session=self._session)
 
     async def offers_of(self, agent_id: str) -> list[dict]:
-        return await self._tickets.find({"assignee_id": agent_id, "state": OFFERED}, session=self._session).to_list()
+        return await self._tickets.find(eq(assignee_id=agent_id, state=OFFERED), session=self._session).to_list()
 
     async def offers_expired(self, now: int, limit: int) -> list[dict]:
         return (
-            await self._tickets.find({"state": OFFERED, "offer_expires_ms": {"$lte": now}}, session=self._session)
+            await self._tickets.find({**eq(state=OFFERED), "offer_expires_ms": {"$lte": now}}, session=self._session)
             .limit(limit)
             .to_list()
         )
@@ -328,7 +368,7 @@ class RoutedTicketRepository:
         """Waiting tickets where an agent's decline cooldown ended: they may be offered it again."""
         return (
             await self._tickets.find(
-                {"state": WAITING, "decline_lapse_ms": {"$ne": None, "$lte": now}}, session=self._session
+                {**eq(state=WAITING), "decline_lapse_ms": {"$ne": None, "$lte": now}}, session=self._session
             )
             .limit(limit)
             .to_list()
@@ -337,36 +377,32 @@ class RoutedTicketRepository:
     async def escalation_due(self, now: int, limit: int) -> list[dict]:
         return (
             await self._tickets.find(
-                {"state": WAITING, "next_escalation_ms": {"$ne": None, "$lte": now}}, session=self._session
+                {**eq(state=WAITING), "next_escalation_ms": {"$ne": None, "$lte": now}}, session=self._session
             )
             .limit(limit)
             .to_list()
         )
 
     async def depth_by_priority(self) -> dict[str, int]:
-        return {
-            priority.value: await self._tickets.count_documents(
-                {"state": WAITING, "priority": priority.value}, session=self._session
-            )
-            for priority in Priority
-        }
+        counters = await self._counters.find_one({"_id": QUEUE_DEPTH}, session=self._session) or {}
+        return {priority.value: int(counters.get(priority.value, 0)) for priority in Priority}
 
     async def summary(self, now: int) -> QueueSummary:
         summary = QueueSummary()
         summary.by_priority = await self.depth_by_priority()
         summary.depth = sum(summary.by_priority.values())
         async for row in await self._tickets.aggregate(
-            [{"$match": {"state": WAITING}}, {"$unwind": "$required_skills"},
+            [{"$match": eq(state=WAITING)}, {"$unwind": "$required_skills"},
              {"$group": {"_id": "$required_skills", "n": {"$sum": 1}}}],
             session=self._session,
         ):
             summary.by_skill[row["_id"]] = row["n"]
         async for row in await self._tickets.aggregate(
-            [{"$match": {"state": WAITING}}, {"$group": {"_id": "$channel", "n": {"$sum": 1}}}], session=self._session
+            [{"$match": eq(state=WAITING)}, {"$group": {"_id": "$channel", "n": {"$sum": 1}}}], session=self._session
         ):
             summary.by_channel[row["_id"]] = row["n"]
         oldest = (
-            await self._tickets.find({"state": WAITING}, {"created_ms": 1}, session=self._session)
+            await self._tickets.find(eq(state=WAITING), {"created_ms": 1}, session=self._session)
             .sort("created_ms", ASCENDING)
             .limit(1)
             .to_list()
