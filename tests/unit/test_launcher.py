@@ -4,7 +4,7 @@ from pathlib import Path
 
 from shared.launcher.platform import DEV_API_KEY, Platform, Ports
 
-PORTS = Ports(kafka=1, mongodb=2, smtp=3, intake=11, routing=12, sla=13, notify=14)
+PORTS = Ports(kafka=1, broker_storage=4, mongodb=2, smtp=3, intake=11, routing=12, sla=13, notify=14)
 
 
 def test_by_default_everything_is_embedded_and_services_point_at_it(tmp_path):
@@ -19,7 +19,7 @@ def test_by_default_everything_is_embedded_and_services_point_at_it(tmp_path):
     assert env["HTTP_PORT"] == "12"
     assert env["SWITCHBOARD_API_KEYS"] == DEV_API_KEY == platform.api_key
     assert Path(env["MONGODB_TRANSACTION_LOCK_DIR"]) == tmp_path.resolve() / "mongo"
-    assert float(env["OUTBOX_REPLAY_ON_START_SECONDS"]) > 0
+    assert "OUTBOX_REPLAY_ON_START_SECONDS" not in env, "the embedded broker keeps what it acknowledged"
 
 
 def test_infrastructure_named_in_the_environment_is_used_instead_of_starting_it(tmp_path):
@@ -37,7 +37,7 @@ def test_infrastructure_named_in_the_environment_is_used_instead_of_starting_it(
     assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
     assert env["MONGODB_URL"] == "mongodb://db:27017/?replicaSet=rs0"
     assert env["SMTP_URL"] == "smtp://mail:25"
-    assert "MONGODB_TRANSACTION_LOCK_DIR" not in env and "OUTBOX_REPLAY_ON_START_SECONDS" not in env
+    assert "MONGODB_TRANSACTION_LOCK_DIR" not in env
     assert platform.api_key == "k1"
 
 
