@@ -15,6 +15,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from services.notify.domain import DeliveryChannel, DeliveryState, RecipientRole
 from services.notify.planner import AgentContact, Preferences
 from services.notify.repository import Contacts, DeliveryRepository, PreferenceStore
+from shared.outbound import HostUnresolved, OutboundPolicy, OutboundRefused
 
 Id = Annotated[str, Path(min_length=1, max_length=100)]
 
@@ -40,8 +41,11 @@ class TicketNotifications(BaseModel):
     notifications: list[NotificationView]
 
 
-def build_routes(db: AsyncDatabase, require_api_key, needs, kinds: Collection[str]) -> APIRouter:
-    """`kinds` are the rules' kinds: the only ones a customer can opt out of or in to."""
+def build_routes(
+    db: AsyncDatabase, require_api_key, needs, kinds: Collection[str], outbound: OutboundPolicy
+) -> APIRouter:
+    """`kinds` are the rules' kinds: the only ones a customer can opt out of or in to; `outbound` judges
+    agents' webhook URLs."""
     routes = APIRouter(prefix="/v1", tags=["notifications"], dependencies=[Depends(require_api_key)])
     read, write, agents = [needs("tickets:read")], [needs("tickets:write")], [needs("agents")]
     deliveries, contacts, preferences = DeliveryRepository(db), Contacts(db), PreferenceStore(db)
@@ -61,7 +65,13 @@ def build_routes(db: AsyncDatabase, require_api_key, needs, kinds: Collection[st
 
     @routes.put("/agents/{agent_id}/contact", response_model=AgentContact, dependencies=agents)
     async def put_contact(agent_id: Id, contact: AgentContact) -> AgentContact:
-        """How notify reaches this agent: `channel` (email, webhook, sms) and its address."""
+        """How notify reaches this agent: `channel` (email, webhook, sms) and its address. A webhook URL
+        that reaches an internal address is refused unless OUTBOUND_URL_ALLOWLIST permits it."""
+        if contact.webhook_url:
+            try:
+                await outbound.destination(str(contact.webhook_url), "webhook_url")
+            except (OutboundRefused, HostUnresolved) as refused:
+                raise HTTPException(422, str(refused)) from refused
         await contacts.put(agent_id, contact)
         return contact
 

@@ -167,6 +167,7 @@ def main() -> None:
         environ = embedded_environ(
             SMTP_URL=f"smtp://127.0.0.1:{smtp_port}", NOTIFY_RULES_PATH=str(rules), TEAM_WEBHOOK_URL=hook_url,
             SENDER_POLL_INTERVAL_SECONDS="0.05", RATE_LIMIT_PER_RECIPIENT="1000000", LOG_LEVEL="WARNING",
+            OUTBOUND_URL_ALLOWLIST="127.0.0.1",  # our webhook receiver
         )
         ports = Ports.free()
         platform = Platform(Path(directory) / "data", ports, environ=environ)

@@ -1,7 +1,8 @@
 """Composition root: wires notify's use cases to the platform kit, the rules, the templates and the channels.
 
-Rules, templates and SMTP_URL are checked here, before anything connects, so a broken one stops the
-service at start-up with the reason instead of failing each message later.
+Rules, templates, SMTP_URL and the webhook and SMS URLs of the settings are checked here, before
+anything connects, so a broken one stops the service at start-up with the reason instead of failing
+each message later.
 """
 
 from datetime import timedelta
@@ -19,6 +20,7 @@ from services.notify.settings import NotifySettings
 from services.notify.templates import Templates
 from services.notify.webhooks import SignedPoster, SmsSender, WebhookSender
 from shared.app import ServiceKit
+from shared.outbound import HostUnresolved, OutboundPolicy
 
 
 def build_app(settings: NotifySettings | None = None) -> FastAPI:
@@ -27,7 +29,14 @@ def build_app(settings: NotifySettings | None = None) -> FastAPI:
     templates = Templates(settings.notify_templates_dir, kinds=rules.kinds)
     templates.check(SAMPLE_CONTEXT)
     mailer = SmtpMailer(parse_smtp_url(settings.smtp_url.get_secret_value()), settings.mail_from)
-    poster = SignedPoster(settings.webhook_signing_key.get_secret_value())
+    outbound = OutboundPolicy(settings.allowlist())
+    for setting in ("team_webhook_url", "supervisors_webhook_url", "sms_provider_url"):
+        if url := getattr(settings, setting):
+            try:
+                outbound.check(url, setting.upper())
+            except HostUnresolved:
+                pass  # DNS may be down for a while: each send checks again
+    poster = SignedPoster(settings.webhook_signing_key.get_secret_value(), outbound)
     kit = ServiceKit.create("notify", settings)
     notifications = Notifications(
         kit.uow,
@@ -69,7 +78,7 @@ def build_app(settings: NotifySettings | None = None) -> FastAPI:
     return kit.create_app(
         description="Tells customers, agents and supervisors what they need to know about tickets: "
         "by email, webhook or SMS, by the rules in its rules file.",
-        api=build_routes(kit.db, kit.require_api_key(), kit.needs, rules.kinds),
+        api=build_routes(kit.db, kit.require_api_key(), kit.needs, rules.kinds, outbound),
         subscriptions=notifications.subscriptions(),
         ensure_indexes=[deliveries.ensure_indexes],
         background=[notifications.run_sender],

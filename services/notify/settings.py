@@ -1,9 +1,10 @@
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
 from services.notify.rules import RULES_FILE
 from services.notify.templates import TEMPLATES_DIRECTORY
+from shared.outbound import Allowlist
 from shared.settings import ServiceSettings
 
 
@@ -31,8 +32,21 @@ class NotifySettings(ServiceSettings):
     team_webhook_url: str = Field(default="", description="Slack-compatible webhook of the support team (SLA breaches).")
     supervisors_webhook_url: str = Field(default="", description="Slack-compatible webhook of the supervisors.")
     sms_provider_url: str = Field(default="", description="The SMS provider's HTTP webhook.")
+    outbound_url_allowlist: str = Field(
+        default="",
+        description="Internal targets webhooks and SMS requests may reach: comma-separated hosts, host:port or CIDRs.",
+    )
     rate_limit_per_recipient: int = Field(default=10, ge=1, description="Non-urgent messages per recipient per window.")
     max_event_age_seconds: float = Field(
         default=3 * 24 * 3600, gt=0, description="Events older than this owe only a suppression (stale history)."
     )
     rate_limit_window_seconds: float = Field(default=3600, gt=0, description="The rate limit's window; the digest goes at its end.")
+
+    @field_validator("outbound_url_allowlist")
+    @classmethod
+    def _allowlist_valid(cls, value: str) -> str:
+        Allowlist.parse(value)  # refuses a malformed entry at start, naming it
+        return value
+
+    def allowlist(self) -> Allowlist:
+        return Allowlist.parse(self.outbound_url_allowlist)

@@ -7,6 +7,9 @@ every retry and after a restart) so a receiver can drop a repeat.
 The webhook body is Slack-compatible (`text`, escaped as Slack asks, plus fields Slack ignores); SMS goes to a generic
 provider webhook (`SMS_PROVIDER_URL`) as `{"to", "text", ...}`.
 
+Every URL passes the outbound policy (`shared/outbound.py`) at each send, and the request goes to the
+address it checked: a URL that reaches an internal address is a permanent failure saying why.
+
 2xx is sent. 429 and 503 are retried no sooner than their `Retry-After`; 408, 425 and other 5xx are
 retried; any other 4xx is permanent (the receiver refuses this message).
 """
@@ -18,6 +21,7 @@ from email.utils import parsedate_to_datetime
 import httpx
 
 from services.notify.domain import Delivery, SendFailure, webhook_signature
+from shared.outbound import HostUnresolved, OutboundPolicy, OutboundRefused
 
 TIMEOUT_SECONDS = 15.0
 TIMESTAMP_HEADER = "X-Switchboard-Timestamp"
@@ -78,8 +82,11 @@ def failure_for_status(status: int, retry_after: str | None, now: float) -> Send
 
 
 class SignedPoster:
-    def __init__(self, signing_key: str, client: httpx.AsyncClient | None = None) -> None:
+    def __init__(
+        self, signing_key: str, outbound: OutboundPolicy, client: httpx.AsyncClient | None = None
+    ) -> None:
         self._key = signing_key
+        self._outbound = outbound
         self._client = client or httpx.AsyncClient(timeout=TIMEOUT_SECONDS, follow_redirects=False)
 
     async def post(self, url: str, body: bytes, notification_id: str) -> None:
@@ -95,7 +102,15 @@ class SignedPoster:
             "User-Agent": "switchboard-notify/1",
         }
         try:
-            response = await self._client.post(url, content=body, headers=headers)
+            destination = await self._outbound.destination(url)
+        except OutboundRefused as refused:
+            raise SendFailure(str(refused), permanent=True) from refused
+        except HostUnresolved as unresolved:
+            raise SendFailure(str(unresolved), permanent=False) from unresolved
+        try:
+            response = await self._client.post(
+                destination.url, content=body, headers=headers | destination.headers, extensions=destination.extensions
+            )
         except httpx.HTTPError as error:
             raise SendFailure(f"{type(error).__name__}: could not reach the receiver", permanent=False) from error
         failure = failure_for_status(response.status_code, response.headers.get("Retry-After"), time.time())

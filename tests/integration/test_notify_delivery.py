@@ -221,6 +221,7 @@ def notify_harness(tmp_path_factory) -> Iterator[Harness]:
         RATE_LIMIT_PER_RECIPIENT=str(RATE_LIMIT),
         RATE_LIMIT_WINDOW_SECONDS=str(RATE_WINDOW_SECONDS),
         KAFKA_TOPIC_PARTITIONS="2",
+        OUTBOUND_URL_ALLOWLIST="127.0.0.1",  # the test's own webhook receiver; every other internal address stays refused
     )
     platform = Platform(data_dir, Ports.free(), environ=environ)
     try:
@@ -581,6 +582,21 @@ async def test_bad_contacts_and_preferences_get_422_saying_what_is_wrong_and_no_
     assert misspelt.status_code == 422 and misspelt.json()["message"].startswith("unknown kinds: csat_surveys; known: ")
     assert missing.status_code == 404
     assert anonymous.status_code == 401
+
+
+async def test_a_webhook_url_reaching_an_internal_address_gets_422_naming_the_reason_and_is_not_saved(notify_harness):
+    agent = f"agent-{uuid.uuid4().hex[:8]}"
+    async with notify_harness.running.client("notify") as notify:
+        metadata = await notify.put(f"/v1/agents/{agent}/contact", json={"channel": "webhook", "webhook_url": "http://169.254.169.254/latest"})
+        mapped = await notify.put(f"/v1/agents/{agent}/contact", json={"channel": "webhook", "webhook_url": "http://[::ffff:10.0.0.1]:8080/"})
+        saved = await notify.get(f"/v1/agents/{agent}/contact")
+
+    assert metadata.status_code == 422, metadata.text
+    assert metadata.json()["message"] == (
+        "webhook_url host 169.254.169.254 is a link-local address; set OUTBOUND_URL_ALLOWLIST to permit it"
+    )
+    assert mapped.status_code == 422 and "host ::ffff:a00:1 is a private address" in mapped.json()["message"]
+    assert saved.status_code == 404
 
 
 async def test_two_notify_replicas_send_every_message_exactly_once(notify_harness):

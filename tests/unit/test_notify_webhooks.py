@@ -5,6 +5,7 @@ import hmac
 import json
 from datetime import UTC, datetime
 from email.utils import format_datetime
+from ipaddress import ip_address
 
 import httpx
 import pytest
@@ -18,6 +19,7 @@ from services.notify.webhooks import (
     retry_after_seconds,
     webhook_body,
 )
+from shared.outbound import OutboundPolicy
 
 NOW = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
 DELIVERY = Delivery(
@@ -25,6 +27,12 @@ DELIVERY = Delivery(
     recipient="http://hooks.example/team", locale="en", subject="SLA breached", text="Ticket TKT-1 missed it.",
     html="", message_id="<x@switchboard.local>", correlation_id="c", causation_id="e1", next_attempt_at=NOW, created_at=NOW,
 )
+PUBLIC = ip_address("93.184.215.14")
+
+
+def poster_to(receive, key: str = "k", resolve=lambda host, port: [PUBLIC]) -> SignedPoster:
+    """A poster whose requests go to `receive`, with DNS answering `resolve`."""
+    return SignedPoster(key, OutboundPolicy(resolve=resolve), httpx.AsyncClient(transport=httpx.MockTransport(receive)))
 
 
 @pytest.mark.parametrize(
@@ -64,7 +72,7 @@ async def test_a_webhook_is_slack_compatible_and_signed_over_timestamp_and_body(
         seen.append(request)
         return httpx.Response(200)
 
-    poster = SignedPoster("k3y", httpx.AsyncClient(transport=httpx.MockTransport(receive)))
+    poster = poster_to(receive, key="k3y")
     await WebhookSender(poster).send(DELIVERY)
 
     [request] = seen
@@ -86,7 +94,7 @@ def test_the_webhook_text_is_escaped_so_slack_shows_what_the_customer_typed():
 
 
 async def test_a_429_raises_a_retryable_failure_with_its_retry_after():
-    poster = SignedPoster("k", httpx.AsyncClient(transport=httpx.MockTransport(lambda r: httpx.Response(429, headers={"Retry-After": "3"}))))
+    poster = poster_to(lambda r: httpx.Response(429, headers={"Retry-After": "3"}))
 
     with pytest.raises(SendFailure) as failed:
         await WebhookSender(poster).send(DELIVERY)
@@ -98,25 +106,51 @@ async def test_an_unreachable_receiver_is_retried():
     def refuse(request):
         raise httpx.ConnectError("refused")
 
-    poster = SignedPoster("k", httpx.AsyncClient(transport=httpx.MockTransport(refuse)))
+    poster = poster_to(refuse)
     with pytest.raises(SendFailure) as failed:
         await WebhookSender(poster).send(DELIVERY)
     assert failed.value.permanent is False
 
 
 async def test_no_signing_key_means_nothing_is_sent_unsigned():
-    poster = SignedPoster("", httpx.AsyncClient(transport=httpx.MockTransport(lambda r: httpx.Response(200))))
+    poster = poster_to(lambda r: httpx.Response(200), key="")
     with pytest.raises(SendFailure, match="WEBHOOK_SIGNING_KEY"):
         await WebhookSender(poster).send(DELIVERY)
 
 
 async def test_sms_goes_to_the_provider_with_the_number():
     seen = []
-    poster = SignedPoster("k", httpx.AsyncClient(transport=httpx.MockTransport(lambda r: seen.append(r) or httpx.Response(202))))
+    poster = poster_to(lambda r: seen.append(r) or httpx.Response(202))
 
     await SmsSender(poster, "http://sms.example/send").send(
         DELIVERY.model_copy(update={"channel": DeliveryChannel.SMS, "recipient": "+4930123456"})
     )
 
-    assert str(seen[0].url) == "http://sms.example/send"
+    assert (seen[0].url.host, seen[0].url.path, seen[0].headers["Host"]) == (str(PUBLIC), "/send", "sms.example")
     assert json.loads(seen[0].content)["to"] == "+4930123456"
+
+
+async def test_a_name_that_resolves_internal_at_send_time_is_refused_for_good_and_nothing_is_sent():
+    """DNS rebinding: the URL resolved to a public address when it was saved; now it names the metadata service."""
+    seen = []
+    poster = poster_to(lambda r: seen.append(r) or httpx.Response(200), resolve=lambda host, port: [ip_address("169.254.169.254")])
+
+    with pytest.raises(SendFailure) as failed:
+        await WebhookSender(poster).send(DELIVERY)
+
+    assert failed.value.permanent is True and seen == []
+    assert failed.value.reason == (
+        "URL host hooks.example resolves to 169.254.169.254, a link-local address; set OUTBOUND_URL_ALLOWLIST to permit it"
+    )
+
+
+async def test_the_request_goes_to_the_address_that_was_checked_under_the_hosts_own_name():
+    answers = iter([[PUBLIC], [ip_address("127.0.0.1")]])  # a second lookup would answer internal
+    seen = []
+    poster = poster_to(lambda r: seen.append(r) or httpx.Response(200), resolve=lambda host, port: next(answers))
+
+    await WebhookSender(poster).send(DELIVERY.model_copy(update={"recipient": "https://hooks.example/team"}))
+
+    [request] = seen
+    assert (str(request.url), request.headers["Host"]) == (f"https://{PUBLIC}/team", "hooks.example")
+    assert request.extensions["sni_hostname"] == "hooks.example"  # TLS checks the certificate of hooks.example
