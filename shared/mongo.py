@@ -144,7 +144,10 @@ class Lease:
     """A named, expiring claim in MongoDB, so that one replica at a time does a singleton job.
 
     Holding it is checked and renewed with one conditional upsert; a replica that dies simply
-    stops renewing and another takes over when the lease expires.
+    stops renewing and another takes over when the lease expires. A holder renews only once a
+    third of the term has passed since its last renewal, not on every call: a job that asks
+    every half second costs one transaction every few seconds, and still holds the lease with
+    two thirds of its term to spare.
     """
 
     def __init__(self, uow: UnitOfWork, name: str, owner: str, ttl_seconds: float) -> None:
@@ -152,12 +155,17 @@ class Lease:
         self.name = name
         self.owner = owner
         self._ttl_ms = int(ttl_seconds * 1000)
+        self._renew_after_ms = 0
 
     async def acquire(self) -> bool:
+        if now_ms() < self._renew_after_ms:
+            return True
         try:
-            return await self._uow.run(self._claim)
+            held = await self._uow.run(self._claim)
         except DuplicateKeyError:
-            return False  # another owner holds it: the upsert collided with their document
+            held = False  # another owner holds it: the upsert collided with their document
+        self._renew_after_ms = now_ms() + self._ttl_ms // 3 if held else 0
+        return held
 
     async def _claim(self, tx: Transaction) -> bool:
         now = now_ms()

@@ -11,6 +11,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from shared.clock import now_ms
 from shared.metrics import PlatformMetrics
 from shared.mongo import Lease, Transaction, UnitOfWork
+from shared.mongo_filters import eq
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,7 @@ class Outbox:
 
     async def ensure_indexes(self) -> None:
         await self.collection.create_index([("sent", ASCENDING), ("created_ns", ASCENDING)])
+        await self.collection.create_index([("sent", ASCENDING), ("sent_ms", ASCENDING)])
 
     async def write(self, transaction: Transaction) -> None:
         """Store the transaction's events; `created_ns` orders them for the relay."""
@@ -54,7 +56,13 @@ class OutboxRelay:
     One replica relays at a time (a lease), which keeps each entity's events in order. Delivery
     is at-least-once: a crash between publishing and marking re-sends the same event ids, which
     consumers drop through their inbox.
+
+    A commit in this process wakes the relay at once; otherwise it looks again after the poll
+    interval, and when it keeps finding nothing it waits longer each time, up to `IDLE_BACKOFF`
+    polls, so an idle service costs next to nothing.
     """
+
+    IDLE_BACKOFF = 4
 
     def __init__(
         self,
@@ -83,6 +91,7 @@ class OutboxRelay:
         self._wakeup.set()
 
     async def run(self) -> None:
+        idle_polls = 0
         while True:
             try:
                 published = await self.relay_once() if await self._lease.acquire() else 0
@@ -91,9 +100,10 @@ class OutboxRelay:
             except Exception:
                 log.exception("outbox relay failed; retrying")
                 published = 0
+            idle_polls = 0 if published else min(idle_polls + 1, self.IDLE_BACKOFF)
             if published < self._batch_size:
                 try:
-                    await asyncio.wait_for(self._wakeup.wait(), self._poll_interval)
+                    await asyncio.wait_for(self._wakeup.wait(), self._poll_interval * max(1, idle_polls))
                 except TimeoutError:
                     pass
                 self._wakeup.clear()
@@ -103,7 +113,7 @@ class OutboxRelay:
         since = now_ms() - int(seconds * 1000)
         await self._uow.run(
             lambda tx: self._outbox.update_many(
-                {"sent": True, "sent_ms": {"$gte": since}}, {"$set": {"sent": False}}, session=tx.session
+                eq(sent=True) | {"sent_ms": {"$gte": since}}, {"$set": {"sent": False}}, session=tx.session
             )
         )
 
@@ -132,7 +142,7 @@ class OutboxRelay:
     async def _pending(self, tx: Transaction) -> list[dict]:
         """Read in a transaction, so a row of a transaction still in flight is never relayed."""
         return (
-            await self._outbox.find({"sent": False}, session=tx.session)
+            await self._outbox.find(eq(sent=False), session=tx.session)
             .sort("created_ns", ASCENDING)
             .limit(self._batch_size)
             .to_list()
@@ -146,5 +156,5 @@ class OutboxRelay:
     async def purge_sent(self) -> None:
         cutoff = now_ms() - self._retention_ms
         await self._uow.run(
-            lambda tx: self._outbox.delete_many({"sent": True, "sent_ms": {"$lt": cutoff}}, session=tx.session)
+            lambda tx: self._outbox.delete_many(eq(sent=True) | {"sent_ms": {"$lt": cutoff}}, session=tx.session)
         )
