@@ -1,0 +1,83 @@
+"""Group commit: units of work that arrive while a transaction is open share the next one.
+
+Each transaction costs a lock turn and a commit that dwarf a request's own work on the embedded
+Mongo-wire server, so an API that opened one per request answered in seconds under load. Here a
+request's work waits for the transaction in flight to end, and then runs, in arrival order, with
+every other waiting one (up to `max_group`) in one `UnitOfWork.run`.
+
+Each caller still gets its own answer or its own error, as if its work had run alone: if any work
+in a group raises (a refused input, a conflict), the whole transaction is aborted, since a failed
+write may have aborted it already and the failing work may have written before it raised, and
+every work of that group runs again in a transaction of its own. Effects registered with
+`Transaction.on_commit` run only for the transaction that commits, so once per committed work.
+"""
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+from shared.mongo import Transaction, UnitOfWork, Work
+
+T = TypeVar("T")
+Waiting = tuple[Work[Any], asyncio.Future]
+
+
+class GroupCommit:
+    def __init__(self, uow: UnitOfWork, max_group: int = 50) -> None:
+        self._uow = uow
+        self._max_group = max_group
+        self._waiting: list[Waiting] = []
+        self._committer: asyncio.Task | None = None
+
+    async def run(self, work: Work[T]) -> T:
+        """Run `work` in the next group's transaction; its result, or what it raised."""
+        answer = asyncio.get_running_loop().create_future()
+        self._waiting.append((work, answer))
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit_waiting())
+        return await answer
+
+    async def _commit_waiting(self) -> None:
+        while self._waiting:
+            group = [(work, answer) for work, answer in self._waiting[: self._max_group] if not answer.done()]
+            del self._waiting[: self._max_group]
+            try:
+                await self._commit(group)
+            except BaseException:  # cancelled at shutdown: no caller is left waiting for ever
+                for _, answer in group + self._waiting:
+                    answer.cancel()
+                raise
+
+    async def _commit(self, group: Sequence[Waiting]) -> None:
+        if len(group) > 1:
+            try:
+                results = await self._uow.run(lambda tx: self._in_order(tx, group))
+            except Exception:
+                pass  # someone's work failed, and so did the transaction: each runs again alone
+            else:
+                for (_, answer), result in zip(group, results, strict=True):
+                    _answer(answer, result=result)
+                return
+        # Concurrently, so that a database that is down fails them all at once, not one timeout after another.
+        await asyncio.gather(*(self._alone(work, answer) for work, answer in group))
+
+    async def _alone(self, work: Work[Any], answer: asyncio.Future) -> None:
+        try:
+            result = await self._uow.run(work)
+        except Exception as error:
+            _answer(answer, error=error)
+        else:
+            _answer(answer, result=result)
+
+    @staticmethod
+    async def _in_order(tx: Transaction, group: Sequence[Waiting]) -> list:
+        return [await work(tx) for work, _ in group]
+
+
+def _answer(answer: asyncio.Future, *, result: Any = None, error: Exception | None = None) -> None:
+    if answer.done():  # its caller is gone (a client that hung up)
+        return
+    if error is None:
+        answer.set_result(result)
+    else:
+        answer.set_exception(error)

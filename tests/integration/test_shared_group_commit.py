@@ -1,0 +1,82 @@
+"""Group commit against the real Mongo-wire server: shared transactions, and each caller's own answer."""
+
+import asyncio
+
+import pytest
+from pymongo import AsyncMongoClient
+from pymongo.errors import DuplicateKeyError
+
+from shared import topics
+from shared.clock import utc_now
+from shared.envelope import new_event
+from shared.events import TicketClosed
+from shared.group_commit import GroupCommit
+from shared.launcher.servers import mongo_wire_server
+from shared.mongo import UnitOfWork
+from shared.outbox import Outbox
+
+pytestmark = pytest.mark.integration
+
+
+class Refused(Exception):
+    pass
+
+
+@pytest.fixture
+async def unit_of_work(tmp_path):
+    with mongo_wire_server(tmp_path) as url:
+        client = AsyncMongoClient(url, tz_aware=True)
+        db = client["group_commit"]
+        try:
+            yield UnitOfWork(client, db, Outbox(db).write, transaction_lock=tmp_path / "group_commit.lock"), db
+        finally:
+            await client.close()
+
+
+def close(db, ticket_id: str, effects: list[str], *, refuse: bool = False):
+    """A use case's work: a write, an event and an effect; refused after it wrote, if asked."""
+
+    async def work(tx) -> str:
+        await db["tickets"].insert_one({"_id": ticket_id}, session=tx.session)
+        tx.publish(topics.TICKETS, new_event(TicketClosed(ticket_id=ticket_id, closed_at=utc_now()),
+                                             source="tests", subject=ticket_id))
+        tx.on_commit(lambda: effects.append(ticket_id))
+        if refuse:
+            raise Refused(ticket_id)
+        return ticket_id
+
+    return work
+
+
+async def test_concurrent_work_shares_transactions_and_each_caller_gets_its_own_result(unit_of_work):
+    uow, db = unit_of_work
+    commits, effects = [], []
+    uow.after_commit(lambda: commits.append(1))
+    grouped = GroupCommit(uow, max_group=50)
+
+    results = await asyncio.gather(*(grouped.run(close(db, f"T-{n}", effects)) for n in range(40)))
+
+    assert results == [f"T-{n}" for n in range(40)]
+    assert len(commits) <= 3, "40 concurrent callers share a few transactions, not one each"
+    assert sorted(effects) == sorted(results)
+    assert len([d async for d in db["outbox"].find({})]) == 40
+
+
+async def test_a_refused_or_failing_work_fails_only_its_own_caller_and_effects_run_once(unit_of_work):
+    uow, db = unit_of_work
+    effects: list[str] = []
+    await db["tickets"].insert_one({"_id": "T-taken"})
+    grouped = GroupCommit(uow, max_group=50)
+    works = [close(db, f"T-{n}", effects) for n in range(30)]
+    works[7] = close(db, "T-refused", effects, refuse=True)  # refused after it wrote
+    works[19] = close(db, "T-taken", effects)  # a write the server refuses: it may abort the transaction
+
+    outcomes = await asyncio.gather(*(grouped.run(work) for work in works), return_exceptions=True)
+
+    assert isinstance(outcomes[7], Refused) and isinstance(outcomes[19], DuplicateKeyError)
+    kept = [f"T-{n}" for n in range(30) if n not in (7, 19)]
+    assert [outcome for n, outcome in enumerate(outcomes) if n not in (7, 19)] == kept
+    assert sorted(effects) == sorted(kept), "each committed work's effect ran once; a refused one's never"
+    stored = {d["_id"] async for d in db["tickets"].find({})}
+    assert stored == {*kept, "T-taken"}
+    assert sorted([d["key"] async for d in db["outbox"].find({})]) == sorted(kept)
