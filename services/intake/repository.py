@@ -1,4 +1,8 @@
-"""MongoDB adapters for intake: tickets, messages, customers, and the keys that make intake idempotent."""
+"""MongoDB adapters for intake: tickets, messages, customers, and the keys that make intake idempotent.
+
+Equalities are written with `eq`, so the embedded server serves them from an index too (see
+`shared.mongo_filters`).
+"""
 
 import base64
 import re
@@ -12,6 +16,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from services.intake.domain import TICKET_ID_PATTERN, Message, SlaSummary, Ticket
 from shared.clock import from_ms, now_ms, to_ms
 from shared.events import Customer
+from shared.mongo_filters import eq
 
 
 def _to_document(ticket: Ticket) -> dict:
@@ -108,7 +113,7 @@ class TicketRepository:
 
     async def page(self, filters: Mapping[str, str], *, limit: int, after: str | None) -> tuple[list[Ticket], str | None]:
         """Newest first; `after` is the cursor of the previous page (the last id it showed)."""
-        query: dict = {field: value for field, value in filters.items() if value is not None}
+        query: dict = eq({field: value for field, value in filters.items() if value is not None})
         if after is not None:
             query["_id"] = {"$lt": decode_cursor(after)}
         documents = (
@@ -132,7 +137,7 @@ class TicketRepository:
 
     async def solved_before(self, cutoff_ms: int, limit: int = 200) -> list[Ticket]:
         documents = (
-            await self._tickets.find({"status": "solved", "solved_ms": {"$lt": cutoff_ms}}, session=self._session)
+            await self._tickets.find({**eq(status="solved"), "solved_ms": {"$lt": cutoff_ms}}, session=self._session)
             .limit(limit)
             .to_list()
         )
@@ -154,7 +159,7 @@ class MessageRepository:
 
     async def of_ticket(self, ticket_id: str, limit: int = 500) -> list[Message]:
         documents = (
-            await self._messages.find({"ticket_id": ticket_id}, session=self._session)
+            await self._messages.find(eq(ticket_id=ticket_id), session=self._session)
             .sort("created_ms", ASCENDING)
             .limit(limit)
             .to_list()
@@ -180,7 +185,7 @@ class CustomerRepository:
         if given.id is not None:
             existing = await self._customers.find_one({"_id": given.id}, session=self._session)
         elif given.email is not None:
-            existing = await self._customers.find_one({"email": str(given.email)}, session=self._session)
+            existing = await self._customers.find_one(eq(email=str(given.email)), session=self._session)
         customer_id = existing["_id"] if existing else (given.id or f"cust-{secrets.token_hex(6)}")
         fields = given.model_dump(mode="json", exclude={"id"}, exclude_none=True)
         return await self._customers.find_one_and_update(

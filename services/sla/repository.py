@@ -4,7 +4,9 @@ Every write is conditional on the version the writer read, so the consumer and t
 any number of replicas never overwrite each other's decisions: the loser sees `False` and
 either retries (the consumer) or drops its stale timer (the scheduler). A clock's next firing
 is `next_fire_ms`, indexed, and absent when none is due, so the scheduler reads the near
-horizon with one range scan. The number of live clocks is a counter kept by the same transactions
+horizon with one range scan. A ticket's clocks are read by their ids (ticket and metric), which
+every server finds by primary key (the embedded one scans for `ticket_id` `$in`; see
+`shared.mongo_filters`). The number of live clocks is a counter kept by the same transactions
 that start and fulfil clocks: counting a million documents would stall the embedded server. How far
 the clocks are reconciled with the policy file in force is one more document beside that counter.
 """
@@ -16,7 +18,8 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from services.sla.domain import Clock, Metric, TicketRecord
+from services.sla.domain import Clock, Metric, TicketRecord, clock_id
+from shared.mongo_filters import eq
 
 LIVE_CLOCKS = "live_clocks"
 POLICY_RELOAD = "policy_reload"
@@ -96,7 +99,6 @@ class SlaRepository:
         self._session = session
 
     async def ensure_indexes(self) -> None:
-        await self._clocks.create_index([("ticket_id", ASCENDING)])
         await self._clocks.create_index([("next_fire_ms", ASCENDING)])
         await self._clocks.create_index([("stopped", ASCENDING)])
 
@@ -104,7 +106,7 @@ class SlaRepository:
         """Counts the live clocks once, for clocks stored before the counter existed (or by an older release)."""
         if await self._stats.find_one({"_id": LIVE_CLOCKS}) is None:
             try:
-                await self._stats.insert_one({"_id": LIVE_CLOCKS, "n": await self._clocks.count_documents({"stopped": False})})
+                await self._stats.insert_one({"_id": LIVE_CLOCKS, "n": await self._clocks.count_documents(eq(stopped=False))})
             except DuplicateKeyError:
                 pass  # another replica seeded it first
 
@@ -146,7 +148,8 @@ class SlaRepository:
         return (await self.clocks_of_tickets([ticket_id])).get(ticket_id, {})
 
     async def clocks_of_tickets(self, ticket_ids: list[str]) -> dict[str, dict[Metric, Clock]]:
-        documents = await self._clocks.find({"ticket_id": {"$in": ticket_ids}}, session=self._session).to_list()
+        ids = [clock_id(ticket_id, metric) for ticket_id in ticket_ids for metric in Metric]
+        documents = await self._clocks.find({"_id": {"$in": ids}}, session=self._session).to_list()
         clocks: dict[str, dict[Metric, Clock]] = {}
         # Documents of the walking skeleton's first-reply clock (no `target_ms`) are left out.
         for clock in (_clock(document) for document in documents if "target_ms" in document):
