@@ -56,6 +56,8 @@ class Outcome:
     over_capacity: int = 0
     stuck: int = 0
     recovery_seconds: float | None = None
+    not_ready: set[str] = field(default_factory=set)
+    """Services whose /health/ready said 503 while the fault lasted (sampled twice a second)."""
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -182,9 +184,11 @@ class FaultSuite:
         self.headers = {"Authorization": f"Bearer {platform.api_key}"}
         self.agents = {f"fault-agent-{n}": 0 for n in range(8)}
         self.run_id = uuid.uuid4().hex[:6]
+        self.unready_now: set[str] = set()
 
     async def run(self, faults: Sequence[str]) -> list[Outcome]:
         supervisor = asyncio.create_task(self._supervise())
+        readiness = asyncio.create_task(self._sample_readiness())
         await self.observer.start()
         try:
             capacity = len(faults) * self.tickets // len(self.agents) + 10  # never binds: every ticket is assigned
@@ -197,7 +201,21 @@ class FaultSuite:
         finally:
             await self.observer.stop()
             supervisor.cancel()
-            await asyncio.gather(supervisor, return_exceptions=True)
+            readiness.cancel()
+            await asyncio.gather(supervisor, readiness, return_exceptions=True)
+
+    async def _sample_readiness(self) -> None:
+        """Which services say they cannot work right now: what a Kubernetes readiness probe would see."""
+        async with httpx.AsyncClient(timeout=3) as client:
+            while True:
+                for service in SERVICES:
+                    try:
+                        ready = (await client.get(f"{self.platform.url(service)}/health/ready")).status_code == 200
+                    except httpx.HTTPError:
+                        ready = False  # not serving at all: restarting
+                    if not ready:
+                        self.unready_now.add(service)
+                await asyncio.sleep(0.5)
 
     async def _supervise(self) -> None:
         """What `switchboard up` does between its other work: restart what died."""
@@ -212,6 +230,7 @@ class FaultSuite:
         if fault not in KILLS:
             strikes = {len(customers) // 3}
         dead_letters_before = len(self.observer.dead_letters)
+        self.unready_now = set()
         acknowledged: list[str] = []
         faulted_at = time.monotonic()
         freezes: list[asyncio.Task] = []
@@ -236,6 +255,7 @@ class FaultSuite:
             await producer.stop()
         outcome = Outcome(fault, load=len(acknowledged))
         outcome.recovery_seconds = await self._recovered(acknowledged, faulted_at)
+        outcome.not_ready, self.unready_now = self.unready_now, set()
         if fault == "malformed burst":  # each bad event must be parked with its reason, none dropped
             parked = self.observer.dead_letters[dead_letters_before:]
             with_reason = sum(1 for headers in parked if headers.get("dlq-error"))
@@ -343,10 +363,11 @@ class FaultSuite:
 
 
 def table(outcomes: Sequence[Outcome], recovery_limit: float) -> str:
-    rows = [("fault", "load", "lost", "duplicated", "over capacity", "stuck", "recovery")]
+    rows = [("fault", "load", "lost", "duplicated", "over capacity", "stuck", "recovery", "said not ready")]
     for o in outcomes:
         recovery = f"{o.recovery_seconds:.1f} s" if o.recovery_seconds is not None else f"> {recovery_limit:.0f} s"
-        rows.append((o.fault, str(o.load), str(o.lost), str(o.duplicated), str(o.over_capacity), str(o.stuck), recovery))
+        rows.append((o.fault, str(o.load), str(o.lost), str(o.duplicated), str(o.over_capacity), str(o.stuck), recovery,
+                     ", ".join(sorted(o.not_ready)) or "none"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = [" | ".join(cell.ljust(width) for cell, width in zip(row, widths)) for row in rows]
     lines.insert(1, "-+-".join("-" * width for width in widths))

@@ -35,6 +35,8 @@ async def test_no_fault_loses_duplicates_overfills_or_strands_a_ticket(tmp_path)
     assert [outcome.fault for outcome in outcomes] == list(FAULTS)
     assert all(outcome.load == 24 for outcome in outcomes), report
     assert [(o.fault, o.problems[:3]) for o in outcomes if not o.clean] == [], report
+    frozen = next(o for o in outcomes if o.fault.startswith("stop kafka"))
+    assert frozen.not_ready == {"intake", "routing", "sla", "notify"}, "a service that cannot reach Kafka says so"
 
 
 def test_switchboard_up_restarts_a_crashed_service_and_says_so(tmp_path):
