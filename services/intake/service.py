@@ -50,6 +50,7 @@ from shared.events import (
     TicketSubmit,
     TicketUnassigned,
 )
+from shared.group_commit import GroupCommit
 from shared.mongo import Transaction, UnitOfWork
 
 
@@ -115,6 +116,7 @@ class Intake:
         on_created: Callable[[Ticket], None] = lambda ticket: None,
     ) -> None:
         self._uow = uow
+        self._requests = GroupCommit(uow)  # the API's writes: concurrent requests share a transaction
         self._source = source
         self._triage = triage
         self._reopen_window = reopen_window
@@ -143,15 +145,12 @@ class Intake:
             return Submitted(ticket, replayed=False)
 
         try:
-            submitted = await self._uow.run(work)
+            return await self._requests.run(work)
         except DuplicateKeyError:
             if not keys:
                 raise
             # A concurrent request with the same key won the race: answer with its ticket.
-            submitted = await self._uow.run(lambda tx: self._replay(tx, keys[0], fingerprint))
-        if not submitted.replayed:
-            self._on_created(submitted.ticket)
-        return submitted
+            return await self._requests.run(lambda tx: self._replay(tx, keys[0], fingerprint))
 
     async def on_submit_command(self, tx: Transaction, event: Envelope[TicketSubmit]) -> None:
         """`ticket.submit` from another system; the inbox drops redeliveries, the channel key resends."""
@@ -171,7 +170,6 @@ class Intake:
             await IdempotencyKeys(tx.db, tx.session).remember(
                 key, fingerprint=fingerprint, ticket_id=ticket.id, at_ms=to_ms(ticket.created_at)
             )
-        self._on_created(ticket)
 
     async def _open(
         self, tx: Transaction, submission: TicketSubmit, cause: Envelope | None, follow_up_of: Ticket | None = None
@@ -223,6 +221,7 @@ class Intake:
             follow_up_of=ticket.follow_up_of,
         )
         tx.publish(topics.TICKETS, new_event(created, source=self._source, subject=ticket.id, cause=cause))
+        tx.on_commit(lambda: self._on_created(ticket))
         return ticket
 
     async def _replay(self, tx: Transaction, key: str, fingerprint: str) -> Submitted | None:
@@ -276,7 +275,6 @@ class Intake:
             )
             if ticket.status is TicketStatus.SOLVED:  # its window is over: close it for good
                 await self._store(tx, domain.edit(ticket, now, status=TicketStatus.CLOSED), cause)
-            self._on_created(follow_up)
             return MessageAdded(follow_up, None, follow_up_of=ticket.id)
         message = Message(
             id=new_message_id(now),
@@ -354,7 +352,7 @@ class Intake:
         """A concurrent writer won: read again and redo, unless the caller pinned a version (then 412)."""
         for attempt in range(attempts):
             try:
-                return await self._uow.run(work)
+                return await self._requests.run(work)
             except ConcurrentEdit:
                 if not retry or attempt == attempts - 1:
                     raise
@@ -399,7 +397,6 @@ class Intake:
                     metadata={k: v[:998] for k, v in metadata.items() if v},
                 )
                 opened = await self._open(tx, submission, cause=None)
-                self._on_created(opened)
                 result = EmailReceived(opened.id, None, "created")
             if email.message_id:
                 await threads.remember(email.message_id, result.ticket_id)

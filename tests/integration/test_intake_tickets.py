@@ -172,6 +172,34 @@ async def test_channel_kinds_carry_their_metadata_and_a_channel_message_id_opens
     assert wrong.status_code == 422 and "metadata.network" in wrong.json()["message"]
 
 
+async def test_concurrent_submissions_each_get_their_own_answer_and_a_refused_one_fails_alone(running_platform):
+    customer = {"id": unique("burst")}
+    ticket = {"channel": "web", "customer": customer, "subject": "Burst", "body": "Where is my parcel?"}
+    used, shared = unique("key"), unique("key")
+    async with running_platform.client("intake") as intake:
+        earlier = await intake.post("/v1/tickets", json={**ticket, "customer": {"id": unique("earlier")}},
+                                    headers={"Idempotency-Key": used})
+        requests = [
+            *(intake.post("/v1/tickets", json={**ticket, "subject": f"Burst {n}"}) for n in range(46)),
+            *(intake.post("/v1/tickets", json=ticket, headers={"Idempotency-Key": shared}) for _ in range(2)),
+            intake.post("/v1/tickets", json=ticket, headers={"Idempotency-Key": used}),  # a different submission
+            intake.post("/v1/tickets", json={**ticket, "channel": "social"}),  # no metadata.network
+        ]
+        answers = await asyncio.gather(*requests)
+        profile = (await intake.get(f"/v1/customers/{customer['id']}")).json()
+
+    *fresh, first_shared, second_shared, reused, unfit = answers
+    assert earlier.status_code == 201
+    assert [a.status_code for a in fresh + [first_shared, second_shared]] == [201] * 48, [a.text for a in answers]
+    assert reused.status_code == 409 and "Idempotency-Key" in reused.json()["message"]
+    assert unfit.status_code == 422 and "metadata.network" in unfit.json()["message"]
+    assert first_shared.json()["id"] == second_shared.json()["id"]
+    assert sorted(a.headers.get("Idempotent-Replayed", "") for a in (first_shared, second_shared)) == ["", "true"]
+    opened = [a.json()["id"] for a in fresh] + [first_shared.json()["id"]]
+    assert sorted(t["id"] for t in profile["tickets"]) == sorted(set(opened)) and len(set(opened)) == 47
+    assert {a.json()["subject"] for a in fresh} == {f"Burst {n}" for n in range(46)}
+
+
 async def test_an_inbound_command_with_the_same_channel_message_id_opens_one_ticket(running_platform):
     # (A command with wrong metadata is rejected to the DLQ: see tests/unit/test_intake_service.py. It is not
     # sent here because the walking skeleton's DLQ test reads the shared DLQ topic expecting only its own records.)
