@@ -142,27 +142,25 @@ class DeliveryRepository:
         )
         return marked.modified_count == 1
 
-    async def record_failure(self, delivery: Delivery) -> bool:
-        """Only for the latest claim: a later attempt by another replica has the final word."""
+    async def record_failure(self, delivery: Delivery, dead_letter: str | None = None) -> bool:
+        """Only for the latest claim: a later attempt by another replica has the final word.
+
+        A delivery that failed for good keeps its `notification.failed` event (`dead_letter`) in the same
+        update, so it always reaches the DLQ."""
+        fields = {
+            "state": delivery.state.value,
+            "next_attempt_ms": to_ms(delivery.next_attempt_at),
+            "last_error": delivery.last_error,
+            "claimed_until_ms": 0,
+        }
+        if dead_letter is not None:
+            fields["dead_letter"] = {"value": dead_letter, "published": False}
         recorded = await self._deliveries.update_one(
             {"_id": delivery.id, "state": DeliveryState.PENDING.value, "attempts": delivery.attempts},
-            {
-                "$set": {
-                    "state": delivery.state.value,
-                    "next_attempt_ms": to_ms(delivery.next_attempt_at),
-                    "last_error": delivery.last_error,
-                    "claimed_until_ms": 0,
-                }
-            },
+            {"$set": fields},
             session=self._session,
         )
         return recorded.modified_count == 1
-
-    async def keep_dead_letter(self, delivery_id: str, event_json: str) -> None:
-        """Stored with the failure in its transaction, so a failed delivery always reaches the DLQ."""
-        await self._deliveries.update_one(
-            {"_id": delivery_id}, {"$set": {"dead_letter": {"value": event_json, "published": False}}}, session=self._session
-        )
 
     async def has_unpublished_dead_letters(self) -> bool:
         return await self._deliveries.find_one({"dead_letter.published": False}, {"_id": 1}, session=self._session) is not None

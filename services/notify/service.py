@@ -5,9 +5,10 @@ its audiences one delivery (pending, held, or suppressed with a reason), written
 consumer's transaction. Its `_id` is the deduplication key, so a redelivered event owes nothing new.
 
 Sending happens outside any transaction (a mail server is not part of one), between a claim and
-the record of its outcome. A crash in between sends the message again once the claim expires, with
-the same Message-ID (or `X-Switchboard-Notification-Id`), so the receiving side can tell it is a
-repeat: handing a message over is at-least-once, and exactly-once in the absence of such a crash.
+the record of its outcome, written as soon as that one send returns. A crash in between sends that
+message again once the claim expires, with the same Message-ID (or `Idempotency-Key`), so the
+receiving side can tell it is a repeat: handing a message over is at-least-once, and exactly-once
+in the absence of such a crash.
 """
 
 import asyncio
@@ -262,13 +263,14 @@ class Notifications:
                 await asyncio.sleep(self._poll_interval)
 
     async def send_due(self) -> int:
-        """Claim what is due, send it, then record every outcome in one transaction; returns how many were claimed."""
+        """Claim what is due (one transaction), then send each and record its outcome as soon as that send
+        returns; returns how many were claimed.
+
+        The record is one conditional update of that delivery (with its event), so a crash repeats only
+        the sends whose record had not landed yet: at most one repeat per delivery, never a whole batch.
+        """
         claimed = await self._uow.run(self._claim_due)
-        if claimed:
-            attempts = await asyncio.gather(*(self._attempt(delivery) for delivery in claimed))
-            for delivery in await self._record_outcomes(attempts):
-                self._metrics.count(delivery)
-                _log_outcome(delivery)
+        await asyncio.gather(*(self._send_and_record(delivery) for delivery in claimed))
         return len(claimed)
 
     async def _claim_due(self, tx: Transaction) -> list[Delivery]:
@@ -282,6 +284,12 @@ class Notifications:
             claimed.append(delivery)
         return claimed
 
+    async def _send_and_record(self, delivery: Delivery) -> None:
+        attempt = await self._attempt(delivery)
+        if (recorded := await self._record_outcome(attempt)) is not None:
+            self._metrics.count(recorded)
+            _log_outcome(recorded)
+
     async def _attempt(self, delivery: Delivery) -> Attempt:
         try:
             await self._channels.send(delivery)
@@ -292,36 +300,33 @@ class Notifications:
             return Attempt(delivery, SendFailure(f"{type(error).__name__}", permanent=False), utc_now())
         return Attempt(delivery, None, utc_now())
 
-    async def _record_outcomes(self, attempts: list[Attempt]) -> list[Delivery]:
-        """Retried until it is stored: giving up would send these messages again when their claims expire."""
+    async def _record_outcome(self, attempt: Attempt) -> Delivery | None:
+        """Retried until it is stored: giving up would send the message again when its claim expires."""
         while True:
             try:
-                return await self._uow.run(lambda tx: self._record(tx, attempts))
+                return await self._uow.run(lambda tx: self._record(tx, attempt))
             except Exception:
-                log.exception("recording %d send outcomes failed; retrying", len(attempts))
+                log.exception("recording the outcome of delivery %s failed; retrying", attempt.delivery.id)
                 await asyncio.sleep(self._poll_interval)
 
-    async def _record(self, tx: Transaction, attempts: list[Attempt]) -> list[Delivery]:
-        """The outcomes this replica recorded; one another replica recorded first is left as it is."""
+    async def _record(self, tx: Transaction, attempt: Attempt) -> Delivery | None:
+        """The outcome as recorded, or None when another replica recorded this delivery's first."""
         deliveries = DeliveryRepository(tx.db, tx.session)
-        recorded: list[Delivery] = []
-        for attempt in attempts:
-            if attempt.failure is None:
-                delivery = sent(attempt.delivery, attempt.finished_at)
-                if await deliveries.mark_sent(delivery):
-                    tx.publish(topics.NOTIFICATIONS, self._sent_event(delivery))
-                    recorded.append(delivery)
-            else:
-                delivery = after_failure(
-                    attempt.delivery, attempt.failure, policy=self._retry, now=attempt.finished_at, jitter=random.random()
-                )
-                if await deliveries.record_failure(delivery):
-                    if delivery.state is DeliveryState.FAILED:
-                        failed = self._failed_event(delivery)
-                        tx.publish(topics.NOTIFICATIONS, failed)
-                        await deliveries.keep_dead_letter(delivery.id, failed.to_json().decode())
-                    recorded.append(delivery)
-        return recorded
+        if attempt.failure is None:
+            delivery = sent(attempt.delivery, attempt.finished_at)
+            if not await deliveries.mark_sent(delivery):
+                return None
+            tx.publish(topics.NOTIFICATIONS, self._sent_event(delivery))
+            return delivery
+        delivery = after_failure(
+            attempt.delivery, attempt.failure, policy=self._retry, now=attempt.finished_at, jitter=random.random()
+        )
+        failed = self._failed_event(delivery) if delivery.state is DeliveryState.FAILED else None
+        if not await deliveries.record_failure(delivery, dead_letter=failed.to_json().decode() if failed else None):
+            return None
+        if failed is not None:
+            tx.publish(topics.NOTIFICATIONS, failed)
+        return delivery
 
     async def relay_dead_letters(self) -> int:
         """Failed deliveries go to `support.notifications.v1.dlq` with the reason and attempts in headers.

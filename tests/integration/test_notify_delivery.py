@@ -22,6 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from aiosmtpd.controller import Controller
 
+from services.notify.service import SEND_BATCH
 from shared import topics
 from shared.clock import utc_now
 from shared.envelope import new_event
@@ -69,11 +70,13 @@ RATE_WINDOW_SECONDS = 10
 
 class MailServer:
     """aiosmtpd, keeping what it accepts. `tempfail` answers 451 to every recipient; `reject-…`
-    addresses get 550; `busy-…` addresses get 452 twice, then are accepted."""
+    addresses get 550; `busy-…` addresses get 452 twice, then are accepted; a message to a `late-…`
+    address is read, kept in `refused` and answered 451 once, then accepted."""
 
     def __init__(self, port: int) -> None:
         self.port = port
         self.messages: list = []
+        self.refused: list = []
         self.tempfail = False
         self.busy: dict[str, int] = defaultdict(lambda: 2)
         self._controller: Controller | None = None
@@ -99,7 +102,11 @@ class MailServer:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):  # noqa: N802
-        self.messages.append(message_from_bytes(envelope.original_content or envelope.content, policy=policy.default))
+        message = message_from_bytes(envelope.original_content or envelope.content, policy=policy.default)
+        if message["To"].startswith("late-") and not [m for m in self.refused if m["To"] == message["To"]]:
+            self.refused.append(message)
+            return "451 4.3.0 Queue full, try again later"
+        self.messages.append(message)
         return "250 Message accepted"
 
     def to(self, address: str) -> list:
@@ -513,6 +520,39 @@ async def test_an_smtp_4xx_is_retried_and_a_5xx_fails_to_the_dead_letter_topic(n
     assert 'switchboard_notifications_total{channel="email",kind="acknowledgement",outcome="failed"}' in metrics
 
 
+async def test_a_mail_refused_after_its_content_was_read_is_retried_with_the_same_message_id(notify_harness):
+    h = notify_harness
+    address = unique_address("late")
+    ticket_id = await h.ticket(email=address, sla_hours=1)
+
+    [refused] = await eventually(lambda: [m for m in h.mail.refused if m["To"] == address])
+    [accepted] = await eventually(lambda: h.mail.to(address))
+    [delivery] = await h.wait_deliveries(ticket_id, lambda found: found and found[0]["state"] == "sent")
+
+    assert refused["Message-ID"] == accepted["Message-ID"] == delivery["message_id"], "the receiver can drop a copy"
+    assert (refused["Date"], refused["Subject"]) == (accepted["Date"], accepted["Subject"])
+    assert delivery["attempts"] == 2
+
+
+async def test_a_webhook_answering_503_gets_the_retry_with_the_same_idempotency_key(notify_harness):
+    h = notify_harness
+    agent = f"eve-{uuid.uuid4().hex[:6]}"
+    path = f"/agents/{agent}"
+    h.hooks.script[path] = [(503, {"Retry-After": "1"})]
+    await h.put(f"/v1/agents/{agent}/contact", {"channel": "webhook", "webhook_url": f"{h.hooks.url}{path}", "name": "Eve"})
+    ticket_id = await h.ticket(email=None)
+    await h.publish(topics.ROUTING, TicketAssigned(ticket_id=ticket_id, agent_id=agent, reason="r", assigned_at=utc_now()), ticket_id)
+
+    await eventually(lambda: h.hooks.to(path, 200))
+    found = await h.wait_deliveries(ticket_id, lambda found: any(d["kind"] == "assignment" and d["state"] == "sent" for d in found))
+
+    [assignment] = [d for d in found if d["kind"] == "assignment"]
+    tries = h.hooks.to(path)
+    assert [r["status"] for r in tries] == [503, 200]
+    assert [r["headers"]["Idempotency-Key"] for r in tries] == [assignment["id"]] * 2
+    assert tries[0]["body"] == tries[1]["body"]
+
+
 async def test_a_webhook_answering_500_then_429_gets_the_message_once_after_the_retry_after(notify_harness):
     h = notify_harness
     ticket_id = await h.ticket(email=None)
@@ -527,7 +567,8 @@ async def test_a_webhook_answering_500_then_429_gets_the_message_once_after_the_
     tries = [r for r in h.hooks.to("/team") if json.loads(r["body"])["ticket_id"] == ticket_id]
     assert [r["status"] for r in tries] == [500, 429, 200]
     assert tries[2]["at"] - tries[1]["at"] >= 1.9, "Retry-After was honoured"
-    assert len({r["headers"]["X-Switchboard-Notification-Id"] for r in tries}) == 1 and len(accepted) == 1
+    assert len({(r["headers"]["X-Switchboard-Notification-Id"], r["headers"]["Idempotency-Key"]) for r in tries}) == 1
+    assert len(accepted) == 1
     [team] = [d for d in await h.deliveries(ticket_id) if d["recipient_role"] == "team"]
     assert (team["state"], team["attempts"]) == ("sent", 3)
 
@@ -562,6 +603,36 @@ async def test_notify_killed_mid_stream_delivers_every_message_exactly_once(noti
     async with h.running.client("notify") as notify:
         metrics = (await notify.get("/metrics")).text
     assert 'switchboard_notifications_total{channel="email",kind="acknowledgement",outcome="sent"}' in metrics
+
+
+async def test_notify_killed_while_sending_repeats_only_unrecorded_sends_with_the_same_message_id(notify_harness):
+    """Each send's outcome is recorded as soon as it returns, so a SIGKILL in the middle of a burst repeats
+    only the sends the server had accepted but notify had not yet recorded, each at most once."""
+    h = notify_harness
+    kills = 3
+    addresses = [unique_address("burst") for _ in range(90)]
+    h.mail.tempfail = True  # the burst piles up and then goes out at once, SEND_BATCH sends at a time
+    try:
+        tickets = [await h.ticket(email=address, sla_hours=1) for address in addresses]
+        for ticket_id in tickets:
+            await h.wait_deliveries(ticket_id, lambda found: found and found[0]["attempts"] >= 1)
+    finally:
+        h.mail.tempfail = False
+
+    def arrived() -> int:
+        return len({message["To"] for message in list(h.mail.messages)} & set(addresses))
+
+    for kill in range(1, kills + 1):
+        await eventually(lambda kill=kill: arrived() >= kill * len(addresses) // (kills + 1), timeout=60, interval=0.02)
+        h.platform.kill("notify")
+        await asyncio.to_thread(h.platform.respawn, "notify")
+    for ticket_id in tickets:  # the watermark: once recorded as sent, a delivery is never claimed again
+        await h.wait_deliveries(ticket_id, lambda found: found[0]["state"] == "sent", timeout=60)
+
+    copies = [h.mail.to(address) for address in addresses]
+    assert all(1 <= len(mails) <= 1 + kills for mails in copies), "a kill repeats a delivery at most once"
+    assert sum(len(mails) - 1 for mails in copies) <= kills * SEND_BATCH, "only sends in flight at a kill may repeat"
+    assert all(len({m["Message-ID"] for m in mails}) == 1 for mails in copies), "a repeat is recognisable"
 
 
 async def test_bad_contacts_and_preferences_get_422_saying_what_is_wrong_and_no_key_gets_401(notify_harness):
