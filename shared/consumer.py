@@ -220,9 +220,14 @@ class ConsumerLagMonitor:
     Every `interval_seconds` it compares the group's committed offsets with the topics' end
     offsets (lag, summed over partitions; a partition with no commit yet counts from its
     beginning, as `auto_offset_reset="earliest"` would read it), and measures the dead-letter
-    topics this group writes to (end minus beginning offset). It reads only offsets, never
-    messages, and never joins the group, so it causes no rebalance. Every replica of a service
-    reports the same group's numbers: aggregate with `max`, not `sum`.
+    topics this group writes to (end minus beginning offset). It never joins the group, so it
+    causes no rebalance. Every replica of a service reports the same group's numbers: aggregate
+    with `max`, not `sum`.
+
+    The embedded broker answers a partition's end offset with its last batch's base offset + 1,
+    which hides all but one record of that batch; its fetch responses carry the true high
+    watermark. So the monitor also fetches one record from just before each reported end and
+    takes the larger of the two (on Kafka they agree).
     """
 
     def __init__(
@@ -273,7 +278,7 @@ class ConsumerLagMonitor:
         every = [tp for tps in partitions.values() for tp in tps]
         if not every:
             return {}
-        end = await offsets.end_offsets(every)
+        end = await self._true_ends(offsets, every)
         beginning = await offsets.beginning_offsets(every)
         # Naming the partitions (rather than asking for all of the group's) also works on brokers that
         # do not implement the all-partitions form of OffsetFetch, such as the embedded one.
@@ -292,3 +297,15 @@ class ConsumerLagMonitor:
             held = sum(max(0, end[tp] - beginning[tp]) for tp in partitions[topic])
             self._metrics.dead_letter_topic_messages.labels(topic=topic).set(held)
         return lags
+
+    @staticmethod
+    async def _true_ends(offsets, partitions: list) -> dict:
+        reported = await offsets.end_offsets(partitions)
+        filled = [tp for tp in partitions if reported[tp] > 0]
+        if not filled:
+            return reported
+        offsets.assign(filled)
+        for tp in filled:
+            offsets.seek(tp, reported[tp] - 1)
+        await offsets.getmany(*filled, timeout_ms=1000, max_records=1)
+        return {tp: max(reported[tp], offsets.highwater(tp) or 0) for tp in partitions}

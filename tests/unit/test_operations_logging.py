@@ -156,6 +156,19 @@ class FakeOffsets:
     async def end_offsets(self, partitions):
         return {tp: self.END[tp.topic, tp.partition] for tp in partitions}
 
+    # Fetching from just before the end learns the same end: this broker reports it right.
+    def assign(self, partitions):
+        self.assigned = list(partitions)
+
+    def seek(self, tp, offset):
+        pass
+
+    async def getmany(self, *partitions, timeout_ms, max_records):
+        return {}
+
+    def highwater(self, tp):
+        return self.END[tp.topic, tp.partition]
+
     async def beginning_offsets(self, partitions):
         return {tp: self.BEGINNING[tp.topic, tp.partition] for tp in partitions}
 
