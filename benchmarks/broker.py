@@ -19,6 +19,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from benchmarks.pipeline import cpu_seconds
 from shared.launcher.servers import (
     broker_command,
     broker_environment,
@@ -33,8 +34,7 @@ SEQUENTIAL_SHARE = 20  # one message in this many is sent on its own: those are 
 
 
 def cpu_ms(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+    return cpu_seconds(pid) * 1000
 
 
 def wait_listening(port: int, processes: list[subprocess.Popen]) -> None:
