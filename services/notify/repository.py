@@ -15,6 +15,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from services.notify.domain import Delivery, DeliveryState
 from services.notify.planner import AgentContact, Preferences, TicketView
 from shared.clock import from_ms, now_ms, to_ms
+from shared.mongo_filters import eq
 
 _INSTANTS = {
     "next_attempt_at": "next_attempt_ms",
@@ -85,27 +86,32 @@ class DeliveryRepository:
         return replaced.modified_count == 1
 
     async def count_recent(self, recipient: str, since_ms: int) -> int:
-        """Messages owed to `recipient` since then that count towards the rate limit (digests do not)."""
-        return await self._deliveries.count_documents(
+        """Messages owed to `recipient` since then that count towards the rate limit (digests do not).
+
+        Read from the (recipient, created) index: `count_documents` would load every delivery on the
+        embedded server (see `shared.mongo_filters`)."""
+        recent = await self._deliveries.find(
             {
-                "recipient": recipient,
+                **eq(recipient=recipient),
                 "created_ms": {"$gte": since_ms},
                 "state": {"$in": [DeliveryState.PENDING.value, DeliveryState.SENT.value]},
                 "kind": {"$ne": "digest"},
             },
+            {"_id": 1},
             session=self._session,
-        )
+        ).to_list()
+        return len(recent)
 
     async def awaiting(self, ticket_id: str, awaiting: str) -> list[Delivery]:
         documents = await self._deliveries.find(
-            {"ticket_id": ticket_id, "awaiting": awaiting, "state": DeliveryState.PENDING.value, "attempts": 0},
+            eq(ticket_id=ticket_id, awaiting=awaiting, state=DeliveryState.PENDING.value, attempts=0),
             session=self._session,
         ).to_list()
         return [_from_document(document) for document in documents]
 
     async def pending_of_kinds(self, ticket_id: str, kinds: list[str]) -> list[Delivery]:
         documents = await self._deliveries.find(
-            {"ticket_id": ticket_id, "kind": {"$in": kinds}, "state": DeliveryState.PENDING.value, "attempts": 0},
+            {**eq(ticket_id=ticket_id, state=DeliveryState.PENDING.value, attempts=0), "kind": {"$in": kinds}},
             session=self._session,
         ).to_list()
         return [_from_document(document) for document in documents]
@@ -122,7 +128,7 @@ class DeliveryRepository:
         """The most overdue pending delivery nobody holds, now held until `claim_until_ms`; counts the attempt."""
         claimed = await self._deliveries.find_one_and_update(
             {
-                "state": DeliveryState.PENDING.value,
+                **eq(state=DeliveryState.PENDING.value),
                 "next_attempt_ms": {"$lte": now_ms},
                 "claimed_until_ms": {"$lte": now_ms},
             },
@@ -163,10 +169,10 @@ class DeliveryRepository:
         return recorded.modified_count == 1
 
     async def has_unpublished_dead_letters(self) -> bool:
-        return await self._deliveries.find_one({"dead_letter.published": False}, {"_id": 1}, session=self._session) is not None
+        return await self._deliveries.find_one(eq({"dead_letter.published": False}), {"_id": 1}, session=self._session) is not None
 
     async def unpublished_dead_letters(self, limit: int) -> list[DeadLetter]:
-        documents = await self._deliveries.find({"dead_letter.published": False}, session=self._session).limit(limit).to_list()
+        documents = await self._deliveries.find(eq({"dead_letter.published": False}), session=self._session).limit(limit).to_list()
         return [
             DeadLetter(
                 delivery_id=document["_id"],
@@ -187,7 +193,7 @@ class DeliveryRepository:
 
     async def for_ticket(self, ticket_id: str) -> list[Delivery]:
         documents = await (
-            self._deliveries.find({"ticket_id": ticket_id}, session=self._session)
+            self._deliveries.find(eq(ticket_id=ticket_id), session=self._session)
             .sort([("created_ms", ASCENDING), ("_id", ASCENDING)])
             .to_list()
         )
