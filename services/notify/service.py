@@ -5,7 +5,8 @@ its audiences one delivery (pending, held, or suppressed with a reason), written
 consumer's transaction. Its `_id` is the deduplication key, so a redelivered event owes nothing new.
 
 Sending happens outside any transaction (a mail server is not part of one), between a claim and
-the record of its outcome, written as soon as that one send returns. A crash in between sends that
+the record of its outcome, written as soon as that one send returns (records ready at the same moment
+share one transaction: `shared.group_commit`). A crash in between sends that
 message again once the claim expires, with the same Message-ID (or `Idempotency-Key`), so the
 receiving side can tell it is a repeat: handing a message over is at-least-once, and exactly-once
 in the absence of such a crash.
@@ -51,6 +52,7 @@ from shared.events import (
     TicketPriorityChanged,
     TicketUnassigned,
 )
+from shared.group_commit import GroupCommit
 from shared.mongo import Lease, Transaction, UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -126,6 +128,7 @@ class Notifications:
         dead_letter_lease: Lease | None = None,
     ) -> None:
         self._uow = uow
+        self._outcomes = GroupCommit(uow)  # the records of sends that returned while a transaction was open
         self._source = source
         self._rules = rules
         self._render = render
@@ -268,6 +271,8 @@ class Notifications:
 
         The record is one conditional update of that delivery (with its event), so a crash repeats only
         the sends whose record had not landed yet: at most one repeat per delivery, never a whole batch.
+        No record waits for another send; those that return while a record's transaction is open share
+        the next one, instead of queueing one transaction each behind the database's lock.
         """
         claimed = await self._uow.run(self._claim_due)
         await asyncio.gather(*(self._send_and_record(delivery) for delivery in claimed))
@@ -304,7 +309,7 @@ class Notifications:
         """Retried until it is stored: giving up would send the message again when its claim expires."""
         while True:
             try:
-                return await self._uow.run(lambda tx: self._record(tx, attempt))
+                return await self._outcomes.run(lambda tx: self._record(tx, attempt))
             except Exception:
                 log.exception("recording the outcome of delivery %s failed; retrying", attempt.delivery.id)
                 await asyncio.sleep(self._poll_interval)
