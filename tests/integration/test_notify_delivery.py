@@ -605,6 +605,7 @@ async def test_notify_killed_mid_stream_delivers_every_message_exactly_once(noti
     assert 'switchboard_notifications_total{channel="email",kind="acknowledgement",outcome="sent"}' in metrics
 
 
+@pytest.mark.timeout(600)  # three kills and restarts of notify: minutes on a busy 2-core machine
 async def test_notify_killed_while_sending_repeats_only_unrecorded_sends_with_the_same_message_id(notify_harness):
     """Each send's outcome is recorded as soon as it returns, so a SIGKILL in the middle of a burst repeats
     only the sends the server had accepted but notify had not yet recorded, each at most once."""
