@@ -308,4 +308,4 @@ class ConsumerLagMonitor:
         for tp in filled:
             offsets.seek(tp, reported[tp] - 1)
         await offsets.getmany(*filled, timeout_ms=1000, max_records=1)
-        return {tp: max(reported[tp], offsets.highwater(tp) or 0) for tp in partitions}
+        return reported | {tp: max(reported[tp], offsets.highwater(tp) or 0) for tp in filled}

@@ -167,6 +167,7 @@ class FakeOffsets:
         return {}
 
     def highwater(self, tp):
+        assert tp in self.assigned, "aiokafka raises for a partition it was not assigned"
         return self.END[tp.topic, tp.partition]
 
     async def beginning_offsets(self, partitions):
