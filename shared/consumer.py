@@ -29,6 +29,7 @@ from shared import topics
 from shared.clock import now_ms
 from shared.envelope import Envelope
 from shared.events import InvalidEvent, Payload, UnknownEventType, parse_event
+from shared.kafka_admin import end_offsets
 from shared.logging import correlated
 from shared.metrics import PlatformMetrics
 from shared.mongo import Transaction, UnitOfWork
@@ -224,10 +225,8 @@ class ConsumerLagMonitor:
     causes no rebalance. Every replica of a service reports the same group's numbers: aggregate
     with `max`, not `sum`.
 
-    The embedded broker answers a partition's end offset with its last batch's base offset + 1,
-    which hides all but one record of that batch; its fetch responses carry the true high
-    watermark. So the monitor also fetches one record from just before each reported end and
-    takes the larger of the two (on Kafka they agree).
+    Partitions' ends come from `shared.kafka_admin.end_offsets`, which corrects the embedded
+    broker's: it would hide up to a whole batch per partition.
     """
 
     def __init__(
@@ -278,7 +277,7 @@ class ConsumerLagMonitor:
         every = [tp for tps in partitions.values() for tp in tps]
         if not every:
             return {}
-        end = await self._true_ends(offsets, every)
+        end = await end_offsets(offsets, every)
         beginning = await offsets.beginning_offsets(every)
         # Naming the partitions (rather than asking for all of the group's) also works on brokers that
         # do not implement the all-partitions form of OffsetFetch, such as the embedded one.
@@ -298,14 +297,3 @@ class ConsumerLagMonitor:
             self._metrics.dead_letter_topic_messages.labels(topic=topic).set(held)
         return lags
 
-    @staticmethod
-    async def _true_ends(offsets, partitions: list) -> dict:
-        reported = await offsets.end_offsets(partitions)
-        filled = [tp for tp in partitions if reported[tp] > 0]
-        if not filled:
-            return reported
-        offsets.assign(filled)
-        for tp in filled:
-            offsets.seek(tp, reported[tp] - 1)
-        await offsets.getmany(*filled, timeout_ms=1000, max_records=1)
-        return reported | {tp: max(reported[tp], offsets.highwater(tp) or 0) for tp in filled}

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from shared.kafka_admin import end_offsets
 from shared.outbox import CONTENT_TYPE_HEADER
 
 
@@ -68,7 +69,12 @@ async def replay(
         if not partitions:
             raise ValueError(f"topic {dead_letter_topic} does not exist")
         consumer.assign(partitions)  # no group membership, no rebalance: only committed offsets are shared
-        end = await consumer.end_offsets(partitions)
+        probe = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None)
+        await probe.start()
+        try:
+            end = await end_offsets(probe, partitions)
+        finally:
+            await probe.stop()
         loop = asyncio.get_running_loop()
         idle_until = loop.time() + idle_timeout_seconds
         while await _behind(consumer, partitions, end) and loop.time() < idle_until:

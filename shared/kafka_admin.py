@@ -1,7 +1,9 @@
-"""Topic creation, so a service starts on an empty broker as well as on a provisioned cluster."""
+"""Topic creation, so a service starts on an empty broker as well as on a provisioned cluster, and
+partitions' true ends, which the embedded broker misreports."""
 
 from collections.abc import Iterable
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
@@ -20,3 +22,21 @@ async def ensure_topics(bootstrap_servers: str, names: Iterable[str], partitions
                 pass  # another service created it between our listing and our request
     finally:
         await admin.close()
+
+
+async def end_offsets(probe: AIOKafkaConsumer, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+    """Each partition's end: the offset after its last record.
+
+    The embedded broker (Tansu) answers ListOffsets wrongly: on memory with its last batch's base
+    offset + 1, on S3 with even less. Its fetch responses carry the true high watermark, so `probe`
+    (a consumer of no group, used for nothing else meanwhile) fetches from just before the reported
+    end of each partition, and the larger of the two counts. On Kafka they agree.
+    """
+    reported = await probe.end_offsets(partitions)
+    if not partitions:
+        return reported
+    probe.assign(partitions)
+    for tp in partitions:
+        probe.seek(tp, max(0, reported[tp] - 1))
+    await probe.getmany(*partitions, timeout_ms=1000, max_records=1)
+    return {tp: max(reported[tp], probe.highwater(tp) or 0) for tp in partitions}

@@ -11,6 +11,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from shared import topics
+from shared.kafka_admin import end_offsets
 from shared.launcher.platform import Platform, Ports, embedded_environ
 from tests.support import RunningPlatform, started_platform
 
@@ -113,7 +114,7 @@ async def wait_until_acknowledged(bootstrap: str, group: str, topic: str, timeou
     try:
         await offsets.topics()
         partitions = [TopicPartition(topic, p) for p in offsets.partitions_for_topic(topic)]
-        end = await offsets.end_offsets(partitions)
+        end = await end_offsets(offsets, partitions)
         async with asyncio.timeout(timeout):
             while True:
                 committed = await admin.list_consumer_group_offsets(group, partitions=partitions)
