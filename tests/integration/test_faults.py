@@ -209,7 +209,7 @@ async def test_starting_again_on_the_same_data_dir_keeps_every_ticket(tmp_path):
         # Routing learns of the ticket it had queued before the restart, and assigns it.
         await second.put_agent("after-restart", skills={skill: 1}, capacity=1)
         assert await second.wait_for_assignee(waiting["id"]) == "after-restart"
-        async with asyncio.timeout(20):
+        async with asyncio.timeout(90):  # the acknowledgement may still have been queued at the stop
             while kept["id"] not in " ".join(m["Subject"] for m in second.mail()):
                 await asyncio.sleep(0.2)
         await asyncio.sleep(2)
