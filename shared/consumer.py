@@ -296,4 +296,3 @@ class ConsumerLagMonitor:
             held = sum(max(0, end[tp] - beginning[tp]) for tp in partitions[topic])
             self._metrics.dead_letter_topic_messages.labels(topic=topic).set(held)
         return lags
-

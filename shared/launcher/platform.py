@@ -240,13 +240,13 @@ class Platform:
         """Children that stopped on their own, with their exit codes."""
         return {name: code for name, process in self.processes.items() if (code := process.poll()) is not None}
 
-    def supervise(self, now: float | None = None) -> list[str]:
+    def supervise(self) -> list[str]:
         """Restart every child that died on its own, each after its backoff; returns what it did, to log.
 
         Called every fraction of a second by `switchboard up`. A restarted child is not waited for: the
         others keep working (and say not-ready) until it is back, and call this again meanwhile.
         """
-        now = time.monotonic() if now is None else now
+        now = time.monotonic()
         happened = []
         for name, code in self.exited().items():
             if name in self._restart_at:
