@@ -24,7 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from pymongo import AsyncMongoClient
 
 from shared import contract, topics
-from shared.consumer import ConsumerLagMonitor, EventConsumer, Inbox, Subscription
+from shared.consumer import ConsumerLagMonitor, EventConsumer, Inbox, Prefetch, Subscription
 from shared.access import KeyPolicy
 from shared.http import api_key_guard, install_http_conventions, scope_guard
 from shared.kafka_admin import ensure_topics
@@ -127,6 +127,7 @@ class ServiceKit:
         *,
         api: APIRouter,
         subscriptions: Sequence[Subscription] = (),
+        prefetch: Prefetch | None = None,
         ensure_indexes: Sequence[Callable[[], Awaitable[None]]] = (),
         background: Sequence[BackgroundJob] = (),
         housekeeping: Sequence[BackgroundJob] = (),
@@ -146,6 +147,7 @@ class ServiceKit:
                 metrics=self.metrics,
                 max_attempts=self.settings.consumer_max_attempts,
                 backoff_seconds=self.settings.consumer_retry_backoff_seconds,
+                prefetch=prefetch,
             )
             consumer.subscribe(self.settings.consumer_batch_size)
             lag = ConsumerLagMonitor(

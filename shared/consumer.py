@@ -37,6 +37,9 @@ from shared.mongo import Transaction, UnitOfWork
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Transaction, Envelope], Awaitable[None]]
+Prefetch = Callable[[Transaction, Sequence[Envelope]], Awaitable[None]]
+"""Called once per batch, before its handlers, with the events they will see: it reads what they
+need in one query per collection into `Transaction.cache`."""
 
 INFRASTRUCTURE_ERRORS = (ConnectionFailure, KafkaError, OSError)
 
@@ -100,6 +103,7 @@ class EventConsumer:
         metrics: PlatformMetrics,
         max_attempts: int,
         backoff_seconds: float,
+        prefetch: Prefetch | None = None,
     ) -> None:
         self._handlers = {
             (subscription.topic, payload): handler
@@ -114,6 +118,7 @@ class EventConsumer:
         self._metrics = metrics
         self._max_attempts = max_attempts
         self._backoff = backoff_seconds
+        self._prefetch = prefetch
 
     def subscribe(self, batch_size: int) -> None:
         @self._broker.subscriber(
@@ -166,6 +171,8 @@ class EventConsumer:
     async def _apply(self, transaction: Transaction, batch: Sequence[tuple[ConsumerRecord, Envelope]]) -> None:
         fresh = await self._inbox.unseen(transaction, self._group, [event for _, event in batch])
         fresh_ids = {event.id for event in fresh}
+        if fresh and self._prefetch is not None:
+            await self._prefetch(transaction, fresh)
         for record, event in batch:
             if event.id in fresh_ids:
                 fresh_ids.discard(event.id)  # a batch may carry the same event twice

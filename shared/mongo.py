@@ -25,6 +25,7 @@ from typing import TypeVar
 
 from bson import Binary
 from pymongo import AsyncMongoClient, ReturnDocument
+from pymongo.operations import DeleteOne, InsertOne, ReplaceOne, UpdateMany, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
@@ -35,15 +36,38 @@ from shared.envelope import Envelope
 T = TypeVar("T")
 
 
+WriteModel = InsertOne | UpdateOne | UpdateMany | ReplaceOne | DeleteOne
+
+
 class Transaction:
     """The session a use case writes through, the events it asks to publish on commit, and what
-    it does outside the database once committed."""
+    it does outside the database once committed.
+
+    Two helpers keep round trips per transaction, not per event, for a consumer batch:
+    - `write_later` queues a write whose result the use case does not need; all queued writes go
+      out as one ordered bulk write per collection, before the outbox, when the work is done, or
+      earlier at `flush`. A use case that reads a collection it queued writes to calls `flush` first.
+    - `cache` is a plain dict that lives as long as the transaction: a batch's prefetch fills it
+      (one query per collection), and the repositories that read through it keep it up to date
+      when they write.
+    """
 
     def __init__(self, db: AsyncDatabase, session: AsyncClientSession) -> None:
         self.db = db
         self.session = session
         self.events: list[tuple[str, Envelope]] = []
         self.committed: list[Callable[[], None]] = []
+        self.cache: dict = {}
+        self._queued: dict[str, list[WriteModel]] = {}
+
+    def write_later(self, collection: str, *operations: WriteModel) -> None:
+        self._queued.setdefault(collection, []).extend(operations)
+
+    async def flush(self) -> None:
+        """Send the queued writes, in the order they were queued within each collection."""
+        queued, self._queued = self._queued, {}
+        for collection, operations in queued.items():
+            await self.db[collection].bulk_write(operations, ordered=True, session=self.session)
 
     def publish(self, topic: str, event: Envelope) -> None:
         self.events.append((topic, event))
@@ -116,6 +140,7 @@ class UnitOfWork:
             last = transaction = Transaction(self.db, session)
             await self.db["transactions"].update_one({"_id": None}, {"$set": {"opened": True}}, session=session)
             result = await work(transaction)
+            await transaction.flush()
             await self._write_outbox(transaction)
             return result
 

@@ -57,3 +57,27 @@ async def test_effects_run_after_a_commit_and_never_after_an_abort(unit_of_work)
     assert [d["_id"] async for d in db["tickets"].find({})] == ["T-kept"]
     subjects = [d["key"] async for d in db["outbox"].find({})]
     assert subjects == ["T-kept"], "an aborted transaction leaves no event behind either"
+
+
+async def test_queued_writes_commit_with_the_work_in_queue_order_or_not_at_all(unit_of_work):
+    from pymongo import InsertOne, UpdateOne
+
+    uow, db = unit_of_work
+
+    async def count(tx, counter: str, *, fail: bool):
+        tx.write_later("counters", UpdateOne({"_id": counter}, {"$inc": {"n": 1}}, upsert=True))
+        tx.write_later("rows", InsertOne({"_id": counter}))
+        tx.write_later("counters", UpdateOne({"_id": counter}, {"$inc": {"n": 1}}))
+        assert await db["counters"].find_one({"_id": counter}, session=tx.session) is None, "queued, not sent yet"
+        await tx.flush()
+        assert (await db["counters"].find_one({"_id": counter}, session=tx.session))["n"] == 2
+        tx.write_later("counters", UpdateOne({"_id": counter}, {"$inc": {"n": 10}}))
+        if fail:
+            raise Refused(counter)
+
+    await uow.run(lambda tx: count(tx, "kept", fail=False))
+    with pytest.raises(Refused):
+        await uow.run(lambda tx: count(tx, "aborted", fail=True))
+
+    assert await db["counters"].find({}).sort("_id").to_list() == [{"_id": "kept", "n": 12}]
+    assert await db["rows"].find({}).to_list() == [{"_id": "kept"}], "an aborted transaction's queued writes vanish"
