@@ -24,7 +24,8 @@ the per-key rate limit off (it would cap the HTTP run, not the pipeline). Then:
 
 It prints throughput (tickets reaching the milestone over the time from the first submission to
 the last arrival) and p50/p99 latency from submission, each process's CPU-ms per ticket (user
-plus system, from /proc, for the process and its children), the ratios to the limits, and the
+plus system, from /proc, for the process and its children), each service's MongoDB commands per
+ticket (round trips, from its `switchboard_mongodb_commands_total`), the ratios to the limits, and the
 targets of issue 12 beside the figures. This machine is shared: read the ratios, measured side by
 side, rather than the absolute figures.
 """
@@ -47,6 +48,7 @@ from pathlib import Path
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
+from prometheus_client.parser import text_string_to_metric_families
 from pymongo import ASCENDING, AsyncMongoClient
 
 from shared import topics
@@ -328,37 +330,71 @@ class Run:
 
     stages: dict[str, Stage]
     cpu_ms_per_ticket: dict[str, float]
+    mongodb_commands_per_ticket: dict[str, float]
     failures: dict[str, int]
     seconds: float
 
 
+async def mongodb_commands(platform: Platform) -> dict[str, float]:
+    """MongoDB commands each service has sent so far, from its `switchboard_mongodb_commands_total`."""
+    counts = {}
+    async with httpx.AsyncClient(timeout=30) as client:
+        for service in SERVICES:
+            text = (await client.get(platform.url(service) + "/metrics")).text
+            counts[service] = sum(
+                sample.value
+                for family in text_string_to_metric_families(text)
+                if family.name == "switchboard_mongodb_commands"
+                for sample in family.samples
+                if sample.name.endswith("_total")
+            )
+    return counts
+
+
 def run_figures(
-    milestones: Milestones, sent: dict[str, float], cpu: dict[str, float], tickets: int, seconds: float,
+    milestones: Milestones, sent: dict[str, float], used: dict[str, dict[str, float]], tickets: int, seconds: float,
     *, answered: dict[str, float] | None = None, failures: dict[str, int] | None = None,
 ) -> Run:
+    """`used`: CPU seconds (`cpu`) and MongoDB commands (`commands`) per process over the run."""
     stages = {"answer": stage(sent, answered)} if answered is not None else {}
     stages |= {milestone: stage(sent, milestones.arrivals(milestone, sent)) for milestone in MILESTONES}
-    return Run(stages, {name: used * 1000 / tickets for name, used in cpu.items()}, failures or {}, seconds)
+    per_ticket = max(tickets, 1)
+    return Run(
+        stages,
+        {name: seconds_used * 1000 / per_ticket for name, seconds_used in used["cpu"].items()},
+        {name: commands / per_ticket for name, commands in used["commands"].items()},
+        failures or {},
+        seconds,
+    )
+
+
+async def usage_snapshot(platform: Platform) -> dict[str, dict[str, float]]:
+    return {"cpu": cpu_snapshot(platform), "commands": await mongodb_commands(platform)}
+
+
+async def usage_since(platform: Platform, before: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    after = await usage_snapshot(platform)
+    return {kind: cpu_used(before[kind], after[kind]) for kind in before}
 
 
 async def inbound_run(platform: Platform, milestones: Milestones, count: int, timeout: float) -> Run:
     customer_ids = customers("burst", count)
-    before, started = cpu_snapshot(platform), time.perf_counter()
+    before, started = await usage_snapshot(platform), time.perf_counter()
     sent = await submit_inbound(f"127.0.0.1:{platform.ports.kafka}", customer_ids)
     await milestones.wait("inbound burst", customer_ids, timeout)
-    cpu = cpu_used(before, cpu_snapshot(platform))
-    return run_figures(milestones, sent, cpu, count, time.perf_counter() - started)
+    used = await usage_since(platform, before)
+    return run_figures(milestones, sent, used, count, time.perf_counter() - started)
 
 
 async def http_run(
     platform: Platform, milestones: Milestones, intake: httpx.AsyncClient, count: int, concurrency: int, timeout: float
 ) -> Run:
     customer_ids = customers("http", count)
-    before, started = cpu_snapshot(platform), time.perf_counter()
+    before, started = await usage_snapshot(platform), time.perf_counter()
     sent, answered, failures = await submit_http(intake, customer_ids, concurrency)
     await milestones.wait("HTTP run", list(sent), max(0.0, timeout - (time.perf_counter() - started)))
-    cpu = cpu_used(before, cpu_snapshot(platform))
-    return run_figures(milestones, sent, cpu, count, time.perf_counter() - started, answered=answered,
+    used = await usage_since(platform, before)
+    return run_figures(milestones, sent, used, count, time.perf_counter() - started, answered=answered,
                        failures=failures)
 
 
@@ -616,6 +652,12 @@ def report(figures: dict) -> str:
     if burst_total and "mongodb" in burst_cpu:
         lines.append(f"  nx-27017's share of the platform's CPU over the burst: "
                      f"{burst_cpu['mongodb'] / burst_total:.0%}")
+    burst_commands = figures["inbound"]["mongodb_commands_per_ticket"]
+    http_commands = figures["http"]["mongodb_commands_per_ticket"]
+    lines += ["", f"MongoDB commands (round trips) {'burst per ticket':>16} {'HTTP per ticket':>15}"]
+    for name in burst_commands:
+        lines.append(f"    {name:<27} {burst_commands[name]:>16.1f} {http_commands.get(name, 0):>15.1f}")
+    lines.append(f"    {'platform':<27} {sum(burst_commands.values()):>16.1f} {sum(http_commands.values()):>15.1f}")
     return "\n".join(lines)
 
 

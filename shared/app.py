@@ -29,7 +29,7 @@ from shared.access import KeyPolicy
 from shared.http import api_key_guard, install_http_conventions, scope_guard
 from shared.kafka_admin import ensure_topics
 from shared.logging import configure_logging, correlated, safe_correlation_id
-from shared.metrics import PlatformMetrics
+from shared.metrics import MongoCommandCounter, PlatformMetrics
 from shared.mongo import Lease, UnitOfWork
 from shared.outbox import Outbox, OutboxRelay
 from shared.settings import ServiceSettings
@@ -70,7 +70,12 @@ class ServiceKit:
             middlewares=[*tracing, KafkaPrometheusMiddleware(registry=registry, app_name=f"switchboard-{name}")],
             logger=logging.getLogger(f"switchboard.{name}.kafka"),
         )
-        mongo = AsyncMongoClient(settings.mongodb_url.get_secret_value(), tz_aware=True, connect=False)
+        mongo = AsyncMongoClient(
+            settings.mongodb_url.get_secret_value(),
+            tz_aware=True,
+            connect=False,
+            event_listeners=[MongoCommandCounter(metrics)],
+        )
         db = mongo[settings.mongodb_database]
         outbox = Outbox(db)
         instance_id = f"{socket.gethostname()}:{os.getpid()}"

@@ -5,6 +5,7 @@ types, routes, outcomes), never ids or addresses.
 """
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from pymongo import monitoring
 
 
 class PlatformMetrics:
@@ -59,3 +60,26 @@ class PlatformMetrics:
             ["method", "route"],
             registry=registry,
         )
+        self.mongodb_commands = Counter(
+            "switchboard_mongodb_commands_total",
+            "MongoDB commands sent, by command and collection: each is a round trip, the main cost of a unit of work.",
+            ["command", "collection"],
+            registry=registry,
+        )
+
+
+class MongoCommandCounter(monitoring.CommandListener):
+    """Counts every command a MongoDB client starts into `switchboard_mongodb_commands_total`."""
+
+    def __init__(self, metrics: PlatformMetrics) -> None:
+        self._commands = metrics.mongodb_commands
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        target = event.command.get("collection" if event.command_name == "getMore" else event.command_name)
+        self._commands.labels(event.command_name, target if isinstance(target, str) else "").inc()
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass

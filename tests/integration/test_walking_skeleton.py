@@ -216,6 +216,7 @@ async def test_each_service_reports_health_metrics_and_its_event_contract(runnin
     assert live.status_code == 200
     assert ready.status_code == 200 and ready.json()["checks"] == {"mongodb": True, "kafka": True}
     assert "switchboard_outbox_lag_seconds" in metrics.text
+    assert 'switchboard_mongodb_commands_total{collection="outbox",command="find"}' in metrics.text, "the relay's reads"
     assert "faststream_received_messages_total" in metrics.text or service == "notify"
     assert asyncapi.json()["info"]["title"] == f"Switchboard {service}"
     assert asyncapi_page.status_code == 200 and "asyncapi" in asyncapi_page.text.lower()
