@@ -97,7 +97,10 @@ class TransactionLock:
     async def held(self, client: AsyncMongoClient, session: AsyncClientSession) -> AsyncIterator[None]:
         async with self._in_process:
             with self._path.open("a+") as lock_file:
-                await asyncio.to_thread(fcntl.flock, lock_file, fcntl.LOCK_EX)
+                try:
+                    fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:  # another process holds it: wait in a thread, not in the event loop
+                    await asyncio.to_thread(fcntl.flock, lock_file, fcntl.LOCK_EX)
                 try:
                     lock_file.seek(0)
                     orphan = lock_file.read().strip()
