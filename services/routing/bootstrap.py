@@ -48,6 +48,7 @@ def build_app(settings: RoutingSettings | None = None) -> FastAPI:
         description="Assigns each ticket to the best available agent with the right skills, language and free "
         "capacity on its channel; keeps a priority queue, offers, escalation and presence.",
         api=build_routes(routing, kit.require_api_key(), kit.needs),
+        prefetch=routing.prefetch,
         subscriptions=[
             Subscription(
                 topics.TICKETS,

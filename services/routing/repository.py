@@ -1,8 +1,14 @@
 """MongoDB adapters for routing: agents, the tickets routing is responsible for, customers' last agents.
 
-Capacity and assignment are claimed with conditional updates (`find_one_and_update` on the
-expected free capacity or ticket version), so two replicas can never overfill an agent or
-assign one ticket twice. Instants are stored as epoch milliseconds.
+Capacity and assignment are claimed with conditional updates on the version the transaction read,
+so two replicas can never overfill an agent or assign one ticket twice. The dispatcher queues them
+(`Transaction.write_later`) as upserts on an existing `_id`, so a claim that matches nothing fails
+the transaction rather than passing unnoticed (`_or_abort`). Instants are stored as epoch milliseconds.
+
+Inside a transaction the repositories read through `Transaction.cache`: what they read or wrote there
+is served without a round trip, and queued writes keep it true. A batch reads what it needs with one
+query per collection (`preload`), so a consumer batch or a drain costs a few round trips, not a few
+per ticket.
 
 Indexes serve the matching: agents are found by presence and free capacity (and, in MongoDB, by
 `skill_keys`: one key per skill and level an agent covers, e.g. `billing:1`..`billing:3`), never by
@@ -14,8 +20,7 @@ depth by priority is a counter kept by the same transactions that move tickets i
 from collections.abc import Iterable
 from datetime import datetime
 
-from pymongo import ASCENDING, DESCENDING, ReturnDocument
-from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo import ASCENDING, DESCENDING, InsertOne, ReturnDocument, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
@@ -31,6 +36,7 @@ from services.routing.domain import (
 )
 from shared.clock import from_ms, now_ms, to_ms, utc_now
 from shared.events import Priority
+from shared.mongo import Transaction
 from shared.mongo_filters import eq
 
 CANDIDATE_LIMIT = 50
@@ -40,19 +46,45 @@ WAITING, OFFERED, ASSIGNED, DONE = "waiting", "offered", "assigned", "done"
 QUEUE_DEPTH = "queue_depth"
 """The counters document: waiting tickets by priority."""
 
+KNOWN_AGENTS, KNOWN_TICKETS, KNOWN_AFFINITIES = "routing:agents", "routing:tickets", "routing:affinities"
+"""`Transaction.cache` keys: what the transaction knows of each, by id (a ticket or a customer known
+not to exist: None)."""
+CANDIDATES_READ = "routing:candidates"
+TICKETS_QUEUED = "routing:tickets-queued"
+DEPTH_MOVES = "routing:depth-moves"
+"""`Transaction.cache` key: the `$inc` of the queue-depth update queued in the transaction, which later
+moves add to until it is sent. Only `RoutedTicketRepository._flush` sends it early, and forgets it."""
+
+
+def _or_abort(query: dict, update: dict) -> UpdateOne:
+    """A conditional update to queue whose mismatch fails the transaction.
+
+    Nobody reads the results of queued writes, so a claim that matched nothing would pass unnoticed.
+    As an upsert on an `_id` that exists, a mismatch instead inserts that `_id` again: a duplicate-key
+    error, which fails the bulk write and so the transaction (both on MongoDB and on nx-27017).
+    """
+    return UpdateOne(query, update, upsert=True)
+
 
 class AgentRepository:
-    def __init__(self, db: AsyncDatabase, session: AsyncClientSession | None = None) -> None:
+    def __init__(self, db: AsyncDatabase, tx: Transaction | None = None) -> None:
         self._agents = db["agents"]
-        self._session = session
+        self._tx = tx
+        self._session = tx.session if tx else None
+        self._cache = tx.cache if tx else {}
+        self._known: dict[str, Agent] = self._cache.setdefault(KNOWN_AGENTS, {})
 
     async def ensure_indexes(self) -> None:
         await self._agents.create_index([("skill_keys", ASCENDING), ("status", ASCENDING), ("free", DESCENDING)])
         await self._agents.create_index([("status", ASCENDING), ("free", DESCENDING)])
 
     async def get(self, agent_id: str) -> Agent | None:
-        document = await self._agents.find_one({"_id": agent_id}, session=self._session)
-        return _agent(document) if document else None
+        if agent_id not in self._known:
+            document = await self._agents.find_one({"_id": agent_id}, session=self._session)
+            if document is None:
+                return None
+            self._known[agent_id] = _agent(document)
+        return self._known[agent_id]
 
     async def page(self, *, after: str | None, limit: int) -> list[Agent]:
         query = {"_id": {"$gt": after}} if after else {}
@@ -61,6 +93,7 @@ class AgentRepository:
 
     async def create(self, agent: Agent) -> bool:
         """Insert a new agent; False when one with this id appeared meanwhile."""
+        self._known.pop(agent.id, None)
         if await self._agents.find_one({"_id": agent.id}, {"_id": 1}, session=self._session):
             return False
         await self._agents.insert_one(_document(agent), session=self._session)
@@ -68,13 +101,31 @@ class AgentRepository:
 
     async def replace(self, agent: Agent, *, expected_version: int) -> bool:
         """Write the whole profile back, only if nobody changed the agent (say, claimed a slot) meanwhile."""
+        self._known.pop(agent.id, None)
         replaced = await self._agents.find_one_and_replace(
             {"_id": agent.id, "version": expected_version}, _document(agent), session=self._session
         )
         return replaced is not None
 
-    async def candidates(self, requirements: Requirements, *, limit: int = CANDIDATE_LIMIT) -> list[Agent]:
-        """Agents who meet the hard constraints, most free first, from the skill index."""
+    async def candidates(
+        self, requirements: Requirements, *, limit: int = CANDIDATE_LIMIT, headroom: int = 0
+    ) -> list[Agent]:
+        """Agents who meet the hard constraints, most free first, from the skill index.
+
+        Read once per requirements in a transaction, then as its claims left them. `headroom`, at
+        most how many slots the transaction claims, widens that one read: an agent it leaves out
+        has at least `limit` others as free as them that no claim touched, so is never missed.
+        """
+        read = self._cache.get((CANDIDATES_READ, requirements))
+        if read is None:
+            documents = await self._matching(requirements, limit + headroom)
+            for document in documents:
+                self._known.setdefault(document["_id"], _agent(document))  # a claimed agent: as claimed
+            read = self._cache[(CANDIDATES_READ, requirements)] = [document["_id"] for document in documents]
+        admitted = [self._known[agent_id] for agent_id in read if requirements.admits(self._known[agent_id])]
+        return sorted(admitted, key=lambda agent: -agent.free)[:limit]
+
+    async def _matching(self, requirements: Requirements, limit: int) -> list[dict]:
         channel = requirements.channel
         query: dict = {
             **eq(status=Presence.AVAILABLE.value),
@@ -91,10 +142,7 @@ class AgentRepository:
             query["team"] = {"$in": sorted(requirements.teams)}
         if requirements.exclude:
             query["_id"] = {"$nin": sorted(requirements.exclude)}
-        documents = (
-            await self._agents.find(query, session=self._session).sort("free", DESCENDING).limit(limit).to_list()
-        )
-        return [_agent(document) for document in documents]
+        return await self._agents.find(query, session=self._session).sort("free", DESCENDING).limit(limit).to_list()
 
     async def upgrade_legacy(self) -> int:
         """Agents stored by the walking skeleton (no skill index, no per-channel load): rewrite them.
@@ -117,30 +165,26 @@ class AgentRepository:
         )
         return found is not None
 
-    async def claim_slot(self, agent_id: str, channel: str) -> Agent | None:
-        """Take one unit of capacity on `channel`, only if the agent is still available with room there."""
-        claimed = await self._agents.find_one_and_update(
-            {
-                "_id": agent_id,
-                "status": Presence.AVAILABLE.value,
-                "free": {"$gt": 0},
-                f"free_by_channel.{channel}": {"$gt": 0},
-            },
-            {
-                "$inc": {"load": 1, "free": -1, f"load_by_channel.{channel}": 1, "version": 1},
-                "$set": {"last_assigned_ms": now_ms(), "updated_ms": now_ms()},
-            },
-            session=self._session,
-            return_document=ReturnDocument.AFTER,
+    def claim_slot(self, agent: Agent, channel: str) -> Agent:
+        """Take one unit of capacity on `channel` from `agent` as this transaction knows them (`get`,
+        `candidates`), who has room there: queued, expecting that version (`_or_abort`)."""
+        now = now_ms()
+        load_by_channel = {**agent.load_by_channel, channel: agent.load_by_channel.get(channel, 0) + 1}
+        claimed = agent.model_copy(
+            update={"load": agent.load + 1, "load_by_channel": load_by_channel, "last_assigned_at": from_ms(now),
+                    "version": agent.version + 1}
         )
-        if claimed is None:
-            return None
-        agent = _agent(claimed)
-        await self._refresh_free(agent)
-        return agent
+        self._tx.write_later("agents", _or_abort(
+            {"_id": agent.id, "version": agent.version},
+            {"$inc": {"load": 1, "free": -1, f"load_by_channel.{channel}": 1, "version": 1},
+             "$set": {"last_assigned_ms": now, "updated_ms": now, "free_by_channel": claimed.free_by_channel}},
+        ))
+        self._known[agent.id] = claimed
+        return claimed
 
     async def release_slot(self, agent_id: str, channel: str) -> Agent | None:
         """Give back one unit of capacity on `channel` (never below zero)."""
+        self._known.pop(agent_id, None)
         released = await self._agents.find_one_and_update(
             {"_id": agent_id, f"load_by_channel.{channel}": {"$gt": 0}},
             {"$inc": {"load": -1, "free": 1, f"load_by_channel.{channel}": -1, "version": 1}},
@@ -162,6 +206,7 @@ class AgentRepository:
         `at` (a newer change came first); an agent stored without the instant counts as older.
         """
         at_ms = to_ms(at)
+        self._known.pop(agent_id, None)
         query: dict = {"_id": agent_id}
         if only_if_newer:
             older = {"$or": [{"presence_changed_ms": {"$exists": False}}, {"presence_changed_ms": {"$lt": at_ms}}]}
@@ -186,10 +231,13 @@ class AgentRepository:
 class RoutedTicketRepository:
     """Routing's own view of tickets: waiting, offered to an agent, assigned, or done."""
 
-    def __init__(self, db: AsyncDatabase, session: AsyncClientSession | None = None) -> None:
+    def __init__(self, db: AsyncDatabase, tx: Transaction | None = None) -> None:
         self._tickets = db["tickets"]
         self._counters = db["counters"]
-        self._session = session
+        self._tx = tx
+        self._session = tx.session if tx else None
+        self._cache = tx.cache if tx else {}
+        self._known: dict[str, dict | None] = self._cache.setdefault(KNOWN_TICKETS, {})
 
     async def ensure_indexes(self) -> None:
         await self._tickets.create_index([("state", ASCENDING), ("urgency", DESCENDING), ("created_ms", ASCENDING)])
@@ -211,7 +259,16 @@ class RoutedTicketRepository:
             pass  # another replica seeded it first
 
     async def get(self, ticket_id: str) -> dict | None:
-        return await self._tickets.find_one({"_id": ticket_id}, session=self._session)
+        if ticket_id not in self._known:
+            self._known[ticket_id] = await self._tickets.find_one({"_id": ticket_id}, session=self._session)
+        return self._known[ticket_id]
+
+    async def preload(self, ticket_ids: Iterable[str]) -> None:
+        """Read these tickets in one query, so that `get` answers each without a round trip."""
+        if unknown := sorted(set(ticket_ids) - self._known.keys()):
+            documents = await self._tickets.find({"_id": {"$in": unknown}}, session=self._session).to_list()
+            found = {document["_id"]: document for document in documents}
+            self._known.update({ticket_id: found.get(ticket_id) for ticket_id in unknown})
 
     async def upgrade_legacy(self, next_escalation_ms) -> int:
         """Tickets stored by the walking skeleton: add what the queue index and matching read."""
@@ -242,36 +299,35 @@ class RoutedTicketRepository:
         return len(documents)
 
     async def enqueue(self, ticket: WaitingTicket, *, next_escalation_ms: int | None, extra: dict | None = None) -> bool:
-        """Adds the ticket to the queue unless routing knows it already."""
-        if await self._tickets.find_one({"_id": ticket.ticket_id}, {"_id": 1}, session=self._session):
+        """Adds the ticket to the queue unless routing knows it already: queued."""
+        if await self.get(ticket.ticket_id) is not None:
             return False
         queued_ms = to_ms(ticket.queued_at or ticket.created_at)
-        await self._tickets.insert_one(
-            {
-                "_id": ticket.ticket_id,
-                "state": WAITING,
-                "priority": ticket.priority.value,
-                "urgency": ticket.urgency,
-                "sla_warned": False,
-                "required_skills": ticket.required_skills,
-                "skill_levels": ticket.skill_levels,
-                "channel": ticket.channel.value,
-                "language": primary_language(ticket.language),
-                "category": ticket.category,
-                "customer_id": ticket.customer_id,
-                "previous_agent_id": ticket.previous_agent_id,
-                "created_ms": to_ms(ticket.created_at),
-                "queued_ms": queued_ms,
-                "escalation_step": 0,
-                "next_escalation_ms": next_escalation_ms,
-                **declines_fields({}, None),
-                "assignee_id": None,
-                "version": 1,
-                **(extra or {}),
-            },
-            session=self._session,
-        )
-        await self._count_waiting({ticket.priority.value: 1})
+        document = {
+            "_id": ticket.ticket_id,
+            "state": WAITING,
+            "priority": ticket.priority.value,
+            "urgency": ticket.urgency,
+            "sla_warned": False,
+            "required_skills": ticket.required_skills,
+            "skill_levels": ticket.skill_levels,
+            "channel": ticket.channel.value,
+            "language": primary_language(ticket.language),
+            "category": ticket.category,
+            "customer_id": ticket.customer_id,
+            "previous_agent_id": ticket.previous_agent_id,
+            "created_ms": to_ms(ticket.created_at),
+            "queued_ms": queued_ms,
+            "escalation_step": 0,
+            "next_escalation_ms": next_escalation_ms,
+            **declines_fields({}, None),
+            "assignee_id": None,
+            "version": 1,
+            **(extra or {}),
+        }
+        self._queue(InsertOne(document))
+        self._known[ticket.ticket_id] = document
+        self._count_waiting({ticket.priority.value: 1})
         return True
 
     async def waiting(self, limit: int) -> list[dict]:
@@ -320,27 +376,58 @@ class RoutedTicketRepository:
 
         `changes` sets top-level fields. The queue-depth counter follows a change of state or priority.
         """
+        await self._flush()
         changes = {**changes, "updated_ms": now_ms()}
         before = await self._tickets.find_one_and_update(
             {"_id": ticket_id, **expected}, {"$set": changes, "$inc": {"version": 1}}, session=self._session
         )
         if before is None:
+            self._known.pop(ticket_id, None)
             return None
-        after = {**before, **changes, "version": before.get("version", 0) + 1}
+        return self._changed(before, changes)
+
+    def take(self, document: dict, changes: dict) -> dict:
+        """Take a waiting ticket out of the queue (offer or assign it), as this transaction read it: queued,
+        expecting that version (`_or_abort`). The new document."""
+        changes = {**changes, "updated_ms": now_ms()}
+        self._queue(_or_abort(
+            {"_id": document["_id"], "state": WAITING, "version": document["version"]},
+            {"$set": changes, "$inc": {"version": 1}},
+        ))
+        return self._changed(document, changes)
+
+    def _changed(self, before: dict, changes: dict) -> dict:
+        """The document after `changes`, known to the transaction; the queue-depth counter follows its move."""
+        after = self._known[before["_id"]] = {**before, **changes, "version": before.get("version", 0) + 1}
         moves: dict[str, int] = {}
         for document, step in ((before, -1), (after, 1)):
             if document["state"] == WAITING:
                 moves[document["priority"]] = moves.get(document["priority"], 0) + step
-        await self._count_waiting(moves)
+        self._count_waiting(moves)
         return after
 
-    async def _count_waiting(self, moves: dict[str, int]) -> None:
-        if moves := {priority: n for priority, n in moves.items() if n}:
-            await self._counters.update_one(
-                {"_id": QUEUE_DEPTH}, {"$inc": moves}, upsert=True, session=self._session
-            )
+    def _count_waiting(self, moves: dict[str, int]) -> None:
+        """Adds to the transaction's one queued update of the counter (see `DEPTH_MOVES`)."""
+        if not (moves := {priority: n for priority, n in moves.items() if n}):
+            return
+        if (pending := self._cache.get(DEPTH_MOVES)) is None:
+            pending = self._cache[DEPTH_MOVES] = {}
+            self._tx.write_later("counters", UpdateOne({"_id": QUEUE_DEPTH}, {"$inc": pending}, upsert=True))
+        for priority, n in moves.items():
+            pending[priority] = pending.get(priority, 0) + n
+
+    def _queue(self, write: InsertOne | UpdateOne) -> None:
+        self._tx.write_later("tickets", write)
+        self._cache[TICKETS_QUEUED] = True
+
+    async def _flush(self) -> None:
+        """Send the transaction's queued writes before a command on tickets that must see them."""
+        if self._cache.pop(TICKETS_QUEUED, False):
+            await self._tx.flush()
+            self._cache.pop(DEPTH_MOVES, None)
 
     async def held_by(self, agent_id: str, states: Iterable[str]) -> list[dict]:
+        await self._flush()
         return await self._tickets.find(
             {**eq(assignee_id=agent_id), "state": {"$in": list(states)}}, session=self._session
         ).to_list()
@@ -355,6 +442,7 @@ class RoutedTicketRepository:
         return open_offer or await self._tickets.find_one({"offer_ids": {"$in": [offer_id]}}, session=self._session)
 
     async def offers_of(self, agent_id: str) -> list[dict]:
+        await self._flush()
         return await self._tickets.find(eq(assignee_id=agent_id, state=OFFERED), session=self._session).to_list()
 
     async def offers_expired(self, now: int, limit: int) -> list[dict]:
@@ -416,18 +504,28 @@ class RoutedTicketRepository:
 class AffinityRepository:
     """The agent who last took each customer's ticket, for the affinity window."""
 
-    def __init__(self, db: AsyncDatabase, session: AsyncClientSession | None = None) -> None:
+    def __init__(self, db: AsyncDatabase, tx: Transaction) -> None:
         self._customers = db["customer_agents"]
-        self._session = session
+        self._tx = tx
+        self._known: dict[str, tuple[str, int] | None] = tx.cache.setdefault(KNOWN_AFFINITIES, {})
 
-    async def remember(self, customer_id: str, agent_id: str, at_ms: int) -> None:
-        await self._customers.update_one(
-            {"_id": customer_id}, {"$set": {"agent_id": agent_id, "at_ms": at_ms}}, upsert=True, session=self._session
-        )
+    def remember(self, customer_id: str, agent_id: str, at_ms: int) -> None:
+        """Queued: nothing in the transaction needs its result, and `last_agent` answers from memory."""
+        self._tx.write_later("customer_agents", UpdateOne(
+            {"_id": customer_id}, {"$set": {"agent_id": agent_id, "at_ms": at_ms}}, upsert=True
+        ))
+        self._known[customer_id] = (agent_id, at_ms)
+
+    async def preload(self, customer_ids: Iterable[str]) -> None:
+        """Read these customers' last agents in one query, so that `last_agent` answers each from memory."""
+        if unknown := sorted(set(customer_ids) - self._known.keys()):
+            rows = await self._customers.find({"_id": {"$in": unknown}}, session=self._tx.session).to_list()
+            found = {row["_id"]: (row["agent_id"], row["at_ms"]) for row in rows}
+            self._known.update({customer_id: found.get(customer_id) for customer_id in unknown})
 
     async def last_agent(self, customer_id: str) -> tuple[str, int] | None:
-        row = await self._customers.find_one({"_id": customer_id}, session=self._session)
-        return (row["agent_id"], row["at_ms"]) if row else None
+        await self.preload([customer_id])
+        return self._known[customer_id]
 
 
 def _skill_keys(skills: dict[str, int]) -> list[str]:

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -128,6 +129,11 @@ class Routing:
 
     # --- events (each runs inside the consumer's batch transaction) --------------------------
 
+    async def prefetch(self, tx: Transaction, events: Sequence[Envelope]) -> None:
+        """Before a consumer batch's handlers: the tickets its events are about, in one read."""
+        ticket_ids = [ticket_id for event in events if (ticket_id := getattr(event.data, "ticket_id", None))]
+        await RoutedTicketRepository(tx.db, tx).preload(ticket_ids)
+
     async def on_ticket_created(self, tx: Transaction, event: Envelope[TicketCreated]) -> None:
         data = event.data
         invalid = [skill for skill in (*data.required_skills, *data.required_skill_levels) if not _SKILL.match(skill)]
@@ -146,7 +152,7 @@ class Routing:
             created_at=data.created_at,
             queued_at=data.created_at,
         )
-        tickets = RoutedTicketRepository(tx.db, tx.session)
+        tickets = RoutedTicketRepository(tx.db, tx)
         if await tickets.enqueue(
             ticket,
             next_escalation_ms=self._next_escalation_ms(to_ms(data.created_at), 0),
@@ -155,7 +161,7 @@ class Routing:
             self.wake(ticket_id=ticket.ticket_id)
 
     async def on_priority_changed(self, tx: Transaction, event: Envelope[TicketPriorityChanged]) -> None:
-        tickets = RoutedTicketRepository(tx.db, tx.session)
+        tickets = RoutedTicketRepository(tx.db, tx)
         document = await self._known_ticket(tickets, event.data.ticket_id)
         priority = event.data.priority
         await tickets.update(
@@ -166,7 +172,7 @@ class Routing:
         self.wake(ticket_id=document["_id"])
 
     async def on_sla_warning(self, tx: Transaction, event: Envelope[SlaWarning]) -> None:
-        tickets = RoutedTicketRepository(tx.db, tx.session)
+        tickets = RoutedTicketRepository(tx.db, tx)
         document = await self._known_ticket(tickets, event.data.ticket_id)
         if document["state"] not in (WAITING, OFFERED) or document.get("sla_warned"):
             return  # nothing waits any more, or it moved up already
@@ -185,7 +191,7 @@ class Routing:
 
     async def _finish(self, tx: Transaction, ticket_id: str, how: str) -> None:
         """The ticket leaves routing's hands: the queue if it waited, its agent's capacity if it was held."""
-        tickets = RoutedTicketRepository(tx.db, tx.session)
+        tickets = RoutedTicketRepository(tx.db, tx)
         document = await self._known_ticket(tickets, ticket_id)
         state = document["state"]
         if state == DONE:
@@ -198,12 +204,12 @@ class Routing:
         if done is None:
             raise RuntimeError(f"ticket {ticket_id} changed concurrently")  # the batch is retried
         if state in (ASSIGNED, OFFERED) and document.get("assignee_id"):
-            await AgentRepository(tx.db, tx.session).release_slot(document["assignee_id"], document["channel"])
+            await AgentRepository(tx.db, tx).release_slot(document["assignee_id"], document["channel"])
             self.wake(agent_id=document["assignee_id"])
 
     async def on_reopened(self, tx: Transaction, event: Envelope[TicketReopened]) -> None:
         """Back to the queue, marked for the previous agent: the dispatcher gives it to them if they have room."""
-        tickets = RoutedTicketRepository(tx.db, tx.session)
+        tickets = RoutedTicketRepository(tx.db, tx)
         document = await self._known_ticket(tickets, event.data.ticket_id)
         if document["state"] != DONE:
             return
@@ -226,7 +232,7 @@ class Routing:
             raise RejectedEvent(
                 f"invalid status {event.data.status[:50]!r} for agent {agent_id}: expected available, away or offline"
             ) from None
-        agent = await AgentRepository(tx.db, tx.session).get(agent_id)
+        agent = await AgentRepository(tx.db, tx).get(agent_id)
         if agent is None:
             raise RejectedEvent(f"unknown agent {agent_id}")
         at = presence_instant(event.data.changed_at, utc_now())
@@ -247,8 +253,8 @@ class Routing:
         """At start: bring agents and tickets stored by the walking skeleton up to this release's shape."""
 
         async def work(tx: Transaction) -> int:
-            agents = await AgentRepository(tx.db, tx.session).upgrade_legacy()
-            tickets = await RoutedTicketRepository(tx.db, tx.session).upgrade_legacy(self._next_escalation_ms)
+            agents = await AgentRepository(tx.db, tx).upgrade_legacy()
+            tickets = await RoutedTicketRepository(tx.db, tx).upgrade_legacy(self._next_escalation_ms)
             return agents + tickets
 
         if upgraded := await self._uow.run(work):
@@ -260,7 +266,7 @@ class Routing:
         """Create or update an agent; going away or offline returns their offers (and, if configured, tickets)."""
 
         async def work(tx: Transaction) -> None:
-            agents = AgentRepository(tx.db, tx.session)
+            agents = AgentRepository(tx.db, tx)
             while True:
                 current = await agents.get(agent_id)
                 if current is None:
@@ -291,7 +297,7 @@ class Routing:
         self, tx: Transaction, agent_id: str, status: Presence, at: datetime, cause: Envelope | None,
         only_if_newer: bool = False,
     ) -> Agent | None:
-        changed = await AgentRepository(tx.db, tx.session).set_status(agent_id, status, at, only_if_newer=only_if_newer)
+        changed = await AgentRepository(tx.db, tx).set_status(agent_id, status, at, only_if_newer=only_if_newer)
         if changed is None:
             return None
         agent, before = changed
@@ -305,12 +311,12 @@ class Routing:
         self, tx: Transaction, agent_id: str, status: Presence, cause: Envelope | None
     ) -> None:
         """Offers always go back to the queue; assigned tickets too when UNASSIGN_ON_PRESENCE names `status`."""
-        tickets = RoutedTicketRepository(tx.db, tx.session)
+        tickets = RoutedTicketRepository(tx.db, tx)
         for document in await tickets.offers_of(agent_id):
             await self._return_offer(tx, document, OfferOutcome.EXPIRED, cause=cause)
         if status not in self._config.unassign_on:
             return
-        agents = AgentRepository(tx.db, tx.session)
+        agents = AgentRepository(tx.db, tx)
         for document in await tickets.held_by(agent_id, [ASSIGNED]):
             back = await tickets.update(
                 document["_id"],
@@ -378,7 +384,7 @@ class Routing:
 
     async def answer_offer(self, offer_id: str, *, accept: bool) -> OfferAnswer:
         async def work(tx: Transaction) -> OfferAnswer:
-            tickets = RoutedTicketRepository(tx.db, tx.session)
+            tickets = RoutedTicketRepository(tx.db, tx)
             document = await tickets.by_offer(offer_id)
             if document is None:
                 raise UnknownOffer(offer_id)
@@ -409,7 +415,7 @@ class Routing:
             )
             self._publish(tx, assigned, document, None)
             if document.get("customer_id"):
-                await AffinityRepository(tx.db, tx.session).remember(document["customer_id"], agent_id, to_ms(now))
+                AffinityRepository(tx.db, tx).remember(document["customer_id"], agent_id, to_ms(now))
             wait = (to_ms(now) - document["created_ms"]) / 1000
             tx.on_commit(self._metrics.offers.labels(outcome="accepted").inc)
             tx.on_commit(self._metrics.assignments.labels(mode="offer").inc)
@@ -433,7 +439,7 @@ class Routing:
         offer_id = document["offer_id"]
         now = utc_now()
         declined = waiting_ticket(document).declined(agent_id, now)
-        back = await RoutedTicketRepository(tx.db, tx.session).update(
+        back = await RoutedTicketRepository(tx.db, tx).update(
             document["_id"],
             {"state": OFFERED, "offer_id": offer_id},
             {"state": WAITING, "assignee_id": None, "offer_id": None,
@@ -441,7 +447,7 @@ class Routing:
         )
         if back is None:
             return False
-        await AgentRepository(tx.db, tx.session).release_slot(agent_id, document["channel"])
+        await AgentRepository(tx.db, tx).release_slot(agent_id, document["channel"])
         answered = TicketOfferAnswered(
             ticket_id=document["_id"], offer_id=offer_id, agent_id=agent_id, outcome=outcome, answered_at=now
         )
@@ -453,7 +459,7 @@ class Routing:
     async def expire_offers(self) -> int:
         async def work(tx: Transaction) -> int:
             expired = 0
-            for document in await RoutedTicketRepository(tx.db, tx.session).offers_expired(now_ms(), EXPIRY_BATCH):
+            for document in await RoutedTicketRepository(tx.db, tx).offers_expired(now_ms(), EXPIRY_BATCH):
                 expired += await self._return_offer(tx, document, OfferOutcome.EXPIRED, cause=None)
             return expired
 
@@ -464,7 +470,7 @@ class Routing:
         cooldown = self._config.decline_cooldown
 
         async def work(tx: Transaction) -> int:
-            tickets = RoutedTicketRepository(tx.db, tx.session)
+            tickets = RoutedTicketRepository(tx.db, tx)
             now = utc_now()
             revisited = 0
             for document in await tickets.declines_lapsed(to_ms(now), EXPIRY_BATCH):
@@ -486,7 +492,7 @@ class Routing:
             return 0
 
         async def work(tx: Transaction) -> int:
-            tickets = RoutedTicketRepository(tx.db, tx.session)
+            tickets = RoutedTicketRepository(tx.db, tx)
             now = now_ms()
             applied = 0
             for document in await tickets.escalation_due(now, ESCALATION_BATCH):
@@ -607,14 +613,15 @@ class Routing:
     async def _drain_once(
         self, tx: Transaction, ticket_ids, agent_ids, sweep: bool
     ) -> tuple[int, bool]:
-        agents = AgentRepository(tx.db, tx.session)
-        tickets = RoutedTicketRepository(tx.db, tx.session)
+        agents = AgentRepository(tx.db, tx)
+        tickets = RoutedTicketRepository(tx.db, tx)
         if not await agents.anyone_free():
             return 0, False
         now = utc_now()
         found: dict[str, dict] = {}
         if sweep:
             found.update((d["_id"], d) for d in await tickets.waiting(DRAIN_SCAN_LIMIT))
+        await tickets.preload(ticket_ids)
         for ticket_id in ticket_ids:
             document = await tickets.get(ticket_id)
             if document is None:
@@ -628,6 +635,7 @@ class Routing:
             for document in await tickets.waiting_for(agent, lambda t: self._requirements(t, now), AGENT_SCAN_LIMIT):
                 found[document["_id"]] = document
         queue = sorted(found.values(), key=lambda d: queue_key(waiting_ticket(d)))
+        await AffinityRepository(tx.db, tx).preload(d["customer_id"] for d in queue if d.get("customer_id"))
         hopeless: set[Requirements] = set()  # free capacity only shrinks while draining
         placed = 0
         for document in queue:
@@ -637,9 +645,9 @@ class Routing:
                 previous = await agents.get(return_to)
                 if can_return_to(previous, ticket.channel.value):
                     reason = f"reopened: back to the previous agent {return_to}, who has room on {ticket.channel.value}"
-                    if await self._place(tx, ticket, document, Match(previous, reason), "reopened"):
-                        placed += 1
-                        continue
+                    self._place(tx, ticket, document, Match(previous, reason), "reopened")
+                    placed += 1
+                    continue
                 # Else the queue: carry on with the updated document, whose version the claim below expects.
                 document = await tickets.update(
                     ticket.ticket_id, {"state": WAITING, "version": document["version"]}, {"return_to": None}
@@ -649,7 +657,7 @@ class Routing:
             requirements = self._requirements(ticket, now)
             if requirements in hopeless:
                 continue
-            candidates = await agents.candidates(requirements)
+            candidates = await agents.candidates(requirements, headroom=len(queue))  # a claim per ticket at most
             if not candidates:
                 hopeless.add(requirements)
                 continue
@@ -658,12 +666,9 @@ class Routing:
                 extra = await agents.get(preferred)
                 if extra is not None:
                     candidates.append(extra)
-            while (match := choose_agent(candidates, ticket, requirements, now, affinity_agent_id=preferred)) is not None:
-                mode = match.agent.mode or self._config.mode
-                if await self._place(tx, ticket, document, match, mode.value):
-                    placed += 1
-                    break
-                candidates = [agent for agent in candidates if agent.id != match.agent.id]  # lost the slot
+            if (match := choose_agent(candidates, ticket, requirements, now, affinity_agent_id=preferred)) is not None:
+                self._place(tx, ticket, document, match, (match.agent.mode or self._config.mode).value)
+                placed += 1
         return placed, sweep and len(queue) >= DRAIN_SCAN_LIMIT
 
     def _not_yet_visible(self, ticket_id: str) -> None:
@@ -678,56 +683,46 @@ class Routing:
     async def _affinity(self, tx: Transaction, ticket: WaitingTicket, now) -> str | None:
         remembered = None
         if ticket.customer_id:
-            row = await AffinityRepository(tx.db, tx.session).last_agent(ticket.customer_id)
+            row = await AffinityRepository(tx.db, tx).last_agent(ticket.customer_id)
             remembered = (row[0], from_ms(row[1])) if row else None
         return affinity_agent(ticket.previous_agent_id, remembered, now, self._config.affinity_window)
 
-    async def _place(
-        self, tx: Transaction, ticket: WaitingTicket, document: dict, match: Match, mode: str
-    ) -> bool:
-        """Claim a slot and the ticket, both conditionally; assign (auto, reopened) or offer (offer)."""
-        agents = AgentRepository(tx.db, tx.session)
-        tickets = RoutedTicketRepository(tx.db, tx.session)
-        channel = ticket.channel.value
-        if await agents.claim_slot(match.agent.id, channel) is None:
-            return False
+    def _place(self, tx: Transaction, ticket: WaitingTicket, document: dict, match: Match, mode: str) -> None:
+        """Claim a slot and the ticket, as this transaction read them (a replica that changed either
+        meanwhile fails the transaction, see the repository); assign (auto, reopened) or offer (offer)."""
+        AgentRepository(tx.db, tx).claim_slot(match.agent, ticket.channel.value)
+        tickets = RoutedTicketRepository(tx.db, tx)
         now = utc_now()
         if mode == Mode.OFFER.value:
             offer_id = uuid.uuid4().hex
             expires = now + self._config.offer_timeout
-            taken = await tickets.update(
-                ticket.ticket_id,
-                {"state": WAITING, "version": document["version"]},
+            tickets.take(
+                document,
                 {"state": OFFERED, "assignee_id": match.agent.id, "offer_id": offer_id, "return_to": None,
                  "offer_expires_ms": to_ms(expires), "reason": match.reason,
                  "offer_ids": [*document.get("offer_ids", []), offer_id]},
             )
         else:
-            taken = await tickets.update(
-                ticket.ticket_id,
-                {"state": WAITING, "version": document["version"]},
+            tickets.take(
+                document,
                 {"state": ASSIGNED, "assignee_id": match.agent.id, "assigned_ms": to_ms(now), "reason": match.reason,
                  "return_to": None},
             )
-        if taken is None:
-            await agents.release_slot(match.agent.id, channel)  # the ticket went elsewhere meanwhile
-            return False
         if mode == Mode.OFFER.value:
             offered = TicketOffered(ticket_id=ticket.ticket_id, offer_id=offer_id, agent_id=match.agent.id,
                                     expires_at=expires)
             self._publish(tx, offered, document, None)
             log.info("offered %s to %s (%s)", ticket.ticket_id, match.agent.id, offer_id)
-            return True
+            return
         assigned = TicketAssigned(ticket_id=ticket.ticket_id, agent_id=match.agent.id, reason=match.reason,
                                   assigned_at=now)
         self._publish(tx, assigned, document, None)
         if ticket.customer_id:
-            await AffinityRepository(tx.db, tx.session).remember(ticket.customer_id, match.agent.id, to_ms(now))
+            AffinityRepository(tx.db, tx).remember(ticket.customer_id, match.agent.id, to_ms(now))
         wait = max((now - ticket.created_at).total_seconds(), 0)
         tx.on_commit(lambda: self._metrics.assignments.labels(mode=mode).inc())
         tx.on_commit(lambda: self._metrics.queue_wait.observe(wait))
         log.info("assigned %s to %s", ticket.ticket_id, match.agent.id)
-        return True
 
     # --- plumbing --------------------------------------------------------------------------------
 

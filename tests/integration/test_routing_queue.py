@@ -11,14 +11,23 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, monitoring
+from pymongo.errors import BulkWriteError
 
 from services.routing.domain import AgentProfile, Mode, Presence
 from services.routing.metrics import RoutingMetrics
+from services.routing.repository import AgentRepository, RoutedTicketRepository
 from services.routing.service import OfferClosed, Routing, RoutingConfig, UnknownAgent
 from shared.clock import utc_now
 from shared.envelope import new_event
-from shared.events import AgentStatusChanged, Customer, TicketCreated, TicketReopened, TicketSolved
+from shared.events import (
+    AgentStatusChanged,
+    Customer,
+    TicketCreated,
+    TicketPriorityChanged,
+    TicketReopened,
+    TicketSolved,
+)
 from shared.mongo import UnitOfWork
 from shared.outbox import Outbox
 from shared.launcher.servers import mongo_wire_server
@@ -231,5 +240,100 @@ async def test_a_declined_ticket_is_offered_again_to_the_only_qualifying_agent_o
         view = await routing.ticket_view("T-declined")
         assert again["offer_id"] != first["offer_id"] and "declined it before" in view["reason"]
         assert view["declined_until"] == {} and await routing.revisit_declined() == 0
+    finally:
+        await client.close()
+
+
+class CommandCount(monitoring.CommandListener):
+    def __init__(self) -> None:
+        self.commands: list[str] = []
+
+    def started(self, event) -> None:
+        self.commands.append(event.command_name)
+
+    def succeeded(self, event) -> None:
+        pass
+
+    def failed(self, event) -> None:
+        pass
+
+
+async def test_a_batch_costs_a_few_round_trips_whatever_its_size_and_later_events_see_earlier_ones(mongo_url):
+    url, lock_dir = mongo_url
+    routing, client = await routing_on(url, lock_dir, "routing_round_trips")
+    count = CommandCount()
+    counted_client = AsyncMongoClient(url, tz_aware=True, event_listeners=[count])
+    routing._uow = UnitOfWork(counted_client, counted_client["routing_round_trips"],
+                              Outbox(counted_client["routing_round_trips"]).write,
+                              transaction_lock=lock_dir / "routing_round_trips.lock")
+    try:
+        for number in range(3):
+            await routing.put_agent(f"a{number}", AgentProfile(name="A", skills={"chat": 1}, capacity=10,
+                                                                status="available"))
+        batch = [created(f"T{number:02d}", "chat", "normal", 60 - number) for number in range(20)]
+        repeat = new_event(
+            TicketCreated(ticket_id="T-repeat", channel="chat", customer=Customer(id="c-T00"), subject="s",
+                          priority="low", required_skills=["chat"], created_at=utc_now()),
+            source="tests", subject="T-repeat",
+        )
+        raised = new_event(TicketPriorityChanged(ticket_id="T00", previous_priority="normal", priority="urgent",
+                                                 changed_at=utc_now()),
+                           source="tests", subject="T00")
+        events = [*batch, repeat, raised]
+
+        async def consume(tx):  # the consumer's batch: prefetch, then each handler
+            await routing.prefetch(tx, events)
+            for event in events:
+                handler = routing.on_priority_changed if event is raised else routing.on_ticket_created
+                await handler(tx, event)
+
+        count.commands.clear()
+        await routing._uow.run(consume)
+        consumed = len(count.commands)
+        count.commands.clear()
+        assert await routing.drain(ticket_ids={event.subject for event in events}, sweep=False) == 21
+        drained = len(count.commands)
+
+        assert consumed <= 10 and drained <= 14, (count.commands, consumed, drained)
+        view = await routing.ticket_view("T00")
+        assert (view["state"], view["priority"]) == ("assigned", "urgent"), "the change in the same batch applied"
+        assert sum([(await routing.get_agent(f"a{n}")).load for n in range(3)]) == 21
+        repeat_view = await routing.ticket_view("T-repeat")
+        assert repeat_view["assignee_id"] == view["assignee_id"], "affinity to the agent given T00 in the same drain"
+        assert (await routing.queue_summary()).depth == 0
+        await routing.refresh_gauges()
+        assert routing._metrics.queue_depth.labels(priority="normal")._value.get() == 0
+    finally:
+        await client.close()
+        await counted_client.close()
+
+
+async def test_a_claim_on_what_another_replica_changed_meanwhile_fails_the_whole_transaction(mongo_url):
+    url, lock_dir = mongo_url
+    routing, client = await routing_on(url, lock_dir, "routing_stale_claim")
+    db = client["routing_stale_claim"]
+    try:
+        await routing.put_agent("solo", AgentProfile(name="S", skills={"chat": 1}, capacity=1, status="available"))
+        await routing._uow.run(lambda tx: routing.on_ticket_created(tx, created("T-first", "chat", "normal", 2)))
+        await routing._uow.run(lambda tx: routing.on_ticket_created(tx, created("T-second", "chat", "normal", 1)))
+
+        async def stale_claims(tx):
+            agents, tickets = AgentRepository(tx.db, tx), RoutedTicketRepository(tx.db, tx)
+            solo = await agents.get("solo")
+            first = await tickets.get("T-first")
+            # What a replica that read before this one's commit would do: claim the slot it saw free.
+            await db["agents"].update_one({"_id": "solo"}, {"$inc": {"load": 1, "free": -1, "version": 1}},
+                                          session=tx.session)
+            agents.claim_slot(solo, "chat")
+            tickets.take(first, {"state": "assigned", "assignee_id": "solo"})
+
+        with pytest.raises(BulkWriteError):
+            await routing._uow.run(stale_claims)
+
+        assert (await routing.get_agent("solo")).load == 0, "nothing of the failed transaction stays"
+        assert (await routing.ticket_view("T-first"))["state"] == "waiting"
+        assert await routing.drain(ticket_ids={"T-first", "T-second"}, sweep=False) == 1
+        assert ((await routing.get_agent("solo")).load, (await routing.ticket_view("T-first"))["assignee_id"]) == (
+            1, "solo")
     finally:
         await client.close()
