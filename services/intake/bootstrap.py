@@ -65,4 +65,5 @@ def build_app(settings: IntakeSettings | None = None) -> FastAPI:
             SeenSignatures(kit.db).ensure_indexes,
         ],
         housekeeping=[intake.close_solved, intake.purge_seen_signatures],
+        prefetch=intake.prefetch,
     )

@@ -2,20 +2,28 @@
 
 Equalities are written with `eq`, so the embedded server serves them from an index too (see
 `shared.mongo_filters`).
+
+Within a transaction, tickets and customers are read through `Transaction.cache` (a consumer batch
+reads all of its own up front, `prefetch`), and every write keeps the cached document true, so
+writes whose result no one needs can be queued (`Transaction.write_later`) without a read by id
+ever having to send them first.
 """
 
 import base64
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
-from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.operations import InsertOne, ReplaceOne, UpdateOne
 
 from services.intake.domain import TICKET_ID_PATTERN, Message, SlaSummary, Ticket
 from shared.clock import from_ms, now_ms, to_ms
 from shared.events import Customer
+from shared.mongo import Transaction
 from shared.mongo_filters import eq
 
 
@@ -81,10 +89,53 @@ def decode_cursor(cursor: str) -> str:
     return ticket_id
 
 
+class _Kept:
+    """One collection's documents a transaction has read or written, by id; None for one known not to exist.
+
+    Outside a transaction nothing is kept: every read asks the database.
+    """
+
+    def __init__(self, collection: AsyncCollection, tx: Transaction | None) -> None:
+        self._collection = collection
+        self._session = tx.session if tx else None
+        self.documents: dict[str, dict | None] | None = tx.cache.setdefault(collection.name, {}) if tx else None
+
+    async def load(self, document_ids: Iterable[str]) -> None:
+        """Reads the documents not kept yet, in one query."""
+        assert self.documents is not None
+        wanted = [document_id for document_id in dict.fromkeys(document_ids) if document_id not in self.documents]
+        if not wanted:
+            return
+        found = {
+            document["_id"]: document
+            for document in await self._collection.find({"_id": {"$in": wanted}}, session=self._session).to_list()
+        }
+        for document_id in wanted:
+            self.documents[document_id] = found.get(document_id)
+
+    async def get(self, document_id: str) -> dict | None:
+        if self.documents is None:
+            return await self._collection.find_one({"_id": document_id})
+        await self.load([document_id])
+        return self.documents[document_id]
+
+    def keep(self, document: dict) -> dict:
+        """`document` as this transaction writes it (the write may still be queued)."""
+        assert self.documents is not None
+        self.documents[document["_id"]] = document
+        return document
+
+    def forget(self, document_id: str) -> None:
+        assert self.documents is not None
+        self.documents.pop(document_id, None)
+
+
 class TicketRepository:
-    def __init__(self, db: AsyncDatabase, session: AsyncClientSession | None = None) -> None:
+    def __init__(self, db: AsyncDatabase, tx: Transaction | None = None) -> None:
         self._tickets = db["tickets"]
-        self._session = session
+        self._tx = tx
+        self._session = tx.session if tx else None
+        self._kept = _Kept(self._tickets, tx)
 
     async def ensure_indexes(self) -> None:
         await self._tickets.create_index([("customer.id", ASCENDING), ("created_ms", ASCENDING)])
@@ -94,22 +145,35 @@ class TicketRepository:
         await self._tickets.create_index([("assignee_id", ASCENDING), ("created_ms", DESCENDING)])
         await self._tickets.create_index([("status", ASCENDING), ("solved_ms", ASCENDING)])
 
+    async def prefetch(self, ticket_ids: Iterable[str]) -> None:
+        await self._kept.load(ticket_ids)
+
     async def add(self, ticket: Ticket) -> None:
-        await self._tickets.insert_one(_to_document(ticket), session=self._session)
+        """Queued: a new ticket's id is its own, so the insert cannot collide."""
+        self._write_later(InsertOne(self._kept.keep(_to_document(ticket))))
 
     async def get(self, ticket_id: str) -> Ticket | None:
-        document = await self._tickets.find_one({"_id": ticket_id}, session=self._session)
+        document = await self._kept.get(ticket_id)
         return _from_document(document) if document else None
 
     async def replace(self, ticket: Ticket, *, expected_version: int) -> bool:
-        """Optimistic concurrency: only replaces the version the caller read."""
-        replaced = await self._tickets.find_one_and_replace(
-            {"_id": ticket.id, "version": expected_version},
-            _to_document(ticket),
-            session=self._session,
-            return_document=ReturnDocument.AFTER,
+        """Optimistic concurrency: only replaces the version the caller read, and says whether it did."""
+        await self._tx.flush()  # the ticket's own queued writes (its insert) go first
+        document = _to_document(ticket)
+        replaced = await self._tickets.replace_one(
+            {"_id": ticket.id, "version": expected_version}, document, session=self._session
         )
-        return replaced is not None
+        if not replaced.matched_count:
+            self._kept.forget(ticket.id)  # another version is stored: read it again
+            return False
+        self._kept.keep(document)
+        return True
+
+    def replace_later(self, ticket: Ticket, *, expected_version: int) -> None:
+        """Queued `replace`: if another version is stored by the time it is sent, it fails the whole
+        transaction instead of answering False (as an upsert, it collides with that version's `_id`)."""
+        document = self._kept.keep(_to_document(ticket))
+        self._write_later(ReplaceOne({"_id": ticket.id, "version": expected_version}, document, upsert=True))
 
     async def page(self, filters: Mapping[str, str], *, limit: int, after: str | None) -> tuple[list[Ticket], str | None]:
         """Newest first; `after` is the cursor of the previous page (the last id it showed)."""
@@ -124,15 +188,14 @@ class TicketRepository:
         return tickets, encode_cursor(tickets[-1].id) if more and tickets else None
 
     async def project_sla(self, ticket_id: str, metric: str, project) -> bool:
-        """Set one SLA clock's summary, computed by `project(current)`; the version is not bumped."""
-        document = await self._tickets.find_one({"_id": ticket_id}, {"sla": 1}, session=self._session)
+        """Set one SLA clock's summary, computed by `project(current)`; the version is not bumped. Queued."""
+        document = await self._kept.get(ticket_id)
         if document is None:
             return False
-        current = (document.get("sla") or {}).get(metric)
-        summary = project(_sla_summary(current) if current else None)
-        await self._tickets.update_one(
-            {"_id": ticket_id}, {"$set": {f"sla.{metric}": _sla_document(summary)}}, session=self._session
-        )
+        clocks = document.get("sla") or {}
+        projected = _sla_document(project(_sla_summary(clocks[metric]) if clocks.get(metric) else None))
+        self._kept.keep({**document, "sla": {**clocks, metric: projected}})
+        self._write_later(UpdateOne({"_id": ticket_id}, {"$set": {f"sla.{metric}": projected}}))
         return True
 
     async def solved_before(self, cutoff_ms: int, limit: int = 200) -> list[Ticket]:
@@ -142,6 +205,9 @@ class TicketRepository:
             .to_list()
         )
         return [_from_document(document) for document in documents]
+
+    def _write_later(self, operation: InsertOne | ReplaceOne | UpdateOne) -> None:
+        self._tx.write_later(self._tickets.name, operation)
 
 
 class MessageRepository:
@@ -172,39 +238,46 @@ class MessageRepository:
 class CustomerRepository:
     """Profiles keyed by the caller's customer id, or one intake makes for a customer known only by email."""
 
-    def __init__(self, db: AsyncDatabase, session: AsyncClientSession | None = None) -> None:
+    def __init__(self, db: AsyncDatabase, tx: Transaction | None = None) -> None:
         self._customers = db["customers"]
-        self._session = session
+        self._tx = tx
+        self._session = tx.session if tx else None
+        self._kept = _Kept(self._customers, tx)
 
     async def ensure_indexes(self) -> None:
         await self._customers.create_index([("email", ASCENDING)])
 
+    async def prefetch(self, customer_ids: Iterable[str]) -> None:
+        await self._kept.load(customer_ids)
+
     async def upsert(self, given: Customer, now: int) -> dict:
-        """Find by id, else by email; fields the caller sent overwrite the stored ones."""
+        """Find by id, else by email; fields the caller sent overwrite the stored ones. The write is queued:
+        the profile it stores is the one found plus those fields."""
         existing = None
         if given.id is not None:
-            existing = await self._customers.find_one({"_id": given.id}, session=self._session)
+            existing = await self._kept.get(given.id)
         elif given.email is not None:
+            await self._tx.flush()  # a profile queued in this transaction may have that email
             existing = await self._customers.find_one(eq(email=str(given.email)), session=self._session)
         customer_id = existing["_id"] if existing else (given.id or f"cust-{secrets.token_hex(6)}")
-        fields = given.model_dump(mode="json", exclude={"id"}, exclude_none=True)
-        return await self._customers.find_one_and_update(
-            {"_id": customer_id},
-            {"$set": {**fields, "updated_ms": now}, "$setOnInsert": {"created_ms": now}},
-            upsert=True,
-            return_document=ReturnDocument.AFTER,
-            session=self._session,
+        fields = {**given.model_dump(mode="json", exclude={"id"}, exclude_none=True), "updated_ms": now}
+        self._tx.write_later(
+            self._customers.name,
+            UpdateOne({"_id": customer_id}, {"$set": fields, "$setOnInsert": {"created_ms": now}}, upsert=True),
         )
+        return self._kept.keep({**(existing or {"_id": customer_id, "created_ms": now}), **fields})
 
     async def get(self, customer_id: str) -> dict | None:
-        return await self._customers.find_one({"_id": customer_id}, session=self._session)
+        return await self._kept.get(customer_id)
 
     async def remember_agent(self, customer_id: str, agent_id: str, ticket_id: str) -> None:
-        await self._customers.update_one(
-            {"_id": customer_id},
-            {"$set": {"last_agent_id": agent_id, "last_ticket_id": ticket_id}},
-            session=self._session,
-        )
+        """Queued; a profile that does not exist stays so."""
+        profile = await self._kept.get(customer_id)
+        if profile is None:
+            return
+        agent = {"last_agent_id": agent_id, "last_ticket_id": ticket_id}
+        self._kept.keep({**profile, **agent})
+        self._tx.write_later(self._customers.name, UpdateOne({"_id": customer_id}, {"$set": agent}))
 
 
 def customer_of(profile: dict) -> Customer:

@@ -6,7 +6,7 @@ stores the result and publishes the facts they returned.
 
 import hashlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -176,7 +176,7 @@ class Intake:
     ) -> Ticket:
         now = utc_now()
         domain.channel_metadata(submission.channel, submission.metadata)  # refuse before writing anything
-        profile = await CustomerRepository(tx.db, tx.session).upsert(submission.customer, to_ms(now))
+        profile = await CustomerRepository(tx.db, tx).upsert(submission.customer, to_ms(now))
         customer = customer_of(profile)
         triaged = None
         if self._triage is not None:
@@ -203,7 +203,7 @@ class Intake:
             previous_agent_id=previous_agent,
             follow_up_of=follow_up_of.id if follow_up_of else None,
         )
-        await TicketRepository(tx.db, tx.session).add(ticket)
+        await TicketRepository(tx.db, tx).add(ticket)
         created = TicketCreated(
             ticket_id=ticket.id,
             channel=ticket.channel,
@@ -232,7 +232,7 @@ class Intake:
             raise IdempotencyConflict
         if earlier.get("answer"):
             return Submitted(Ticket.model_validate(earlier["answer"]), replayed=True)
-        ticket = await TicketRepository(tx.db, tx.session).get(earlier["ticket_id"])
+        ticket = await TicketRepository(tx.db, tx).get(earlier["ticket_id"])
         return Submitted(ticket, replayed=True)
 
     # --- the lifecycle ---------------------------------------------------------------------
@@ -314,7 +314,7 @@ class Intake:
             ticket = await self._load(tx, ticket_id)
             now = utc_now()
             rated = domain.rate(ticket, score, comment, now)
-            if not await TicketRepository(tx.db, tx.session).replace(rated, expected_version=ticket.version):
+            if not await TicketRepository(tx.db, tx).replace(rated, expected_version=ticket.version):
                 raise ConcurrentEdit(ticket.id)
             received = TicketCsatReceived(
                 ticket_id=ticket.id, score=score, comment=comment, assignee_id=ticket.assignee_id, rated_at=now
@@ -329,7 +329,7 @@ class Intake:
         cutoff = now_ms() - int(self._reopen_window.total_seconds() * 1000)
 
         async def work(tx: Transaction) -> None:
-            for ticket in await TicketRepository(tx.db, tx.session).solved_before(cutoff):
+            for ticket in await TicketRepository(tx.db, tx).solved_before(cutoff):
                 await self._store(tx, domain.close_if_due(ticket, utc_now(), self._reopen_window), cause=None)
 
         await self._uow.run(work)
@@ -337,13 +337,13 @@ class Intake:
     async def _store(self, tx: Transaction, change: Change, cause: Envelope | None) -> None:
         if not change.changed:
             return
-        if not await TicketRepository(tx.db, tx.session).replace(change.ticket, expected_version=change.ticket.version - 1):
+        if not await TicketRepository(tx.db, tx).replace(change.ticket, expected_version=change.ticket.version - 1):
             raise ConcurrentEdit(change.ticket.id)
         for fact in change.facts:
             tx.publish(topics.TICKETS, new_event(fact, source=self._source, subject=change.ticket.id, cause=cause))
 
     async def _load(self, tx: Transaction, ticket_id: str) -> Ticket:
-        ticket = await TicketRepository(tx.db, tx.session).get(ticket_id)
+        ticket = await TicketRepository(tx.db, tx).get(ticket_id)
         if ticket is None:
             raise TicketNotFound(f"no ticket {ticket_id}")
         return ticket
@@ -370,7 +370,7 @@ class Intake:
             if key and (earlier := await keys.find(key)):
                 return EmailReceived(earlier["ticket_id"], earlier.get("message_id"), earlier["action"], replayed=True)
             threads = EmailThreads(tx.db, tx.session)
-            tickets = TicketRepository(tx.db, tx.session)
+            tickets = TicketRepository(tx.db, tx)
             ticket = None
             thread_id = await threads.ticket_of(email.replied_to) or email.ticket_reference()
             if thread_id:
@@ -416,36 +416,47 @@ class Intake:
     async def purge_seen_signatures(self) -> None:
         await self._uow.run(lambda tx: SeenSignatures(tx.db, tx.session).purge_expired())
 
+    # --- the consumer's batches ------------------------------------------------------------
+
+    async def prefetch(self, tx: Transaction, events: Sequence[Envelope]) -> None:
+        """What a consumer batch's handlers read, in one query per collection: the tickets routing's and sla's
+        events are about, then the customers of the submissions and of the tickets being assigned."""
+        tickets = TicketRepository(tx.db, tx)
+        await tickets.prefetch(event.data.ticket_id for event in events if not isinstance(event.data, TicketSubmit))
+        customers = [event.data.customer for event in events if isinstance(event.data, TicketSubmit)]
+        for event in events:
+            if isinstance(event.data, TicketAssigned) and (ticket := await tickets.get(event.data.ticket_id)):
+                customers.append(ticket.customer)
+        await CustomerRepository(tx.db, tx).prefetch(customer.id for customer in customers if customer.id)
+
     # --- routing's events ------------------------------------------------------------------
 
     async def on_assigned(self, tx: Transaction, event: Envelope[TicketAssigned]) -> None:
-        tickets = TicketRepository(tx.db, tx.session)
+        """The ticket's replacement is queued: a version changed meanwhile fails the batch, which is retried."""
+        tickets = TicketRepository(tx.db, tx)
         ticket = await tickets.get(event.data.ticket_id)
         if ticket is None:
             raise RejectedEvent(f"unknown ticket {event.data.ticket_id}")
-        if not await tickets.replace(
-            domain.assign(ticket, event.data.agent_id, utc_now()), expected_version=ticket.version
-        ):
-            raise ConcurrentEdit(f"ticket {ticket.id} changed while recording its assignment")  # retried
+        tickets.replace_later(domain.assign(ticket, event.data.agent_id, utc_now()), expected_version=ticket.version)
         if ticket.customer.id:
-            await CustomerRepository(tx.db, tx.session).remember_agent(ticket.customer.id, event.data.agent_id, ticket.id)
+            await CustomerRepository(tx.db, tx).remember_agent(ticket.customer.id, event.data.agent_id, ticket.id)
 
     async def on_sla_event(self, tx: Transaction, event: Envelope[SlaClockEvent]) -> None:
         """Project sla's clocks onto the ticket view; a ticket intake does not know is no one's concern here."""
         if not _METRIC.fullmatch(event.data.metric):
             raise RejectedEvent(f"metric {event.data.metric[:50]!r} is not a metric name")
-        await TicketRepository(tx.db, tx.session).project_sla(
+        await TicketRepository(tx.db, tx).project_sla(
             event.data.ticket_id, event.data.metric, lambda current: domain.project_sla(current, event.data)
         )
 
     async def on_unassigned(self, tx: Transaction, event: Envelope[TicketUnassigned]) -> None:
-        tickets = TicketRepository(tx.db, tx.session)
+        tickets = TicketRepository(tx.db, tx)
         ticket = await tickets.get(event.data.ticket_id)
         if ticket is None:
             raise RejectedEvent(f"unknown ticket {event.data.ticket_id}")
         unassigned = domain.unassign(ticket, event.data.agent_id, utc_now())
-        if unassigned is not ticket and not await tickets.replace(unassigned, expected_version=ticket.version):
-            raise ConcurrentEdit(f"ticket {ticket.id} changed while recording its unassignment")  # retried
+        if unassigned is not ticket:
+            tickets.replace_later(unassigned, expected_version=ticket.version)  # as in `on_assigned`
 
 
 def _same_sender(ticket: Ticket, email: InboundEmail) -> bool:
