@@ -48,6 +48,7 @@ def build_app(settings: SlaSettings | None = None) -> FastAPI:
         description="Runs the SLA clocks of every ticket, in business time, and warns before they breach.",
         api=build_routes(sla, kit.require_api_key(), kit.needs),
         subscriptions=[Subscription(topics.TICKETS, sla.handlers())],
+        prefetch=sla.prefetch,
         ensure_indexes=[repository.ensure_indexes, repository.seed_live_count],
         background=[timers.run, reload.run],
     )

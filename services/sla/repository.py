@@ -9,16 +9,21 @@ every server finds by primary key (the embedded one scans for `ticket_id` `$in`;
 `shared.mongo_filters`). The number of live clocks is a counter kept by the same transactions
 that start and fulfil clocks: counting a million documents would stall the embedded server. How far
 the clocks are reconciled with the policy file in force is one more document beside that counter.
+
+The consumer's handlers use `BatchedSlaRepository`: a batch's tickets and clocks are read in one
+query each, and its writes go out in one bulk write per collection when the batch is done.
 """
 
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, replace
 
-from pymongo import ASCENDING, ReplaceOne, ReturnDocument
+from pymongo import ASCENDING, ReplaceOne, ReturnDocument, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from services.sla.domain import Clock, Metric, TicketRecord, clock_id
+from shared.mongo import Transaction
 from shared.mongo_filters import eq
 
 LIVE_CLOCKS = "live_clocks"
@@ -148,6 +153,8 @@ class SlaRepository:
         return (await self.clocks_of_tickets([ticket_id])).get(ticket_id, {})
 
     async def clocks_of_tickets(self, ticket_ids: list[str]) -> dict[str, dict[Metric, Clock]]:
+        if not ticket_ids:
+            return {}
         ids = [clock_id(ticket_id, metric) for ticket_id in ticket_ids for metric in Metric]
         documents = await self._clocks.find({"_id": {"$in": ids}}, session=self._session).to_list()
         clocks: dict[str, dict[Metric, Clock]] = {}
@@ -236,3 +243,74 @@ class SlaRepository:
     async def count_live(self) -> int:
         document = await self._stats.find_one({"_id": LIVE_CLOCKS}, session=self._session)
         return document["n"] if document else 0
+
+
+@dataclass
+class _Batch:
+    """What a consumer batch knows of its tickets (None: not created) and their clocks, kept true by its
+    writes, and the live-clocks increment the batch sends as one `$inc`."""
+
+    tickets: dict[str, TicketRecord | None] = field(default_factory=dict)
+    clocks: dict[str, dict[Metric, Clock]] = field(default_factory=dict)
+    live: dict[str, int] | None = None
+
+
+def _conditional(read_version: int, document: dict) -> ReplaceOne:
+    """A queued write of the version read plus one, conditional on the version read: an upsert, so that a
+    document created or changed meanwhile (a timer fired the clock) collides with it on `_id` (duplicate
+    key), which fails the batch's transaction, and the consumer applies its events again one by one, each
+    reading what is stored by then. New documents (version 0) are upserts too: a batch's writes to a
+    collection are then all updates, one command, where inserts among them would split it in runs."""
+    return ReplaceOne({"_id": document["_id"], "version": read_version}, document, upsert=True)
+
+
+class BatchedSlaRepository(SlaRepository):
+    """The consumer transaction's view: tickets and clocks read once per batch (`prefetch`), writes queued
+    with `Transaction.write_later`. Saves therefore never answer None: a lost race fails the whole
+    transaction when the writes are sent (see `_conditional`)."""
+
+    def __init__(self, tx: Transaction) -> None:
+        super().__init__(tx.db, tx.session)
+        self._tx = tx
+        self._batch: _Batch = tx.cache.setdefault("sla", _Batch())
+
+    async def prefetch(self, ticket_ids: Iterable[str]) -> None:
+        """Reads the tickets not read yet, and the clocks of those that exist, in one query each."""
+        wanted = [ticket_id for ticket_id in dict.fromkeys(ticket_ids) if ticket_id not in self._batch.tickets]
+        if not wanted:
+            return
+        documents = await self._tickets.find({"_id": {"$in": wanted}}, session=self._session).to_list()
+        found = {document["_id"]: _ticket(document) for document in documents}
+        clocks = await self.clocks_of_tickets(list(found))  # a ticket's clocks are stored with it, never before
+        for ticket_id in wanted:
+            self._batch.tickets[ticket_id] = found.get(ticket_id)
+            self._batch.clocks[ticket_id] = clocks.get(ticket_id, {})
+
+    async def ticket(self, ticket_id: str) -> TicketRecord | None:
+        await self.prefetch([ticket_id])
+        return self._batch.tickets[ticket_id]
+
+    async def clocks_of(self, ticket_id: str) -> dict[Metric, Clock]:
+        await self.prefetch([ticket_id])
+        return dict(self._batch.clocks[ticket_id])  # a copy: the caller compares it with what it saves
+
+    async def save_ticket(self, ticket: TicketRecord) -> TicketRecord:
+        stored = replace(ticket, version=ticket.version + 1)
+        self._tx.write_later(self._tickets.name, _conditional(ticket.version, _ticket_document(stored)))
+        self._batch.tickets[ticket.ticket_id] = stored
+        return stored
+
+    async def save_clock(self, clock: Clock) -> Clock:
+        stored = replace(clock, version=clock.version + 1)
+        self._tx.write_later(self._clocks.name, _conditional(clock.version, _clock_document(stored)))
+        self._batch.clocks.setdefault(clock.ticket_id, {})[clock.metric] = stored
+        return stored
+
+    async def add_live(self, delta: int) -> None:
+        """Adds to the batch's one `$inc`, queued with the first change and counted until it is sent."""
+        if not delta:
+            return
+        if self._batch.live is None:
+            self._batch.live = {"n": 0}
+            self._tx.write_later(self._stats.name, UpdateOne({"_id": LIVE_CLOCKS}, {"$inc": self._batch.live}, upsert=True))
+        self._batch.live["n"] += delta

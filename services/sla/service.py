@@ -2,17 +2,19 @@
 
 Each handler reads what SLA knows of the ticket and its clocks, asks `SlaRules` what the event
 changes, and stores that with conditional writes and the resulting events (outbox) in the same
-transaction. An event about a ticket SLA never saw created is rejected (dead-lettered with the
-reason): TicketCreated always comes first on the ticket's partition.
+transaction. The consumer's batch reads its tickets and clocks up front (`prefetch`) and queues its
+writes, so a batch costs a few round trips, not a few per event. An event about a ticket SLA never
+saw created is rejected (dead-lettered with the reason): TicketCreated always comes first on the
+ticket's partition.
 """
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 
 from services.sla.domain import Clock, Metric, Outcome, SlaRules, TicketRecord, public_view
 from services.sla.metrics import SlaMetrics
-from services.sla.repository import SlaRepository
+from services.sla.repository import BatchedSlaRepository, SlaRepository
 from services.sla.timers import Timers
 from shared import topics
 from shared.clock import now_ms, to_ms
@@ -32,7 +34,8 @@ from shared.mongo import Transaction, UnitOfWork
 
 
 class ConcurrentChange(Exception):
-    """Another writer (a timer) changed a clock or the ticket first; the consumer retries the event."""
+    """Another writer (a ticket event, a timer) changed a clock or the ticket first: the policy reload does
+    its batch again. (A consumer batch that loses such a race fails at its queued writes instead.)"""
 
 
 @dataclass
@@ -55,9 +58,13 @@ class Sla:
 
     # --- handlers -----------------------------------------------------------------------------
 
+    async def prefetch(self, tx: Transaction, events: Sequence[Envelope]) -> None:
+        """The tickets of a consumer batch and their clocks, read once for all its handlers."""
+        await BatchedSlaRepository(tx).prefetch(event.data.ticket_id for event in events)
+
     async def on_ticket_created(self, tx: Transaction, event: Envelope[TicketCreated]) -> None:
         data = event.data
-        repository = SlaRepository(tx.db, tx.session)
+        repository = BatchedSlaRepository(tx)
         if await repository.ticket(data.ticket_id) is not None:
             return  # already known: the same ticket announced again
         ticket = TicketRecord(
@@ -71,7 +78,7 @@ class Sla:
             created_ms=to_ms(data.created_at),
             policy=None,
         )
-        await self._store(tx, event, ticket, {}, self.rules.created(ticket, to_ms(data.created_at)))
+        await self._store(repository, tx, event, ticket, {}, self.rules.created(ticket, to_ms(data.created_at)))
 
     async def on_message_added(self, tx: Transaction, event: Envelope[TicketMessageAdded]) -> None:
         data = event.data
@@ -79,36 +86,39 @@ class Sla:
         outcome = self.rules.message(
             ticket, clocks, from_agent=data.author_type == "agent", public=data.public, at_ms=to_ms(data.added_at)
         )
-        await self._store(tx, event, ticket, clocks, outcome)
+        await self._store(BatchedSlaRepository(tx), tx, event, ticket, clocks, outcome)
 
     async def on_status_changed(self, tx: Transaction, event: Envelope[TicketStatusChanged]) -> None:
         ticket, clocks = await self._load(tx, event.data.ticket_id)
         outcome = self.rules.status_changed(ticket, clocks, event.data.status, to_ms(event.data.changed_at))
-        await self._store(tx, event, ticket, clocks, outcome)
+        await self._store(BatchedSlaRepository(tx), tx, event, ticket, clocks, outcome)
 
     async def on_priority_changed(self, tx: Transaction, event: Envelope[TicketPriorityChanged]) -> None:
         ticket, clocks = await self._load(tx, event.data.ticket_id)
         changed = TicketRecord(**{**vars(ticket), "priority": event.data.priority.value})
         outcome = self.rules.facts_changed(ticket, clocks, changed, to_ms(event.data.changed_at))
-        await self._store(tx, event, ticket, clocks, outcome)
+        await self._store(BatchedSlaRepository(tx), tx, event, ticket, clocks, outcome)
 
     async def on_tags_changed(self, tx: Transaction, event: Envelope[TicketTagsChanged]) -> None:
         ticket, clocks = await self._load(tx, event.data.ticket_id)
         changed = TicketRecord(**{**vars(ticket), "tags": tuple(event.data.tags)})
         outcome = self.rules.facts_changed(ticket, clocks, changed, to_ms(event.data.changed_at))
-        await self._store(tx, event, ticket, clocks, outcome)
+        await self._store(BatchedSlaRepository(tx), tx, event, ticket, clocks, outcome)
 
     async def on_solved(self, tx: Transaction, event: Envelope[TicketSolved]) -> None:
         ticket, clocks = await self._load(tx, event.data.ticket_id)
-        await self._store(tx, event, ticket, clocks, self.rules.solved(ticket, clocks, to_ms(event.data.solved_at)))
+        outcome = self.rules.solved(ticket, clocks, to_ms(event.data.solved_at))
+        await self._store(BatchedSlaRepository(tx), tx, event, ticket, clocks, outcome)
 
     async def on_reopened(self, tx: Transaction, event: Envelope[TicketReopened]) -> None:
         ticket, clocks = await self._load(tx, event.data.ticket_id)
-        await self._store(tx, event, ticket, clocks, self.rules.reopened(ticket, clocks, to_ms(event.data.reopened_at)))
+        outcome = self.rules.reopened(ticket, clocks, to_ms(event.data.reopened_at))
+        await self._store(BatchedSlaRepository(tx), tx, event, ticket, clocks, outcome)
 
     async def on_closed(self, tx: Transaction, event: Envelope[TicketClosed]) -> None:
         ticket, clocks = await self._load(tx, event.data.ticket_id)
-        await self._store(tx, event, ticket, clocks, self.rules.closed(ticket, clocks, to_ms(event.data.closed_at)))
+        outcome = self.rules.closed(ticket, clocks, to_ms(event.data.closed_at))
+        await self._store(BatchedSlaRepository(tx), tx, event, ticket, clocks, outcome)
 
     def handlers(self) -> dict:
         return {
@@ -133,7 +143,7 @@ class Sla:
         for ticket in tickets:
             current = clocks.get(ticket.ticket_id, {})
             outcome = self.rules.policies_reloaded(ticket, current, at_ms)
-            await self._store(tx, None, ticket, current, outcome)
+            await self._store(repository, tx, None, ticket, current, outcome)
             batch.clocks += len(outcome.clocks)
             batch.events += len(outcome.events)
         return batch
@@ -155,16 +165,21 @@ class Sla:
     # --- plumbing -----------------------------------------------------------------------------
 
     async def _load(self, tx: Transaction, ticket_id: str) -> tuple[TicketRecord, Mapping[Metric, Clock]]:
-        repository = SlaRepository(tx.db, tx.session)
+        repository = BatchedSlaRepository(tx)
         ticket = await repository.ticket(ticket_id)
         if ticket is None:
             raise RejectedEvent(f"unknown ticket {ticket_id}: SLA has not seen it created")
         return ticket, await repository.clocks_of(ticket_id)
 
     async def _store(
-        self, tx: Transaction, cause: Envelope | None, before: TicketRecord, clocks: Mapping[Metric, Clock], outcome: Outcome
+        self,
+        repository: SlaRepository,
+        tx: Transaction,
+        cause: Envelope | None,
+        before: TicketRecord,
+        clocks: Mapping[Metric, Clock],
+        outcome: Outcome,
     ) -> None:
-        repository = SlaRepository(tx.db, tx.session)
         if outcome.ticket is not None and outcome.ticket != before or before.version == 0:
             if await repository.save_ticket(outcome.ticket or before) is None:
                 raise ConcurrentChange(f"ticket {before.ticket_id} changed meanwhile")

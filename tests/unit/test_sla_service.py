@@ -1,7 +1,6 @@
 """SLA's handlers refuse what they cannot apply, with a reason, before writing anything."""
 
 from collections import defaultdict
-from types import SimpleNamespace
 
 import pytest
 
@@ -21,11 +20,15 @@ from shared.events import (
     TicketStatusChanged,
     TicketTagsChanged,
 )
+from shared.mongo import Transaction
 
 
 class _EmptyCollection:
-    async def find_one(self, *args, **kwargs):
-        return None
+    def find(self, *args, **kwargs):
+        return self
+
+    async def to_list(self):
+        return []
 
 
 GHOST = "TKT-never-created"
@@ -45,7 +48,7 @@ ABOUT_A_GHOST = [
 async def test_an_event_about_a_ticket_sla_never_saw_created_is_rejected_with_the_reason(payload):
     """The consumer dead-letters a RejectedEvent at once, with this message as `dlq-error`."""
     sla = Sla(uow=None, source="switchboard/sla", rules=SlaRules(load_policies()), metrics=None)
-    transaction = SimpleNamespace(db=defaultdict(_EmptyCollection), session=None)
+    transaction = Transaction(db=defaultdict(_EmptyCollection), session=None)
     event = new_event(payload, source="switchboard/intake", subject=GHOST)
     with pytest.raises(RejectedEvent, match=f"unknown ticket {GHOST}: SLA has not seen it created"):
         await sla.handlers()[type(payload)](transaction, event)
