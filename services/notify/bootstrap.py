@@ -80,6 +80,7 @@ def build_app(settings: NotifySettings | None = None) -> FastAPI:
         "by email, webhook or SMS, by the rules in its rules file.",
         api=build_routes(kit.db, kit.require_api_key(), kit.needs, rules.kinds, outbound),
         subscriptions=notifications.subscriptions(),
+        prefetch=notifications.prefetch,
         ensure_indexes=[deliveries.ensure_indexes],
         background=[notifications.run_sender],
     )

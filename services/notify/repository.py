@@ -3,18 +3,26 @@
 A delivery's `_id` is its deduplication key, so the primary key itself makes each (cause, recipient,
 kind) deliver once, and its state is written in the same transaction as the consumer's inbox.
 `claimed_until_ms` is the lease of the replica sending it: while it runs, no other replica claims
-the delivery; if that replica dies, the delivery becomes claimable again.
+the delivery; if that replica dies, the delivery becomes claimable again. `claim_id` names that
+claim, so a replica claiming a batch tells which of it are its own.
+
+The consumer's adapters (`OwedDeliveries`, `TicketViews`, and `Contacts` and `PreferenceStore` given
+a transaction) read through the transaction's cache and queue their writes, so a batch of events
+costs one round trip per collection rather than several per event.
 """
 
+import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from pymongo import ASCENDING, ReturnDocument
+from pymongo import ASCENDING, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
-from services.notify.domain import Delivery, DeliveryState
+from services.notify.domain import DIGEST_KIND, Delivery, DeliveryState
 from services.notify.planner import AgentContact, Preferences, TicketView
 from shared.clock import from_ms, now_ms, to_ms
+from shared.mongo import Transaction, WriteModel
 from shared.mongo_filters import eq
 
 _INSTANTS = {
@@ -51,6 +59,8 @@ def _from_document(document: dict) -> Delivery:
 
 
 class DeliveryRepository:
+    """Deliveries as the sender, the dead-letter relay and the API read and write them: one command each."""
+
     def __init__(self, db: AsyncDatabase, session: AsyncClientSession | None = None) -> None:
         self._deliveries = db["deliveries"]
         self._session = session
@@ -61,83 +71,35 @@ class DeliveryRepository:
         await self._deliveries.create_index([("recipient", ASCENDING), ("created_ms", ASCENDING)])
         await self._deliveries.create_index([("dead_letter.published", ASCENDING)], sparse=True)
 
-    async def add_if_absent(self, delivery: Delivery) -> bool:
-        """An upsert rather than an insert: a duplicate key would abort the caller's whole transaction."""
-        document = _to_document(delivery)
-        del document["_id"]
-        added = await self._deliveries.update_one(
-            {"_id": delivery.id}, {"$setOnInsert": document}, upsert=True, session=self._session
+    async def claim_due(self, now_ms: int, claim_until_ms: int, limit: int) -> list[Delivery]:
+        """Up to `limit` of the most overdue pending deliveries nobody holds, now held until `claim_until_ms`,
+        each attempt counted.
+
+        The update is conditional on each candidate still being due and unclaimed, so when another replica
+        claimed some of them first, only those marked with this claim's id are ours."""
+        due = {
+            **eq(state=DeliveryState.PENDING.value),
+            "next_attempt_ms": {"$lte": now_ms},
+            "claimed_until_ms": {"$lte": now_ms},
+        }
+        candidates = await (
+            self._deliveries.find(due, session=self._session).sort([("next_attempt_ms", ASCENDING)]).limit(limit).to_list()
         )
-        return added.upserted_id is not None
-
-    async def get(self, delivery_id: str) -> Delivery | None:
-        document = await self._deliveries.find_one({"_id": delivery_id}, session=self._session)
-        return _from_document(document) if document else None
-
-    async def replace_pending(self, delivery: Delivery) -> bool:
-        """Rewrite a delivery nobody has tried to send yet (a digest gaining an item, a held one released)."""
-        document = _to_document(delivery)
-        del document["_id"]
-        replaced = await self._deliveries.update_one(
-            {"_id": delivery.id, "state": DeliveryState.PENDING.value, "attempts": 0},
-            {"$set": document},
-            session=self._session,
-        )
-        return replaced.modified_count == 1
-
-    async def count_recent(self, recipient: str, since_ms: int) -> int:
-        """Messages owed to `recipient` since then that count towards the rate limit (digests do not).
-
-        Read from the (recipient, created) index: `count_documents` would load every delivery on the
-        embedded server (see `shared.mongo_filters`)."""
-        recent = await self._deliveries.find(
-            {
-                **eq(recipient=recipient),
-                "created_ms": {"$gte": since_ms},
-                "state": {"$in": [DeliveryState.PENDING.value, DeliveryState.SENT.value]},
-                "kind": {"$ne": "digest"},
-            },
-            {"_id": 1},
-            session=self._session,
-        ).to_list()
-        return len(recent)
-
-    async def awaiting(self, ticket_id: str, awaiting: str) -> list[Delivery]:
-        documents = await self._deliveries.find(
-            eq(ticket_id=ticket_id, awaiting=awaiting, state=DeliveryState.PENDING.value, attempts=0),
-            session=self._session,
-        ).to_list()
-        return [_from_document(document) for document in documents]
-
-    async def pending_of_kinds(self, ticket_id: str, kinds: list[str]) -> list[Delivery]:
-        documents = await self._deliveries.find(
-            {**eq(ticket_id=ticket_id, state=DeliveryState.PENDING.value, attempts=0), "kind": {"$in": kinds}},
-            session=self._session,
-        ).to_list()
-        return [_from_document(document) for document in documents]
-
-    async def suppress(self, delivery: Delivery, reason: str) -> bool:
-        updated = await self._deliveries.update_one(
-            {"_id": delivery.id, "state": DeliveryState.PENDING.value, "attempts": 0},
-            {"$set": {"state": DeliveryState.SUPPRESSED.value, "reason": reason}},
+        if not candidates:
+            return []
+        ids = [document["_id"] for document in candidates]
+        claim_id = uuid.uuid4().hex
+        claimed = await self._deliveries.update_many(
+            {"_id": {"$in": ids}, **due},
+            {"$set": {"claimed_until_ms": claim_until_ms, "claim_id": claim_id}, "$inc": {"attempts": 1}},
             session=self._session,
         )
-        return updated.modified_count == 1
-
-    async def claim_due(self, now_ms: int, claim_until_ms: int) -> Delivery | None:
-        """The most overdue pending delivery nobody holds, now held until `claim_until_ms`; counts the attempt."""
-        claimed = await self._deliveries.find_one_and_update(
-            {
-                **eq(state=DeliveryState.PENDING.value),
-                "next_attempt_ms": {"$lte": now_ms},
-                "claimed_until_ms": {"$lte": now_ms},
-            },
-            {"$set": {"claimed_until_ms": claim_until_ms}, "$inc": {"attempts": 1}},
-            sort=[("next_attempt_ms", ASCENDING)],
-            return_document=ReturnDocument.AFTER,
-            session=self._session,
-        )
-        return _from_document(claimed) if claimed else None
+        if claimed.modified_count < len(ids):
+            candidates = await self._deliveries.find(
+                {"_id": {"$in": ids}, **eq(claim_id=claim_id)}, session=self._session
+            ).sort([("next_attempt_ms", ASCENDING)]).to_list()
+            return [_from_document(document) for document in candidates]
+        return [_from_document({**document, "attempts": document["attempts"] + 1}) for document in candidates]
 
     async def mark_sent(self, delivery: Delivery) -> bool:
         """False when another replica recorded it first (its claim had expired and both sent)."""
@@ -200,63 +162,199 @@ class DeliveryRepository:
         return [_from_document(document) for document in documents]
 
 
+class _CachedById:
+    """One collection as a consumer's transaction sees it, kept by `_id` in the transaction's cache.
+
+    A batch's prefetch loads what its events will read with one `$in` query; writes are queued
+    (`Transaction.write_later`) and applied to the cached documents at once, so later reads are
+    answered here, need no round trip of their own, and never see the database behind the queue.
+    """
+
+    def __init__(self, tx: Transaction, collection: str) -> None:
+        self._tx = tx
+        self._name = collection
+        self._collection = tx.db[collection]
+        self._documents: dict[str, dict | None] = tx.cache.setdefault(collection, {})
+
+    async def load(self, ids: Iterable[str]) -> None:
+        wanted = sorted({id_ for id_ in ids if id_ not in self._documents})
+        if not wanted:
+            return
+        found = await self._collection.find({"_id": {"$in": wanted}}, session=self._tx.session).to_list()
+        by_id = {document["_id"]: document for document in found}
+        self._documents.update({id_: by_id.get(id_) for id_ in wanted})
+
+    async def get(self, id_: str) -> dict | None:
+        await self.load([id_])
+        return self._documents[id_]
+
+    def write_later(self, document: dict, operation: WriteModel) -> None:
+        """`document` is what `operation` leaves stored."""
+        self._documents[document["_id"]] = document
+        self._tx.write_later(self._name, operation)
+
+    async def find(self, query: dict, matches: Callable[[dict], bool]) -> list[dict]:
+        """What `query` selects once the queued writes are applied: `matches` must say the same in Python,
+        since documents written in this transaction are judged as cached, not as stored."""
+        for document in await self._collection.find(query, session=self._tx.session).to_list():
+            self._documents.setdefault(document["_id"], document)
+        return [document for document in self._documents.values() if document is not None and matches(document)]
+
+
+def _untouched(document: dict | None) -> bool:
+    """Pending and never tried: the only deliveries a consumer may still rewrite or cancel."""
+    return document is not None and document["state"] == DeliveryState.PENDING.value and document["attempts"] == 0
+
+
+def _untouched_filter(delivery_id: str) -> dict:
+    return {"_id": delivery_id, "state": DeliveryState.PENDING.value, "attempts": 0}
+
+
+class OwedDeliveries:
+    """Deliveries as the consumer's transaction decides them, read and written through its cache.
+
+    The prefetch learns with one `$in` query which of the deliveries a batch may owe exist already
+    (`load`), so adding one is a queued write: its `_id` stays the deduplication key.
+    """
+
+    def __init__(self, tx: Transaction) -> None:
+        self._deliveries = _CachedById(tx, "deliveries")
+
+    async def load(self, delivery_ids: Iterable[str]) -> None:
+        await self._deliveries.load(delivery_ids)
+
+    async def get(self, delivery_id: str) -> Delivery | None:
+        document = await self._deliveries.get(delivery_id)
+        return _from_document(document) if document else None
+
+    async def add_if_absent(self, delivery: Delivery) -> bool:
+        """Queued as an upsert rather than an insert: a duplicate key would abort the caller's whole transaction."""
+        if await self._deliveries.get(delivery.id) is not None:
+            return False
+        document = _to_document(delivery)
+        fields = {name: value for name, value in document.items() if name != "_id"}
+        self._deliveries.write_later(document, UpdateOne({"_id": delivery.id}, {"$setOnInsert": fields}, upsert=True))
+        return True
+
+    async def replace_pending(self, delivery: Delivery) -> bool:
+        """Rewrite a delivery nobody has tried to send yet (a digest gaining an item, a held one released)."""
+        current = await self._deliveries.get(delivery.id)
+        if not _untouched(current):
+            return False
+        fields = {name: value for name, value in _to_document(delivery).items() if name != "_id"}
+        self._deliveries.write_later({**current, **fields}, UpdateOne(_untouched_filter(delivery.id), {"$set": fields}))
+        return True
+
+    async def suppress(self, delivery: Delivery, reason: str) -> bool:
+        current = await self._deliveries.get(delivery.id)
+        if not _untouched(current):
+            return False
+        fields = {"state": DeliveryState.SUPPRESSED.value, "reason": reason}
+        self._deliveries.write_later({**current, **fields}, UpdateOne(_untouched_filter(delivery.id), {"$set": fields}))
+        return True
+
+    async def count_recent(self, recipient: str, since_ms: int) -> int:
+        """Messages owed to `recipient` since then that count towards the rate limit (digests do not).
+
+        Read from the (recipient, created) index: `count_documents` would load every delivery on the
+        embedded server (see `shared.mongo_filters`)."""
+        counted = [DeliveryState.PENDING.value, DeliveryState.SENT.value]
+        recent = await self._deliveries.find(
+            {
+                **eq(recipient=recipient),
+                "created_ms": {"$gte": since_ms},
+                "state": {"$in": counted},
+                "kind": {"$ne": DIGEST_KIND},
+            },
+            lambda document: document["recipient"] == recipient
+            and document["created_ms"] >= since_ms
+            and document["state"] in counted
+            and document["kind"] != DIGEST_KIND,
+        )
+        return len(recent)
+
+    async def awaiting(self, ticket_id: str, awaiting: str) -> list[Delivery]:
+        documents = await self._deliveries.find(
+            eq(ticket_id=ticket_id, awaiting=awaiting, state=DeliveryState.PENDING.value, attempts=0),
+            lambda document: _untouched(document)
+            and document["ticket_id"] == ticket_id
+            and document.get("awaiting") == awaiting,
+        )
+        return [_from_document(document) for document in documents]
+
+    async def pending_of_kinds(self, ticket_id: str, kinds: list[str]) -> list[Delivery]:
+        documents = await self._deliveries.find(
+            {**eq(ticket_id=ticket_id, state=DeliveryState.PENDING.value, attempts=0), "kind": {"$in": kinds}},
+            lambda document: _untouched(document) and document["ticket_id"] == ticket_id and document["kind"] in kinds,
+        )
+        return [_from_document(document) for document in documents]
+
+
 class TicketViews:
     """Notify's own view of tickets, built from the events it consumes (it never reads intake's database)."""
 
-    def __init__(self, db: AsyncDatabase, session: AsyncClientSession | None = None) -> None:
-        self._tickets = db["tickets"]
-        self._session = session
+    def __init__(self, tx: Transaction) -> None:
+        self._tickets = _CachedById(tx, "tickets")
+
+    async def load(self, ticket_ids: Iterable[str]) -> None:
+        await self._tickets.load(ticket_ids)
 
     async def get(self, ticket_id: str) -> TicketView | None:
-        document = await self._tickets.find_one({"_id": ticket_id}, session=self._session)
+        document = await self._tickets.get(ticket_id)
         if document is None:
             return None
         return TicketView.model_validate({**document, "ticket_id": document["_id"]})
 
     async def update(self, ticket_id: str, fields: dict) -> None:
         """Upsert: events from different topics may arrive in any order (an SLA clock before the ticket)."""
-        await self._tickets.update_one(
-            {"_id": ticket_id},
-            {"$set": {**fields, "updated_ms": now_ms()}},
-            upsert=True,
-            session=self._session,
-        )
+        fields = {**fields, "updated_ms": now_ms()}
+        current = await self._tickets.get(ticket_id) or {"_id": ticket_id}
+        self._tickets.write_later({**current, **fields}, UpdateOne({"_id": ticket_id}, {"$set": fields}, upsert=True))
 
 
 class Contacts:
-    def __init__(self, db: AsyncDatabase, session: AsyncClientSession | None = None) -> None:
+    """Agents' contacts: the API writes them; a consumer's transaction (`tx`) reads them through its cache."""
+
+    def __init__(self, db: AsyncDatabase, tx: Transaction | None = None) -> None:
         self._contacts = db["agent_contacts"]
-        self._session = session
+        self._cached = _CachedById(tx, "agent_contacts") if tx else None
+
+    async def load(self, agent_ids: Iterable[str]) -> None:
+        if self._cached:
+            await self._cached.load(agent_ids)
 
     async def get(self, agent_id: str) -> AgentContact | None:
-        document = await self._contacts.find_one({"_id": agent_id}, session=self._session)
+        document = await self._cached.get(agent_id) if self._cached else await self._contacts.find_one({"_id": agent_id})
         if document is None:
             return None
-        document.pop("_id")
-        return AgentContact.model_validate(document)
+        return AgentContact.model_validate({name: value for name, value in document.items() if name != "_id"})
 
     async def put(self, agent_id: str, contact: AgentContact) -> None:
         # $set of every field rather than replace_one: the embedded server's replace-upsert drops the _id.
-        await self._contacts.update_one(
-            {"_id": agent_id}, {"$set": contact.model_dump(mode="json")}, upsert=True, session=self._session
-        )
+        await self._contacts.update_one({"_id": agent_id}, {"$set": contact.model_dump(mode="json")}, upsert=True)
 
 
 class PreferenceStore:
-    def __init__(self, db: AsyncDatabase, session: AsyncClientSession | None = None) -> None:
+    """Customers' preferences: the API writes them; a consumer's transaction (`tx`) reads them through its cache."""
+
+    def __init__(self, db: AsyncDatabase, tx: Transaction | None = None) -> None:
         self._preferences = db["preferences"]
-        self._session = session
+        self._cached = _CachedById(tx, "preferences") if tx else None
+
+    async def load(self, customer_ids: Iterable[str]) -> None:
+        if self._cached:
+            await self._cached.load(customer_ids)
 
     async def get(self, customer_id: str | None) -> Preferences | None:
         if not customer_id:
             return None
-        document = await self._preferences.find_one({"_id": customer_id}, session=self._session)
+        if self._cached:
+            document = await self._cached.get(customer_id)
+        else:
+            document = await self._preferences.find_one({"_id": customer_id})
         if document is None:
             return None
-        document.pop("_id")
-        return Preferences.model_validate(document)
+        return Preferences.model_validate({name: value for name, value in document.items() if name != "_id"})
 
     async def put(self, customer_id: str, preferences: Preferences) -> None:
-        await self._preferences.update_one(
-            {"_id": customer_id}, {"$set": preferences.model_dump(mode="json")}, upsert=True, session=self._session
-        )
+        await self._preferences.update_one({"_id": customer_id}, {"$set": preferences.model_dump(mode="json")}, upsert=True)

@@ -3,6 +3,8 @@
 Deciding: each consumed event updates notify's view of the ticket, then every matching rule owes each of
 its audiences one delivery (pending, held, or suppressed with a reason), written with the inbox in the
 consumer's transaction. Its `_id` is the deduplication key, so a redelivered event owes nothing new.
+A batch's prefetch reads what its events need with one query per collection, and their writes go out
+together when the batch is done.
 
 Sending happens outside any transaction (a mail server is not part of one), between a claim and
 the record of its outcome, written as soon as that one send returns (records ready at the same moment
@@ -15,7 +17,7 @@ in the absence of such a crash.
 import asyncio
 import logging
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -27,16 +29,18 @@ from services.notify.domain import (
     Delivery,
     DeliveryChannel,
     DeliveryState,
+    RecipientRole,
     Render,
     RetryPolicy,
     SendFailure,
     after_failure,
+    delivery_key,
     digest_key,
     digest_window,
     sent,
 )
 from services.notify.planner import PlanConfig, Preferences, fold_into_digest, plan, released, resolve
-from services.notify.repository import Contacts, DeliveryRepository, PreferenceStore, TicketViews
+from services.notify.repository import Contacts, DeliveryRepository, OwedDeliveries, PreferenceStore, TicketViews
 from services.notify.rules import SUPPORTED_EVENTS, RuleBook
 from shared import topics
 from shared.clock import to_ms, utc_now
@@ -150,10 +154,31 @@ class Notifications:
             by_topic.setdefault(topic, {})[payload] = self.on_event
         return [Subscription(topic, handlers) for topic, handlers in sorted(by_topic.items())]
 
+    async def prefetch(self, tx: Transaction, events: Sequence[Envelope]) -> None:
+        """What the batch's events will read, one query per collection: their tickets, the customers'
+        preferences and the agents' contacts, and which of the deliveries they may owe exist already."""
+        tickets = TicketViews(tx)
+        await tickets.load({event.data.ticket_id for event in events})
+        views = [view for event in events if (view := await tickets.get(event.data.ticket_id))]
+        created = [event.data for event in events if isinstance(event.data, TicketCreated)]
+        await PreferenceStore(tx.db, tx).load(
+            {view.customer_id for view in views if view.customer_id} | {data.customer.id for data in created}
+        )
+        await Contacts(tx.db, tx).load(
+            {view.assignee_id for view in views if view.assignee_id}
+            | {agent_id for event in events if (agent_id := getattr(event.data, "agent_id", None))}
+        )
+        await OwedDeliveries(tx).load(
+            delivery_key(event.id, role, rule.kind)
+            for event in events
+            for rule in self._rules.for_event(event.type)
+            for role in RecipientRole
+        )
+
     async def on_event(self, tx: Transaction, event: Envelope) -> None:
         now = utc_now()
-        tickets = TicketViews(tx.db, tx.session)
-        deliveries = DeliveryRepository(tx.db, tx.session)
+        tickets = TicketViews(tx)
+        deliveries = OwedDeliveries(tx)
         ticket_id = event.data.ticket_id
         await self._track(tickets, event)
         ticket = await tickets.get(ticket_id)
@@ -162,23 +187,28 @@ class Notifications:
                 reason = f"cancelled by {event.type}"
                 if await deliveries.suppress(pending, reason):
                     self._suppressed(tx, pending.model_copy(update={"state": DeliveryState.SUPPRESSED, "reason": reason}), now)
-        if isinstance(event.data, SlaClockStarted) and ticket is not None:
+        if isinstance(event.data, SlaClockStarted) and ticket is not None and self._awaited(event.data.metric):
             await self._release_awaiting(deliveries, ticket, f"sla:{event.data.metric}", now)
-        for rule in self._rules.for_event(event.type):
-            if not rule.matches(event.data):
-                continue
+        rules = [rule for rule in self._rules.for_event(event.type) if rule.matches(event.data)]
+        if not rules:
+            return
+        contacts = {}
+        for agent_id in {getattr(event.data, "agent_id", None), ticket.assignee_id if ticket else None} - {None}:
+            if contact := await Contacts(tx.db, tx).get(agent_id):
+                contacts[agent_id] = contact
+        preferences = await PreferenceStore(tx.db, tx).get(ticket.customer_id if ticket else None)
+        for rule in rules:
             for audience in rule.to:
-                contacts = {}
-                for agent_id in {getattr(event.data, "agent_id", None), ticket.assignee_id if ticket else None} - {None}:
-                    if contact := await Contacts(tx.db, tx.session).get(agent_id):
-                        contacts[agent_id] = contact
-                preferences = await PreferenceStore(tx.db, tx.session).get(ticket.customer_id if ticket else None)
                 recipient = resolve(audience, event, ticket, contacts=contacts, preferences=preferences, config=self._config)
                 delivery = plan(rule, recipient, event, ticket, preferences, render=self._render, now=now, config=self._config)
                 if delivery.state is DeliveryState.PENDING and not rule.urgent:
                     delivery = await self._rate_limited(deliveries, delivery, preferences, now)
                 if await deliveries.add_if_absent(delivery) and delivery.state is DeliveryState.SUPPRESSED:
                     self._suppressed(tx, delivery, now)
+
+    def _awaited(self, metric: str) -> bool:
+        """Only a clock some rule holds messages for can release any."""
+        return any(rule.wait_for_sla == metric for rule in self._rules.rules)
 
     async def _track(self, tickets: TicketViews, event: Envelope) -> None:
         data = event.data
@@ -204,13 +234,13 @@ class Notifications:
         if fields:
             await tickets.update(data.ticket_id, fields)
 
-    async def _release_awaiting(self, deliveries: DeliveryRepository, ticket, awaiting: str, now: datetime) -> None:
+    async def _release_awaiting(self, deliveries: OwedDeliveries, ticket, awaiting: str, now: datetime) -> None:
         """The SLA clock a held message waited for started: it goes now, with the reply time."""
         for held in await deliveries.awaiting(ticket.ticket_id, awaiting):
             await deliveries.replace_pending(released(held, ticket, render=self._render, now=now))
 
     async def _rate_limited(
-        self, deliveries: DeliveryRepository, delivery: Delivery, preferences: Preferences | None, now: datetime
+        self, deliveries: OwedDeliveries, delivery: Delivery, preferences: Preferences | None, now: datetime
     ) -> Delivery:
         """Past the limit, the message is folded into the recipient's digest for this window instead."""
         since = now - self._limits.rate_window
@@ -279,15 +309,10 @@ class Notifications:
         return len(claimed)
 
     async def _claim_due(self, tx: Transaction) -> list[Delivery]:
-        deliveries = DeliveryRepository(tx.db, tx.session)
         now = utc_now()
-        claimed: list[Delivery] = []
-        while len(claimed) < SEND_BATCH:
-            delivery = await deliveries.claim_due(to_ms(now), to_ms(now + self._limits.claim_ttl))
-            if delivery is None:
-                break
-            claimed.append(delivery)
-        return claimed
+        return await DeliveryRepository(tx.db, tx.session).claim_due(
+            to_ms(now), to_ms(now + self._limits.claim_ttl), SEND_BATCH
+        )
 
     async def _send_and_record(self, delivery: Delivery) -> None:
         attempt = await self._attempt(delivery)

@@ -1,0 +1,102 @@
+"""Notify's MongoDB adapters against the real Mongo-wire server: a batch's reads see its own queued writes,
+and replicas claiming due deliveries at once never share one."""
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+from pymongo import AsyncMongoClient
+
+from services.notify.domain import Delivery, DeliveryChannel, DeliveryState, message_id_for
+from services.notify.repository import DeliveryRepository, OwedDeliveries, TicketViews
+from shared.clock import to_ms, utc_now
+from shared.launcher.servers import mongo_wire_server
+from shared.mongo import UnitOfWork
+from shared.outbox import Outbox
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+async def database(tmp_path_factory):
+    data = tmp_path_factory.mktemp("notify-repository")
+    with mongo_wire_server(data) as url:
+        client = AsyncMongoClient(url, tz_aware=True)
+        try:
+            yield client, data
+        finally:
+            await client.close()
+
+
+def unit_of_work(database, name: str) -> UnitOfWork:
+    client, data = database
+    db = client[name]
+    return UnitOfWork(client, db, Outbox(db).write, transaction_lock=data / f"{name}.lock")
+
+
+def delivery(key: str, *, ticket_id: str = "TKT-1", awaiting: str | None = None, due_in: float = 0) -> Delivery:
+    now = utc_now()
+    return Delivery(
+        id=key, ticket_id=ticket_id, kind="acknowledgement", channel=DeliveryChannel.EMAIL,
+        recipient="ann@example.com", locale="en", subject="s", text="t", html="h",
+        message_id=message_id_for(key), correlation_id="c", causation_id=key.split(":")[0],
+        next_attempt_at=now + timedelta(seconds=due_in), created_at=now, awaiting=awaiting,
+    )
+
+
+async def test_a_batch_reads_what_it_queued_and_adds_a_stored_delivery_only_once(database):
+    uow = unit_of_work(database, "owed")
+    await uow.run(lambda tx: OwedDeliveries(tx).add_if_absent(delivery("e0:customer:acknowledgement")))
+
+    async def batch(tx):
+        deliveries, tickets = OwedDeliveries(tx), TicketViews(tx)
+        await deliveries.load(["e0:customer:acknowledgement", "e1:customer:acknowledgement"])
+        await tickets.update("TKT-1", {"subject": "Printer on fire"})
+        added = [
+            await deliveries.add_if_absent(delivery("e0:customer:acknowledgement")),
+            await deliveries.add_if_absent(delivery("e1:customer:acknowledgement", awaiting="sla:first_reply")),
+            await deliveries.add_if_absent(delivery("e1:customer:acknowledgement")),
+        ]
+        held = await deliveries.awaiting("TKT-1", "sla:first_reply")
+        recent = await deliveries.count_recent("ann@example.com", to_ms(utc_now() - timedelta(hours=1)))
+        cancelled = await deliveries.suppress(delivery("e0:customer:acknowledgement"), "cancelled by a test")
+        pending = await deliveries.pending_of_kinds("TKT-1", ["acknowledgement"])
+        return added, [d.id for d in held], recent, cancelled, [d.id for d in pending], await tickets.get("TKT-1")
+
+    added, held, recent, cancelled, pending, ticket = await uow.run(batch)
+
+    assert added == [False, True, False]
+    assert held == ["e1:customer:acknowledgement"], "a delivery queued in this batch is already visible to it"
+    assert recent == 2
+    assert cancelled
+    assert pending == ["e1:customer:acknowledgement"]
+    assert ticket is not None and ticket.subject == "Printer on fire"
+    stored = {d["_id"]: d["state"] async for d in uow.db["deliveries"].find({})}
+    assert stored == {"e0:customer:acknowledgement": "suppressed", "e1:customer:acknowledgement": "pending"}
+    assert (await uow.db["tickets"].find_one({"_id": "TKT-1"}))["subject"] == "Printer on fire"
+
+
+async def test_replicas_claiming_at_once_share_no_delivery_and_leave_none_behind(database):
+    replicas = [unit_of_work(database, "claims") for _ in range(3)]
+    await replicas[0].run(
+        lambda tx: _add_all(tx, [delivery(f"e{n}:customer:acknowledgement", due_in=-n) for n in range(45)])
+    )
+    await replicas[0].run(lambda tx: _add_all(tx, [delivery("later:customer:acknowledgement", due_in=60)]))
+
+    async def claim(uow: UnitOfWork) -> list[Delivery]:
+        now = utc_now()
+        return await uow.run(lambda tx: DeliveryRepository(tx.db, tx.session).claim_due(to_ms(now), to_ms(now) + 60_000, 20))
+
+    rounds = [await asyncio.gather(*(claim(uow) for uow in replicas)) for _ in range(2)]
+
+    claimed = [d for batches in rounds for batch in batches for d in batch]
+    assert sorted(d.id for d in claimed) == sorted(f"e{n}:customer:acknowledgement" for n in range(45))
+    assert all(d.attempts == 1 and d.state is DeliveryState.PENDING for d in claimed)
+    most_overdue = [f"e{n}:customer:acknowledgement" for n in range(44, 24, -1)]
+    assert most_overdue in [[d.id for d in batch] for batch in rounds[0]], "the first claim takes the most overdue"
+
+
+async def _add_all(tx, deliveries: list[Delivery]) -> None:
+    owed = OwedDeliveries(tx)
+    for each in deliveries:
+        await owed.add_if_absent(each)
