@@ -126,6 +126,9 @@ class Routing:
         self._dirty_tickets: set[str] = set()
         self._dirty_agents: set[str] = set()
         self._unseen: dict[str, int] = {}
+        self._idle_view = RoutedTicketRepository(uow.db)
+        """Reads outside any transaction: a periodic chore with nothing to do finds so with one indexed
+        read, and opens no transaction (an idle routing service then costs next to nothing)."""
 
     # --- events (each runs inside the consumer's batch transaction) --------------------------
 
@@ -457,6 +460,9 @@ class Routing:
         return True
 
     async def expire_offers(self) -> int:
+        if not await self._idle_view.offers_expired(now_ms(), 1):
+            return 0
+
         async def work(tx: Transaction) -> int:
             expired = 0
             for document in await RoutedTicketRepository(tx.db, tx).offers_expired(now_ms(), EXPIRY_BATCH):
@@ -468,6 +474,8 @@ class Routing:
     async def revisit_declined(self) -> int:
         """Waiting tickets whose decline cooldown ended go back to the dispatcher, wherever they are in the queue."""
         cooldown = self._config.decline_cooldown
+        if not await self._idle_view.declines_lapsed(now_ms(), 1):
+            return 0
 
         async def work(tx: Transaction) -> int:
             tickets = RoutedTicketRepository(tx.db, tx)
@@ -488,7 +496,7 @@ class Routing:
     async def escalate(self) -> int:
         """Apply the escalation steps that came due, one event per step."""
         policy = self._config.policy
-        if not policy.steps:
+        if not policy.steps or not await self._idle_view.escalation_due(now_ms(), 1):
             return 0
 
         async def work(tx: Transaction) -> int:
@@ -602,6 +610,8 @@ class Routing:
         The rest of the queue found nobody before and nothing freed up for it since, so it is
         not looked at: the work is bounded by what changed, not by the queue's length.
         """
+        if not ticket_ids and not agent_ids and not await self._idle_view.waiting(1):
+            return 0
         placed_total = 0
         while True:
             placed, more = await self._uow.run(lambda tx: self._drain_once(tx, ticket_ids, agent_ids, sweep))
