@@ -58,6 +58,15 @@ def _from_document(document: dict) -> Delivery:
     return Delivery.model_validate({**document, **instants, "id": document["_id"]})
 
 
+def _due(now_ms: int) -> dict:
+    """Pending deliveries whose time has come and that no replica holds."""
+    return {
+        **eq(state=DeliveryState.PENDING.value),
+        "next_attempt_ms": {"$lte": now_ms},
+        "claimed_until_ms": {"$lte": now_ms},
+    }
+
+
 class DeliveryRepository:
     """Deliveries as the sender, the dead-letter relay and the API read and write them: one command each."""
 
@@ -71,17 +80,16 @@ class DeliveryRepository:
         await self._deliveries.create_index([("recipient", ASCENDING), ("created_ms", ASCENDING)])
         await self._deliveries.create_index([("dead_letter.published", ASCENDING)], sparse=True)
 
+    async def any_due(self, now_ms: int) -> bool:
+        return await self._deliveries.find_one(_due(now_ms), {"_id": 1}, session=self._session) is not None
+
     async def claim_due(self, now_ms: int, claim_until_ms: int, limit: int) -> list[Delivery]:
         """Up to `limit` of the most overdue pending deliveries nobody holds, now held until `claim_until_ms`,
         each attempt counted.
 
         The update is conditional on each candidate still being due and unclaimed, so when another replica
         claimed some of them first, only those marked with this claim's id are ours."""
-        due = {
-            **eq(state=DeliveryState.PENDING.value),
-            "next_attempt_ms": {"$lte": now_ms},
-            "claimed_until_ms": {"$lte": now_ms},
-        }
+        due = _due(now_ms)
         candidates = await (
             self._deliveries.find(due, session=self._session).sort([("next_attempt_ms", ASCENDING)]).limit(limit).to_list()
         )

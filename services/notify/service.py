@@ -303,7 +303,10 @@ class Notifications:
         the sends whose record had not landed yet: at most one repeat per delivery, never a whole batch.
         No record waits for another send; those that return while a record's transaction is open share
         the next one, instead of queueing one transaction each behind the database's lock.
+        An idle poll opens no transaction: one read outside any tells it nothing is due.
         """
+        if not await DeliveryRepository(self._uow.db).any_due(to_ms(utc_now())):
+            return 0
         claimed = await self._uow.run(self._claim_due)
         await asyncio.gather(*(self._send_and_record(delivery) for delivery in claimed))
         return len(claimed)

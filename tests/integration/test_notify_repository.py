@@ -85,7 +85,8 @@ async def test_replicas_claiming_at_once_share_no_delivery_and_leave_none_behind
 
     async def claim(uow: UnitOfWork) -> list[Delivery]:
         now = utc_now()
-        return await uow.run(lambda tx: DeliveryRepository(tx.db, tx.session).claim_due(to_ms(now), to_ms(now) + 60_000, 20))
+        until = to_ms(now) + 60_000
+        return await uow.run(lambda tx: DeliveryRepository(tx.db, tx.session).claim_due(to_ms(now), until, 20))
 
     rounds = [await asyncio.gather(*(claim(uow) for uow in replicas)) for _ in range(2)]
 
