@@ -1,4 +1,5 @@
-"""Helpers for tests that talk to a running platform the way a user would."""
+"""Helpers for tests that talk to a running platform the way a user would, and for tests that count
+what a use case costs against the real Mongo-wire server."""
 
 import asyncio
 import json
@@ -10,8 +11,14 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import httpx
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from prometheus_client import CollectorRegistry
+from pymongo import monitoring
 
+from shared.consumer import EventConsumer, Inbox, Prefetch, Subscription
+from shared.envelope import Envelope
+from shared.metrics import PlatformMetrics
+from shared.mongo import UnitOfWork
 from shared.launcher.platform import Platform, Ports, embedded_environ
 
 
@@ -109,3 +116,58 @@ class RunningPlatform:
         ]
 
 
+
+
+class CommandNames(monitoring.CommandListener):
+    """The MongoDB commands a client sent, by name, in order: a use case's round trips."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.names.append(event.command_name)
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+class DeadLetterSink:
+    """The broker of an `EventConsumer` under test: dead-lettering is the only use it makes of one."""
+
+    def __init__(self) -> None:
+        self.dead_letters: list[dict] = []
+
+    async def publish(self, value, topic, **kwargs) -> None:
+        self.dead_letters.append({"topic": topic, **kwargs})
+
+
+def event_consumer(
+    subscriptions: list[Subscription], *, group: str, uow: UnitOfWork, broker: DeadLetterSink, prefetch: Prefetch
+) -> EventConsumer:
+    """A service's consumer, fed records by the test instead of a broker (`consume`), retrying fast."""
+    return EventConsumer(
+        subscriptions,
+        group=group,
+        uow=uow,
+        inbox=Inbox(uow.db),
+        broker=broker,
+        metrics=PlatformMetrics(CollectorRegistry()),
+        max_attempts=3,
+        backoff_seconds=0.01,
+        prefetch=prefetch,
+    )
+
+
+def consumer_records(topic_of, events: list[Envelope]) -> list[ConsumerRecord]:
+    """`events` as one polled batch of records; `topic_of(event)` names each one's topic."""
+    return [
+        ConsumerRecord(
+            topic=topic_of(event), partition=0, offset=offset, timestamp=0, timestamp_type=0,
+            key=event.subject.encode() if event.subject else None, value=event.to_json(),
+            checksum=None, serialized_key_size=0, serialized_value_size=0, headers=[],
+        )
+        for offset, event in enumerate(events)
+    ]

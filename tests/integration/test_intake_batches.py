@@ -9,8 +9,7 @@ from datetime import timedelta
 
 import pytest
 from aiokafka import ConsumerRecord
-from prometheus_client import CollectorRegistry
-from pymongo import AsyncMongoClient, monitoring
+from pymongo import AsyncMongoClient
 
 from services.intake import domain
 from services.intake.domain import new_ticket_id
@@ -18,45 +17,22 @@ from services.intake.repository import TicketRepository
 from services.intake.service import Intake
 from shared import topics
 from shared.clock import utc_now
-from shared.consumer import EventConsumer, Inbox, Subscription
+from shared.consumer import EventConsumer, Subscription
 from shared.envelope import new_event
 from shared.events import Channel, Customer, Priority, SlaClockStarted, TicketAssigned, TicketSubmit, TicketUnassigned
 from shared.launcher.servers import mongo_wire_server
-from shared.metrics import PlatformMetrics
 from shared.mongo import UnitOfWork
 from shared.outbox import Outbox
 
+from tests.support import CommandNames, DeadLetterSink, consumer_records, event_consumer
+
 pytestmark = pytest.mark.integration
-
-
-class _Commands(monitoring.CommandListener):
-    def __init__(self) -> None:
-        self.names: list[str] = []
-
-    def started(self, event) -> None:
-        self.names.append(event.command_name)
-
-    def succeeded(self, event) -> None:
-        pass
-
-    def failed(self, event) -> None:
-        pass
-
-
-class _NoBroker:
-    """Dead-lettering is the only use the consumer makes of the broker: none is expected here."""
-
-    def __init__(self) -> None:
-        self.dead_letters: list[dict] = []
-
-    async def publish(self, value, topic, **kwargs) -> None:
-        self.dead_letters.append({"topic": topic, **kwargs})
 
 
 @pytest.fixture(scope="module")
 async def intake_store(tmp_path_factory):
     data = tmp_path_factory.mktemp("intake-batches")
-    commands = _Commands()
+    commands = CommandNames()
     with mongo_wire_server(data) as url:
         client = AsyncMongoClient(url, tz_aware=True, event_listeners=[commands])
         db = client["switchboard_intake"]
@@ -67,21 +43,14 @@ async def intake_store(tmp_path_factory):
             await client.close()
 
 
-def consumer(intake: Intake, uow: UnitOfWork, db, broker: _NoBroker, prefetch=None) -> EventConsumer:
-    return EventConsumer(
-        [
-            Subscription(topics.INBOUND, {TicketSubmit: intake.on_submit_command}),
-            Subscription(topics.ROUTING, {TicketAssigned: intake.on_assigned, TicketUnassigned: intake.on_unassigned}),
-            Subscription(topics.SLA, {SlaClockStarted: intake.on_sla_event}),
-        ],
-        group="switchboard-intake",
-        uow=uow,
-        inbox=Inbox(db),
-        broker=broker,
-        metrics=PlatformMetrics(CollectorRegistry()),
-        max_attempts=3,
-        backoff_seconds=0.01,
-        prefetch=prefetch or intake.prefetch,
+def consumer(intake: Intake, uow: UnitOfWork, broker: DeadLetterSink, prefetch=None) -> EventConsumer:
+    subscriptions = [
+        Subscription(topics.INBOUND, {TicketSubmit: intake.on_submit_command}),
+        Subscription(topics.ROUTING, {TicketAssigned: intake.on_assigned, TicketUnassigned: intake.on_unassigned}),
+        Subscription(topics.SLA, {SlaClockStarted: intake.on_sla_event}),
+    ]
+    return event_consumer(
+        subscriptions, group="switchboard-intake", uow=uow, broker=broker, prefetch=prefetch or intake.prefetch
     )
 
 
@@ -89,14 +58,8 @@ TOPIC_OF = {TicketSubmit: topics.INBOUND, TicketAssigned: topics.ROUTING, SlaClo
 
 
 def records(*payloads) -> list[ConsumerRecord]:
-    return [
-        ConsumerRecord(
-            topic=TOPIC_OF[type(payload)], partition=0, offset=offset, timestamp=0, timestamp_type=0, key=None,
-            value=new_event(payload, source="tests", subject=str(uuid.uuid4())).to_json(),
-            checksum=None, serialized_key_size=0, serialized_value_size=0, headers=[],
-        )
-        for offset, payload in enumerate(payloads)
-    ]
+    events = [new_event(payload, source="tests", subject=str(uuid.uuid4())) for payload in payloads]
+    return consumer_records(lambda event: TOPIC_OF[type(event.data)], events)
 
 
 def submit(customer_id: str) -> TicketSubmit:
@@ -123,12 +86,12 @@ async def tickets_of(db, customers: list[str]) -> list[dict]:
 
 async def test_a_batch_costs_the_same_few_commands_whether_it_carries_ten_tickets_or_fifty(intake_store):
     intake, uow, db, commands = intake_store
-    broker = _NoBroker()
+    broker = DeadLetterSink()
     costs = {}
     for size in (10, 50):
         customers = new_customers(size)
         commands.names.clear()
-        await consumer(intake, uow, db, broker).consume(records(*(submit(customer) for customer in customers)))
+        await consumer(intake, uow, broker).consume(records(*(submit(customer) for customer in customers)))
         submitted = Counter(commands.names)
 
         tickets = [ticket["_id"] for ticket in await tickets_of(db, customers)]
@@ -138,7 +101,7 @@ async def test_a_batch_costs_the_same_few_commands_whether_it_carries_ten_ticket
             for ticket in tickets
             for payload in (clock_started(ticket, "first_reply"), assigned(ticket), clock_started(ticket, "resolution"))
         )
-        await consumer(intake, uow, db, broker).consume(records(*followed_up))
+        await consumer(intake, uow, broker).consume(records(*followed_up))
         costs[size] = (submitted, Counter(commands.names))
 
         assert len(tickets) == size
@@ -158,12 +121,12 @@ async def test_a_batch_costs_the_same_few_commands_whether_it_carries_ten_ticket
 
 async def test_what_an_event_wrote_is_what_the_next_one_in_its_batch_reads(intake_store):
     intake, uow, db, _ = intake_store
-    broker = _NoBroker()
+    broker = DeadLetterSink()
     customer, other = new_customers(2)
-    await consumer(intake, uow, db, broker).consume(records(submit(customer), submit(other)))
+    await consumer(intake, uow, broker).consume(records(submit(customer), submit(other)))
     first, others = [(await tickets_of(db, [someone]))[0]["_id"] for someone in (customer, other)]
 
-    await consumer(intake, uow, db, broker).consume(
+    await consumer(intake, uow, broker).consume(
         records(clock_started(first, "first_reply"), assigned(first, "agent-7"), submit(customer), assigned(others))
     )
 
@@ -177,9 +140,9 @@ async def test_what_an_event_wrote_is_what_the_next_one_in_its_batch_reads(intak
 
 async def test_a_batch_that_read_a_ticket_since_changed_is_applied_again_event_by_event_exactly_once(intake_store):
     intake, uow, db, _ = intake_store
-    broker = _NoBroker()
+    broker = DeadLetterSink()
     customers = new_customers(2)
-    await consumer(intake, uow, db, broker).consume(records(*(submit(customer) for customer in customers)))
+    await consumer(intake, uow, broker).consume(records(*(submit(customer) for customer in customers)))
     raced, calm = [(await tickets_of(db, [customer]))[0]["_id"] for customer in customers]
 
     races = []
@@ -192,7 +155,7 @@ async def test_a_batch_that_read_a_ticket_since_changed_is_applied_again_event_b
             await db["tickets"].update_one({"_id": raced}, {"$inc": {"version": 1}}, session=tx.session)
 
     batch = records(assigned(raced), clock_started(raced, "first_reply"), assigned(calm))
-    await consumer(intake, uow, db, broker, prefetch_then_lose_a_race).consume(batch)
+    await consumer(intake, uow, broker, prefetch_then_lose_a_race).consume(batch)
 
     assert races == [raced]
     stored = {ticket["_id"]: ticket for ticket in await tickets_of(db, customers)}

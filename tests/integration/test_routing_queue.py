@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
-from pymongo import AsyncMongoClient, monitoring
+from pymongo import AsyncMongoClient
 from pymongo.errors import BulkWriteError
 
 from services.routing.domain import AgentProfile, Mode, Presence
@@ -31,6 +31,8 @@ from shared.events import (
 from shared.mongo import UnitOfWork
 from shared.outbox import Outbox
 from shared.launcher.servers import mongo_wire_server
+
+from tests.support import CommandNames
 
 pytestmark = pytest.mark.integration
 
@@ -244,24 +246,10 @@ async def test_a_declined_ticket_is_offered_again_to_the_only_qualifying_agent_o
         await client.close()
 
 
-class CommandCount(monitoring.CommandListener):
-    def __init__(self) -> None:
-        self.commands: list[str] = []
-
-    def started(self, event) -> None:
-        self.commands.append(event.command_name)
-
-    def succeeded(self, event) -> None:
-        pass
-
-    def failed(self, event) -> None:
-        pass
-
-
 async def test_a_batch_costs_a_few_round_trips_whatever_its_size_and_later_events_see_earlier_ones(mongo_url):
     url, lock_dir = mongo_url
     routing, client = await routing_on(url, lock_dir, "routing_round_trips")
-    count = CommandCount()
+    count = CommandNames()
     counted_client = AsyncMongoClient(url, tz_aware=True, event_listeners=[count])
     routing._uow = UnitOfWork(counted_client, counted_client["routing_round_trips"],
                               Outbox(counted_client["routing_round_trips"]).write,
@@ -287,14 +275,14 @@ async def test_a_batch_costs_a_few_round_trips_whatever_its_size_and_later_event
                 handler = routing.on_priority_changed if event is raised else routing.on_ticket_created
                 await handler(tx, event)
 
-        count.commands.clear()
+        count.names.clear()
         await routing._uow.run(consume)
-        consumed = len(count.commands)
-        count.commands.clear()
+        consumed = len(count.names)
+        count.names.clear()
         assert await routing.drain(ticket_ids={event.subject for event in events}, sweep=False) == 21
-        drained = len(count.commands)
+        drained = len(count.names)
 
-        assert consumed <= 10 and drained <= 14, (count.commands, consumed, drained)
+        assert consumed <= 10 and drained <= 14, (count.names, consumed, drained)
         view = await routing.ticket_view("T00")
         assert (view["state"], view["priority"]) == ("assigned", "urgent"), "the change in the same batch applied"
         assert sum([(await routing.get_agent(f"a{n}")).load for n in range(3)]) == 21

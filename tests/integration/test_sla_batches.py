@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from aiokafka import ConsumerRecord
 from prometheus_client import CollectorRegistry
-from pymongo import AsyncMongoClient, monitoring
+from pymongo import AsyncMongoClient
 
 from services.sla.domain import SlaRules
 from services.sla.metrics import SlaMetrics
@@ -16,45 +16,22 @@ from services.sla.policy import load_policies
 from services.sla.service import Sla
 from shared import topics
 from shared.clock import utc_now
-from shared.consumer import EventConsumer, Inbox, Subscription
+from shared.consumer import EventConsumer, Subscription
 from shared.envelope import new_event
 from shared.events import Channel, Customer, Priority, TicketCreated, TicketMessageAdded
 from shared.launcher.servers import mongo_wire_server
-from shared.metrics import PlatformMetrics
 from shared.mongo import UnitOfWork
 from shared.outbox import Outbox
 
+from tests.support import CommandNames, DeadLetterSink, consumer_records, event_consumer
+
 pytestmark = pytest.mark.integration
-
-
-class _Commands(monitoring.CommandListener):
-    def __init__(self) -> None:
-        self.names: list[str] = []
-
-    def started(self, event) -> None:
-        self.names.append(event.command_name)
-
-    def succeeded(self, event) -> None:
-        pass
-
-    def failed(self, event) -> None:
-        pass
-
-
-class _NoBroker:
-    """Dead-lettering is the only use the consumer makes of the broker: none is expected here."""
-
-    def __init__(self) -> None:
-        self.dead_letters: list[dict] = []
-
-    async def publish(self, value, topic, **kwargs) -> None:
-        self.dead_letters.append({"topic": topic, **kwargs})
 
 
 @pytest.fixture(scope="module")
 async def sla_store(tmp_path_factory):
     data = tmp_path_factory.mktemp("sla-batches")
-    commands = _Commands()
+    commands = CommandNames()
     with mongo_wire_server(data) as url:
         client = AsyncMongoClient(url, tz_aware=True, event_listeners=[commands])
         db = client["switchboard_sla"]
@@ -66,29 +43,14 @@ async def sla_store(tmp_path_factory):
             await client.close()
 
 
-def consumer(sla: Sla, uow: UnitOfWork, db, broker: _NoBroker, prefetch=None) -> EventConsumer:
-    return EventConsumer(
-        [Subscription(topics.TICKETS, sla.handlers())],
-        group="switchboard-sla",
-        uow=uow,
-        inbox=Inbox(db),
-        broker=broker,
-        metrics=PlatformMetrics(CollectorRegistry()),
-        max_attempts=3,
-        backoff_seconds=0.01,
-        prefetch=prefetch or sla.prefetch,
-    )
+def consumer(sla: Sla, uow: UnitOfWork, broker: DeadLetterSink, prefetch=None) -> EventConsumer:
+    subscriptions = [Subscription(topics.TICKETS, sla.handlers())]
+    return event_consumer(subscriptions, group="switchboard-sla", uow=uow, broker=broker, prefetch=prefetch or sla.prefetch)
 
 
 def records(*payloads) -> list[ConsumerRecord]:
-    return [
-        ConsumerRecord(
-            topic=topics.TICKETS, partition=0, offset=offset, timestamp=0, timestamp_type=0,
-            key=payload.ticket_id.encode(), value=new_event(payload, source="tests", subject=payload.ticket_id).to_json(),
-            checksum=None, serialized_key_size=0, serialized_value_size=0, headers=[],
-        )
-        for offset, payload in enumerate(payloads)
-    ]
+    events = [new_event(payload, source="tests", subject=payload.ticket_id) for payload in payloads]
+    return consumer_records(lambda event: topics.TICKETS, events)
 
 
 def created(ticket_id: str) -> TicketCreated:
@@ -119,13 +81,13 @@ async def live_clocks_are_counted_exactly(db) -> bool:
 
 async def test_a_batch_costs_the_same_few_commands_whether_it_carries_ten_tickets_or_a_hundred(sla_store):
     sla, uow, db, commands = sla_store
-    broker = _NoBroker()
+    broker = DeadLetterSink()
     costs = {}
     for size in (10, 100):
         tickets = new_tickets(size)
         commands.names.clear()
         batch = records(*(payload for ticket in tickets for payload in (created(ticket), agent_reply(ticket))))
-        await consumer(sla, uow, db, broker).consume(batch)
+        await consumer(sla, uow, broker).consume(batch)
         costs[size] = Counter(commands.names)
 
         assert (await events_about(db, tickets))["fulfilled"] == size, "every first reply fulfilled its clock"
@@ -140,9 +102,9 @@ async def test_a_batch_costs_the_same_few_commands_whether_it_carries_ten_ticket
 
 async def test_a_batch_that_read_a_clock_since_changed_is_applied_again_event_by_event_exactly_once(sla_store):
     sla, uow, db, _ = sla_store
-    broker = _NoBroker()
+    broker = DeadLetterSink()
     raced, calm = new_tickets(2)
-    await consumer(sla, uow, db, broker).consume(records(created(raced), created(calm)))
+    await consumer(sla, uow, broker).consume(records(created(raced), created(calm)))
 
     races = []
 
@@ -153,7 +115,7 @@ async def test_a_batch_that_read_a_clock_since_changed_is_applied_again_event_by
             races.append(raced)
             await db["clocks"].update_one({"_id": f"{raced}:first_reply"}, {"$inc": {"version": 1}}, session=tx.session)
 
-    await consumer(sla, uow, db, broker, prefetch_then_lose_a_race).consume(records(agent_reply(raced), agent_reply(calm)))
+    await consumer(sla, uow, broker, prefetch_then_lose_a_race).consume(records(agent_reply(raced), agent_reply(calm)))
 
     assert races == [raced]
     for ticket in (raced, calm):
