@@ -1,6 +1,7 @@
 """Sends deliveries as email through the SMTP server that SMTP_URL names (aiosmtplib)."""
 
 import re
+import time
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
@@ -12,6 +13,7 @@ from services.notify.domain import Delivery, SendFailure
 
 TICKET_HEADER = "X-Switchboard-Ticket"
 SEND_TIMEOUT_SECONDS = 30.0
+IDLE_CONNECTION_SECONDS = 30.0
 _ADDRESS = re.compile(r"[^\s<>()\[\]\"',;:]+@[^\s<>()\[\]\"',;:]+")
 
 
@@ -93,24 +95,62 @@ def failure_from(error: Exception) -> SendFailure:
 
 
 class SmtpMailer:
+    """Keeps the connections it opened and sends the next messages over them: a connection per message
+    would cost a TCP handshake, EHLO, STARTTLS and a login each time, on both sides.
+
+    Each send has a connection to itself. One that failed is closed, since its state is unknown; one idle
+    for IDLE_CONNECTION_SECONDS is closed instead of reused, well before a server gives up on it (RFC 5321
+    lets a server wait 5 minutes for the next command).
+    """
+
     def __init__(self, server: SmtpServer, mail_from: str) -> None:
         if "@" not in parseaddr(mail_from)[1]:
             raise ValueError("MAIL_FROM needs an address, e.g. 'Support <support@example.com>'")
         self._server = server
         self._mail_from = mail_from
+        self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
 
     async def send(self, delivery: Delivery) -> None:
         """Hands the message to the server; raises `SendFailure` unless the server accepted it."""
+        message = build_message(delivery, self._mail_from)
+        if (client := self._reusable()) is not None:
+            try:
+                return await self._send_over(client, message)
+            except SendFailure as failure:
+                if not isinstance(failure.__cause__, aiosmtplib.SMTPServerDisconnected):
+                    raise
+                # The server closed it while it sat idle: once more, on a new connection.
         try:
-            await aiosmtplib.send(
-                build_message(delivery, self._mail_from),
-                hostname=self._server.hostname,
-                port=self._server.port,
-                username=self._server.username,
-                password=self._server.password,
-                use_tls=self._server.use_tls,
-                start_tls=self._server.start_tls,
-                timeout=SEND_TIMEOUT_SECONDS,
-            )
+            client = await self._connect()
         except Exception as error:
             raise failure_from(error) from error
+        await self._send_over(client, message)
+
+    async def _send_over(self, client: aiosmtplib.SMTP, message: EmailMessage) -> None:
+        try:
+            await client.send_message(message, timeout=SEND_TIMEOUT_SECONDS)
+        except Exception as error:
+            client.close()
+            raise failure_from(error) from error
+        self._idle.append((client, time.monotonic()))
+
+    def _reusable(self) -> aiosmtplib.SMTP | None:
+        while self._idle:
+            client, idle_since = self._idle.pop()
+            if client.is_connected and time.monotonic() - idle_since < IDLE_CONNECTION_SECONDS:
+                return client
+            client.close()
+        return None
+
+    async def _connect(self) -> aiosmtplib.SMTP:
+        client = aiosmtplib.SMTP(
+            hostname=self._server.hostname,
+            port=self._server.port,
+            username=self._server.username,
+            password=self._server.password,
+            use_tls=self._server.use_tls,
+            start_tls=self._server.start_tls,
+            timeout=SEND_TIMEOUT_SECONDS,
+        )
+        await client.connect()
+        return client

@@ -4,6 +4,7 @@ The server's certificate is self-signed for 127.0.0.1 and trusted through `SSL_C
 mailer verifies it exactly as it verifies a real relay's.
 """
 
+import asyncio
 import shutil
 import subprocess
 from datetime import UTC, datetime
@@ -105,3 +106,32 @@ async def test_starttls_turned_off_never_sends_the_password_in_clear(relay):
 
     assert failed.value.permanent is False
     assert handler.accepted == []
+
+
+async def test_messages_share_a_connection_and_a_connection_the_server_closed_is_replaced(relay):
+    handler, port = relay
+    mailer = SmtpMailer(parse_smtp_url(f"smtp://notify:s3cret@127.0.0.1:{port}"), "Support <support@example.com>")
+    sessions: list[object] = []
+    accept = handler.handle_DATA
+
+    async def handle_data(server, session, envelope):
+        sessions.append((server, session))
+        return await accept(server, session, envelope)
+
+    handler.handle_DATA = handle_data
+    first, second, third = (DELIVERY.model_copy(update={"message_id": f"<m{n}@switchboard.local>"}) for n in range(3))
+
+    await mailer.send(first)
+    await mailer.send(second)
+    assert sessions[0][1] is sessions[1][1], "one login, one TLS handshake, for both messages"
+
+    server = sessions[1][0]  # the server hangs up on a connection it thinks idle too long
+    server.loop.call_soon_threadsafe(server.transport.close)
+    while server.transport is not None and not server.transport.is_closing():
+        await asyncio.sleep(0.01)
+    await mailer.send(third)
+
+    assert [message["Message-ID"] for *_, message in handler.accepted] == [
+        "<m0@switchboard.local>", "<m1@switchboard.local>", "<m2@switchboard.local>"
+    ]
+    assert sessions[2][1] is not sessions[0][1]
