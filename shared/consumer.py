@@ -3,6 +3,8 @@
 - Each batch is applied in one MongoDB transaction, with the ids of the events it processed
   recorded in the service's inbox, so a redelivered event is skipped and offsets are committed
   once per batch.
+- Before the handlers, the service's `Prefetch` reads what the batch needs with one query per
+  collection, so a batch costs a few round trips whatever its size.
 - If the batch fails, its events are retried one by one with backoff, so one poison message
   cannot hold back the others; after the last attempt it goes to `<topic>.dlq` with the reason,
   the consumer group and the attempt count in its headers, and the partition moves on.
