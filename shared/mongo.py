@@ -19,7 +19,7 @@ Two accommodations for the embedded Mongo-wire server (nx-27017), both harmless 
 import asyncio
 import contextlib
 import fcntl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import TypeVar
 
@@ -27,6 +27,7 @@ from bson import Binary
 from pymongo import AsyncMongoClient, ReturnDocument
 from pymongo.operations import DeleteOne, InsertOne, ReplaceOne, UpdateMany, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
@@ -79,6 +80,59 @@ class Transaction:
 
 
 Work = Callable[[Transaction], Awaitable[T]]
+
+
+class KnownDocuments:
+    """One collection's documents as a transaction has read or written them, by `_id`, kept in its
+    `cache` (None for one known not to exist), so a repository reads each at most once per transaction.
+
+    A batch's prefetch loads many with one `$in` query (`load`); a write that updates what is kept
+    (`keep`, or `write_later` to also queue the operation) lets later reads be answered here, so they
+    never need the queued writes sent first. Without a transaction (an API's read) nothing is kept:
+    every read asks the database.
+    """
+
+    def __init__(self, collection: AsyncCollection, tx: Transaction | None) -> None:
+        self._collection = collection
+        self._tx = tx
+        self._documents: dict[str, dict | None] | None = tx.cache.setdefault(collection.name, {}) if tx else None
+
+    async def load(self, ids: Iterable[str]) -> None:
+        if self._documents is None:
+            return
+        wanted = [id_ for id_ in dict.fromkeys(ids) if id_ not in self._documents]
+        if not wanted:
+            return
+        found = await self._collection.find({"_id": {"$in": wanted}}, session=self._tx.session).to_list()
+        by_id = {document["_id"]: document for document in found}
+        self._documents.update({id_: by_id.get(id_) for id_ in wanted})
+
+    async def get(self, id_: str) -> dict | None:
+        if self._documents is None:
+            return await self._collection.find_one({"_id": id_})
+        await self.load([id_])
+        return self._documents[id_]
+
+    def keep(self, document: dict) -> dict:
+        """`document` as this transaction stores it (its write may still be queued)."""
+        self._documents[document["_id"]] = document
+        return document
+
+    def write_later(self, document: dict, operation: WriteModel) -> None:
+        """Queue `operation`, which leaves `document` stored."""
+        self.keep(document)
+        self._tx.write_later(self._collection.name, operation)
+
+    def forget(self, id_: str) -> None:
+        """Another version may be stored: the next read asks the database."""
+        self._documents.pop(id_, None)
+
+    async def find(self, query: dict, matches: Callable[[dict], bool]) -> list[dict]:
+        """What `query` selects once the queued writes are applied: `matches` must say the same in Python,
+        since documents written in this transaction are judged as kept, not as stored."""
+        for document in await self._collection.find(query, session=self._tx.session).to_list():
+            self._documents.setdefault(document["_id"], document)
+        return [document for document in self._documents.values() if document is not None and matches(document)]
 
 
 class TransactionLock:

@@ -16,14 +16,13 @@ from collections.abc import Iterable, Mapping
 
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.client_session import AsyncClientSession
-from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.operations import InsertOne, ReplaceOne, UpdateOne
 
 from services.intake.domain import TICKET_ID_PATTERN, Message, SlaSummary, Ticket
 from shared.clock import from_ms, now_ms, to_ms
 from shared.events import Customer
-from shared.mongo import Transaction
+from shared.mongo import KnownDocuments, Transaction
 from shared.mongo_filters import eq
 
 
@@ -89,53 +88,12 @@ def decode_cursor(cursor: str) -> str:
     return ticket_id
 
 
-class _Kept:
-    """One collection's documents a transaction has read or written, by id; None for one known not to exist.
-
-    Outside a transaction nothing is kept: every read asks the database.
-    """
-
-    def __init__(self, collection: AsyncCollection, tx: Transaction | None) -> None:
-        self._collection = collection
-        self._session = tx.session if tx else None
-        self.documents: dict[str, dict | None] | None = tx.cache.setdefault(collection.name, {}) if tx else None
-
-    async def load(self, document_ids: Iterable[str]) -> None:
-        """Reads the documents not kept yet, in one query."""
-        assert self.documents is not None
-        wanted = [document_id for document_id in dict.fromkeys(document_ids) if document_id not in self.documents]
-        if not wanted:
-            return
-        found = {
-            document["_id"]: document
-            for document in await self._collection.find({"_id": {"$in": wanted}}, session=self._session).to_list()
-        }
-        for document_id in wanted:
-            self.documents[document_id] = found.get(document_id)
-
-    async def get(self, document_id: str) -> dict | None:
-        if self.documents is None:
-            return await self._collection.find_one({"_id": document_id})
-        await self.load([document_id])
-        return self.documents[document_id]
-
-    def keep(self, document: dict) -> dict:
-        """`document` as this transaction writes it (the write may still be queued)."""
-        assert self.documents is not None
-        self.documents[document["_id"]] = document
-        return document
-
-    def forget(self, document_id: str) -> None:
-        assert self.documents is not None
-        self.documents.pop(document_id, None)
-
-
 class TicketRepository:
     def __init__(self, db: AsyncDatabase, tx: Transaction | None = None) -> None:
         self._tickets = db["tickets"]
         self._tx = tx
         self._session = tx.session if tx else None
-        self._kept = _Kept(self._tickets, tx)
+        self._known = KnownDocuments(self._tickets, tx)
 
     async def ensure_indexes(self) -> None:
         await self._tickets.create_index([("customer.id", ASCENDING), ("created_ms", ASCENDING)])
@@ -146,14 +104,14 @@ class TicketRepository:
         await self._tickets.create_index([("status", ASCENDING), ("solved_ms", ASCENDING)])
 
     async def prefetch(self, ticket_ids: Iterable[str]) -> None:
-        await self._kept.load(ticket_ids)
+        await self._known.load(ticket_ids)
 
     async def add(self, ticket: Ticket) -> None:
         """Queued: a new ticket's id is its own, so the insert cannot collide."""
-        self._write_later(InsertOne(self._kept.keep(_to_document(ticket))))
+        self._write_later(InsertOne(self._known.keep(_to_document(ticket))))
 
     async def get(self, ticket_id: str) -> Ticket | None:
-        document = await self._kept.get(ticket_id)
+        document = await self._known.get(ticket_id)
         return _from_document(document) if document else None
 
     async def replace(self, ticket: Ticket, *, expected_version: int) -> bool:
@@ -164,15 +122,15 @@ class TicketRepository:
             {"_id": ticket.id, "version": expected_version}, document, session=self._session
         )
         if not replaced.matched_count:
-            self._kept.forget(ticket.id)  # another version is stored: read it again
+            self._known.forget(ticket.id)  # another version is stored: read it again
             return False
-        self._kept.keep(document)
+        self._known.keep(document)
         return True
 
     def replace_later(self, ticket: Ticket, *, expected_version: int) -> None:
         """Queued `replace`: if another version is stored by the time it is sent, it fails the whole
         transaction instead of answering False (as an upsert, it collides with that version's `_id`)."""
-        document = self._kept.keep(_to_document(ticket))
+        document = self._known.keep(_to_document(ticket))
         self._write_later(ReplaceOne({"_id": ticket.id, "version": expected_version}, document, upsert=True))
 
     async def page(self, filters: Mapping[str, str], *, limit: int, after: str | None) -> tuple[list[Ticket], str | None]:
@@ -189,12 +147,12 @@ class TicketRepository:
 
     async def project_sla(self, ticket_id: str, metric: str, project) -> bool:
         """Set one SLA clock's summary, computed by `project(current)`; the version is not bumped. Queued."""
-        document = await self._kept.get(ticket_id)
+        document = await self._known.get(ticket_id)
         if document is None:
             return False
         clocks = document.get("sla") or {}
         projected = _sla_document(project(_sla_summary(clocks[metric]) if clocks.get(metric) else None))
-        self._kept.keep({**document, "sla": {**clocks, metric: projected}})
+        self._known.keep({**document, "sla": {**clocks, metric: projected}})
         self._write_later(UpdateOne({"_id": ticket_id}, {"$set": {f"sla.{metric}": projected}}))
         return True
 
@@ -242,20 +200,20 @@ class CustomerRepository:
         self._customers = db["customers"]
         self._tx = tx
         self._session = tx.session if tx else None
-        self._kept = _Kept(self._customers, tx)
+        self._known = KnownDocuments(self._customers, tx)
 
     async def ensure_indexes(self) -> None:
         await self._customers.create_index([("email", ASCENDING)])
 
     async def prefetch(self, customer_ids: Iterable[str]) -> None:
-        await self._kept.load(customer_ids)
+        await self._known.load(customer_ids)
 
     async def upsert(self, given: Customer, now: int) -> dict:
         """Find by id, else by email; fields the caller sent overwrite the stored ones. The write is queued:
         the profile it stores is the one found plus those fields."""
         existing = None
         if given.id is not None:
-            existing = await self._kept.get(given.id)
+            existing = await self._known.get(given.id)
         elif given.email is not None:
             await self._tx.flush()  # a profile queued in this transaction may have that email
             existing = await self._customers.find_one(eq(email=str(given.email)), session=self._session)
@@ -265,18 +223,18 @@ class CustomerRepository:
             self._customers.name,
             UpdateOne({"_id": customer_id}, {"$set": fields, "$setOnInsert": {"created_ms": now}}, upsert=True),
         )
-        return self._kept.keep({**(existing or {"_id": customer_id, "created_ms": now}), **fields})
+        return self._known.keep({**(existing or {"_id": customer_id, "created_ms": now}), **fields})
 
     async def get(self, customer_id: str) -> dict | None:
-        return await self._kept.get(customer_id)
+        return await self._known.get(customer_id)
 
     async def remember_agent(self, customer_id: str, agent_id: str, ticket_id: str) -> None:
         """Queued; a profile that does not exist stays so."""
-        profile = await self._kept.get(customer_id)
+        profile = await self._known.get(customer_id)
         if profile is None:
             return
         agent = {"last_agent_id": agent_id, "last_ticket_id": ticket_id}
-        self._kept.keep({**profile, **agent})
+        self._known.keep({**profile, **agent})
         self._tx.write_later(self._customers.name, UpdateOne({"_id": customer_id}, {"$set": agent}))
 
 

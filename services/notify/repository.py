@@ -12,7 +12,7 @@ costs one round trip per collection rather than several per event.
 """
 
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from pymongo import ASCENDING, UpdateOne
@@ -22,7 +22,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from services.notify.domain import DIGEST_KIND, Delivery, DeliveryState
 from services.notify.planner import AgentContact, Preferences, TicketView
 from shared.clock import from_ms, now_ms, to_ms
-from shared.mongo import Transaction, WriteModel
+from shared.mongo import KnownDocuments, Transaction
 from shared.mongo_filters import eq
 
 _INSTANTS = {
@@ -170,45 +170,6 @@ class DeliveryRepository:
         return [_from_document(document) for document in documents]
 
 
-class _CachedById:
-    """One collection as a consumer's transaction sees it, kept by `_id` in the transaction's cache.
-
-    A batch's prefetch loads what its events will read with one `$in` query; writes are queued
-    (`Transaction.write_later`) and applied to the cached documents at once, so later reads are
-    answered here, need no round trip of their own, and never see the database behind the queue.
-    """
-
-    def __init__(self, tx: Transaction, collection: str) -> None:
-        self._tx = tx
-        self._name = collection
-        self._collection = tx.db[collection]
-        self._documents: dict[str, dict | None] = tx.cache.setdefault(collection, {})
-
-    async def load(self, ids: Iterable[str]) -> None:
-        wanted = sorted({id_ for id_ in ids if id_ not in self._documents})
-        if not wanted:
-            return
-        found = await self._collection.find({"_id": {"$in": wanted}}, session=self._tx.session).to_list()
-        by_id = {document["_id"]: document for document in found}
-        self._documents.update({id_: by_id.get(id_) for id_ in wanted})
-
-    async def get(self, id_: str) -> dict | None:
-        await self.load([id_])
-        return self._documents[id_]
-
-    def write_later(self, document: dict, operation: WriteModel) -> None:
-        """`document` is what `operation` leaves stored."""
-        self._documents[document["_id"]] = document
-        self._tx.write_later(self._name, operation)
-
-    async def find(self, query: dict, matches: Callable[[dict], bool]) -> list[dict]:
-        """What `query` selects once the queued writes are applied: `matches` must say the same in Python,
-        since documents written in this transaction are judged as cached, not as stored."""
-        for document in await self._collection.find(query, session=self._tx.session).to_list():
-            self._documents.setdefault(document["_id"], document)
-        return [document for document in self._documents.values() if document is not None and matches(document)]
-
-
 def _untouched(document: dict | None) -> bool:
     """Pending and never tried: the only deliveries a consumer may still rewrite or cancel."""
     return document is not None and document["state"] == DeliveryState.PENDING.value and document["attempts"] == 0
@@ -226,7 +187,7 @@ class OwedDeliveries:
     """
 
     def __init__(self, tx: Transaction) -> None:
-        self._deliveries = _CachedById(tx, "deliveries")
+        self._deliveries = KnownDocuments(tx.db["deliveries"], tx)
 
     async def load(self, delivery_ids: Iterable[str]) -> None:
         await self._deliveries.load(delivery_ids)
@@ -302,7 +263,7 @@ class TicketViews:
     """Notify's own view of tickets, built from the events it consumes (it never reads intake's database)."""
 
     def __init__(self, tx: Transaction) -> None:
-        self._tickets = _CachedById(tx, "tickets")
+        self._tickets = KnownDocuments(tx.db["tickets"], tx)
 
     async def load(self, ticket_ids: Iterable[str]) -> None:
         await self._tickets.load(ticket_ids)
@@ -325,14 +286,13 @@ class Contacts:
 
     def __init__(self, db: AsyncDatabase, tx: Transaction | None = None) -> None:
         self._contacts = db["agent_contacts"]
-        self._cached = _CachedById(tx, "agent_contacts") if tx else None
+        self._known = KnownDocuments(self._contacts, tx)
 
     async def load(self, agent_ids: Iterable[str]) -> None:
-        if self._cached:
-            await self._cached.load(agent_ids)
+        await self._known.load(agent_ids)
 
     async def get(self, agent_id: str) -> AgentContact | None:
-        document = await self._cached.get(agent_id) if self._cached else await self._contacts.find_one({"_id": agent_id})
+        document = await self._known.get(agent_id)
         if document is None:
             return None
         return AgentContact.model_validate({name: value for name, value in document.items() if name != "_id"})
@@ -347,19 +307,15 @@ class PreferenceStore:
 
     def __init__(self, db: AsyncDatabase, tx: Transaction | None = None) -> None:
         self._preferences = db["preferences"]
-        self._cached = _CachedById(tx, "preferences") if tx else None
+        self._known = KnownDocuments(self._preferences, tx)
 
     async def load(self, customer_ids: Iterable[str]) -> None:
-        if self._cached:
-            await self._cached.load(customer_ids)
+        await self._known.load(customer_ids)
 
     async def get(self, customer_id: str | None) -> Preferences | None:
         if not customer_id:
             return None
-        if self._cached:
-            document = await self._cached.get(customer_id)
-        else:
-            document = await self._preferences.find_one({"_id": customer_id})
+        document = await self._known.get(customer_id)
         if document is None:
             return None
         return Preferences.model_validate({name: value for name, value in document.items() if name != "_id"})
