@@ -36,7 +36,7 @@ from services.routing.domain import (
 )
 from shared.clock import from_ms, now_ms, to_ms, utc_now
 from shared.events import Priority
-from shared.mongo import Transaction
+from shared.mongo import KnownDocuments, Transaction
 from shared.mongo_filters import eq
 
 CANDIDATE_LIMIT = 50
@@ -46,9 +46,9 @@ WAITING, OFFERED, ASSIGNED, DONE = "waiting", "offered", "assigned", "done"
 QUEUE_DEPTH = "queue_depth"
 """The counters document: waiting tickets by priority."""
 
-KNOWN_AGENTS, KNOWN_TICKETS, KNOWN_AFFINITIES = "routing:agents", "routing:tickets", "routing:affinities"
-"""`Transaction.cache` keys: what the transaction knows of each, by id (a ticket or a customer known
-not to exist: None)."""
+KNOWN_AGENTS, KNOWN_AFFINITIES = "routing:agents", "routing:affinities"
+"""`Transaction.cache` keys: what the transaction knows of each, by id (a customer known not to
+exist: None); tickets are kept by `KnownDocuments`."""
 CANDIDATES_READ = "routing:candidates"
 TICKETS_QUEUED = "routing:tickets-queued"
 DEPTH_MOVES = "routing:depth-moves"
@@ -237,7 +237,7 @@ class RoutedTicketRepository:
         self._tx = tx
         self._session = tx.session if tx else None
         self._cache = tx.cache if tx else {}
-        self._known: dict[str, dict | None] = self._cache.setdefault(KNOWN_TICKETS, {})
+        self._known = KnownDocuments(self._tickets, tx)
 
     async def ensure_indexes(self) -> None:
         await self._tickets.create_index([("state", ASCENDING), ("urgency", DESCENDING), ("created_ms", ASCENDING)])
@@ -259,16 +259,11 @@ class RoutedTicketRepository:
             pass  # another replica seeded it first
 
     async def get(self, ticket_id: str) -> dict | None:
-        if ticket_id not in self._known:
-            self._known[ticket_id] = await self._tickets.find_one({"_id": ticket_id}, session=self._session)
-        return self._known[ticket_id]
+        return await self._known.get(ticket_id)
 
     async def preload(self, ticket_ids: Iterable[str]) -> None:
         """Read these tickets in one query, so that `get` answers each without a round trip."""
-        if unknown := sorted(set(ticket_ids) - self._known.keys()):
-            documents = await self._tickets.find({"_id": {"$in": unknown}}, session=self._session).to_list()
-            found = {document["_id"]: document for document in documents}
-            self._known.update({ticket_id: found.get(ticket_id) for ticket_id in unknown})
+        await self._known.load(ticket_ids)
 
     async def upgrade_legacy(self, next_escalation_ms) -> int:
         """Tickets stored by the walking skeleton: add what the queue index and matching read."""
@@ -326,7 +321,7 @@ class RoutedTicketRepository:
             **(extra or {}),
         }
         self._queue(InsertOne(document))
-        self._known[ticket.ticket_id] = document
+        self._known.keep(document)
         self._count_waiting({ticket.priority.value: 1})
         return True
 
@@ -382,7 +377,7 @@ class RoutedTicketRepository:
             {"_id": ticket_id, **expected}, {"$set": changes, "$inc": {"version": 1}}, session=self._session
         )
         if before is None:
-            self._known.pop(ticket_id, None)
+            self._known.forget(ticket_id)
             return None
         return self._changed(before, changes)
 
@@ -398,7 +393,7 @@ class RoutedTicketRepository:
 
     def _changed(self, before: dict, changes: dict) -> dict:
         """The document after `changes`, known to the transaction; the queue-depth counter follows its move."""
-        after = self._known[before["_id"]] = {**before, **changes, "version": before.get("version", 0) + 1}
+        after = self._known.keep({**before, **changes, "version": before.get("version", 0) + 1})
         moves: dict[str, int] = {}
         for document, step in ((before, -1), (after, 1)):
             if document["state"] == WAITING:
