@@ -62,8 +62,6 @@ from shared.mongo import Lease, Transaction, UnitOfWork
 log = logging.getLogger(__name__)
 
 SEND_BATCH = 20
-IDLE_BACKOFF = 4
-"""Polls in a row that found nothing due before the sender waits this many poll intervals between looks."""
 CONSUMER_GROUP = "switchboard-notify"
 
 
@@ -146,8 +144,6 @@ class Notifications:
         self._limits = limits
         self._broker = broker
         self._dead_letter_lease = dead_letter_lease
-        self._owed = asyncio.Event()
-        """Set after a consumer's commit that may owe deliveries: the sender looks at once."""
 
     # --- deciding ------------------------------------------------------------------------------
 
@@ -180,7 +176,6 @@ class Notifications:
         )
 
     async def on_event(self, tx: Transaction, event: Envelope) -> None:
-        tx.on_commit(self._owed.set)
         now = utc_now()
         tickets = TicketViews(tx)
         deliveries = OwedDeliveries(tx)
@@ -289,13 +284,7 @@ class Notifications:
     # --- sending -------------------------------------------------------------------------------
 
     async def run_sender(self) -> None:
-        """Forever; a full batch means more may be due, so it goes again without waiting.
-
-        A consumer's commit wakes it at once; otherwise it looks again after the poll interval (for
-        retries and held messages coming due, and other replicas' deliveries), and while it keeps
-        finding nothing it waits longer each time, up to IDLE_BACKOFF intervals.
-        """
-        idle_polls = 0
+        """Forever; a full batch means more may be due, so it goes again without waiting."""
         while True:
             try:
                 claimed = await self.send_due()
@@ -303,13 +292,8 @@ class Notifications:
             except Exception:
                 log.exception("sending notifications failed; retrying")
                 claimed = 0
-            idle_polls = 0 if claimed else min(idle_polls + 1, IDLE_BACKOFF)
             if claimed < SEND_BATCH:
-                try:
-                    await asyncio.wait_for(self._owed.wait(), self._poll_interval * max(1, idle_polls))
-                except TimeoutError:
-                    pass
-                self._owed.clear()
+                await asyncio.sleep(self._poll_interval)
 
     async def send_due(self) -> int:
         """Claim what is due (one transaction), then send each and record its outcome as soon as that send
