@@ -22,15 +22,7 @@ from services.intake.domain import (
     TicketClosedForReplies,
     TicketStatus,
 )
-from services.intake.email_inbound import (
-    BadSignature,
-    InvalidEmail,
-    JsonEmail,
-    parse_json,
-    parse_raw,
-    verify_csat,
-    verify_signature,
-)
+from services.intake.email_inbound import InvalidEmail, JsonEmail, parse_json, parse_raw
 from services.intake.repository import CustomerRepository, InvalidCursor, MessageRepository, TicketRepository
 from services.intake.service import (
     ConcurrentEdit,
@@ -43,6 +35,7 @@ from services.intake.service import (
 from services.intake.settings import IntakeSettings
 from shared.events import AuthorType, Customer, CustomerTier, Priority, TicketSubmit
 from shared.http import describe_validation_errors
+from shared.signing import BadSignature, verify_csat, verify_webhook
 
 
 Id = Annotated[str, Path(max_length=100, description="A ticket's or customer's id.")]
@@ -387,7 +380,7 @@ def build_routes(intake: Intake, db, settings: IntakeSettings, require_api_key, 
             return _problem(status.HTTP_503_SERVICE_UNAVAILABLE, "inbound email is not configured")
         raw = await request.body()
         try:
-            digest = verify_signature(
+            digest = verify_webhook(
                 settings.inbound_email_signing_key.get_secret_value(),
                 x_switchboard_timestamp,
                 x_switchboard_signature,

@@ -1,13 +1,9 @@
-"""Inbound email, pure: webhook signatures, parsing RFC 5322 or its JSON form, threading, quote stripping.
+"""Inbound email, pure: parsing RFC 5322 or its JSON form, threading, quote stripping.
 
-Signature scheme (the same notify uses for its outgoing webhooks): the sender puts the unix time in
-`X-Switchboard-Timestamp` and `sha256=<hex HMAC-SHA256(key, "{timestamp}.{raw body}")>` in
-`X-Switchboard-Signature`. A timestamp more than the tolerance away from now is refused, so a
-captured request cannot be replayed later; within the window the service remembers signatures.
+The webhook that posts it is signed as `shared/signing.py` says; within the signature's window the
+service remembers signatures, so a captured request cannot be replayed.
 """
 
-import hashlib
-import hmac
 import re
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
@@ -18,46 +14,10 @@ from email.utils import parseaddr
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
 from services.intake.domain import TICKET_ID_PATTERN, ticket_reference_in
+from shared.signing import MESSAGE_ID_DOMAIN
 
-TIMESTAMP_HEADER = "X-Switchboard-Timestamp"
-SIGNATURE_HEADER = "X-Switchboard-Signature"
-NOTIFY_MESSAGE_ID_DOMAIN = "switchboard.local"
-_NOTIFY_THREAD_ROOT = re.compile(rf"<({TICKET_ID_PATTERN})@{re.escape(NOTIFY_MESSAGE_ID_DOMAIN)}>")
+_NOTIFY_THREAD_ROOT = re.compile(rf"<({TICKET_ID_PATTERN})@{re.escape(MESSAGE_ID_DOMAIN)}>")
 _MESSAGE_ID = re.compile(r"<[^<>\s]+>")
-
-
-class BadSignature(Exception):
-    """The webhook is not signed with our key, or not recently: the message says which."""
-
-
-def sign(key: str, timestamp: int, body: bytes) -> str:
-    return "sha256=" + hmac.new(key.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-
-
-def verify_signature(key: str, timestamp: str | None, signature: str | None, body: bytes, *, now: float, tolerance: int) -> str:
-    """The verified signature's hex digest (the replay key), or `BadSignature` saying what is wrong."""
-    if not timestamp or not signature:
-        raise BadSignature(f"missing {TIMESTAMP_HEADER} or {SIGNATURE_HEADER} header")
-    if not (timestamp.isascii() and timestamp.isdigit()):  # isdigit() alone admits "²", which int() refuses
-        raise BadSignature(f"{TIMESTAMP_HEADER} must be unix seconds")
-    if abs(now - int(timestamp)) > tolerance:
-        raise BadSignature(f"{TIMESTAMP_HEADER} is more than {tolerance} seconds away from now")
-    expected = sign(key, int(timestamp), body)
-    if not hmac.compare_digest(expected.encode(), signature.strip().encode()):
-        raise BadSignature(f"{SIGNATURE_HEADER} does not match the body")
-    return expected.removeprefix("sha256=")
-
-
-def csat_signature(key: str, ticket_id: str, expires: int) -> str:
-    """hex HMAC-SHA256(key, "{ticket_id}.{expires}"): what notify puts in the survey link."""
-    return hmac.new(key.encode(), f"{ticket_id}.{expires}".encode(), hashlib.sha256).hexdigest()
-
-
-def verify_csat(key: str, ticket_id: str, expires: int, signature: str, *, now: float) -> None:
-    if not hmac.compare_digest(csat_signature(key, ticket_id, expires).encode(), signature.lower().encode()):
-        raise BadSignature("the survey link's signature is not valid")
-    if expires < now:
-        raise BadSignature("the survey link has expired")
 
 
 # --- the message -------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ preferences into a `Delivery`: pending (due now or later) or suppressed with a r
 """
 
 import hashlib
-import hmac
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
@@ -17,8 +16,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from email_validator import EmailNotValidError, validate_email
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from shared.signing import MESSAGE_ID_DOMAIN, csat_signature
+
 DEFAULT_LOCALE = "en"
-MESSAGE_ID_DOMAIN = "switchboard.local"
 DIGEST_KIND = "digest"
 
 
@@ -248,11 +248,6 @@ def digest_key(role: RecipientRole | str, recipient: str, window_number: int) ->
 # --- CSAT links --------------------------------------------------------------------------------
 
 
-def csat_signature(key: str, ticket_id: str, expires: int) -> str:
-    """hex HMAC-SHA256(key, "{ticket_id}.{expires}"), what intake's CSAT endpoint checks."""
-    return hmac.new(key.encode(), f"{ticket_id}.{expires}".encode(), hashlib.sha256).hexdigest()
-
-
 def csat_links(base_url: str, key: str, ticket_id: str, expires: datetime) -> dict[str, str]:
     """One signed link per score, 1 to 5."""
     expires_s = int(expires.timestamp())
@@ -262,15 +257,6 @@ def csat_links(base_url: str, key: str, ticket_id: str, expires: datetime) -> di
         + urlencode({"score": score, "expires": expires_s, "signature": signature})
         for score in range(1, 6)
     }
-
-
-# --- webhooks ----------------------------------------------------------------------------------
-
-
-def webhook_signature(key: str, timestamp: int, body: bytes) -> str:
-    """`sha256=<hex HMAC-SHA256(key, "{timestamp}.{body}")>`, sent as X-Switchboard-Signature."""
-    digest = hmac.new(key.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"sha256={digest}"
 
 
 def describe_duration(seconds: float) -> str:

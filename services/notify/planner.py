@@ -12,7 +12,6 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 
 from services.notify.domain import (
     DIGEST_KIND,
-    MESSAGE_ID_DOMAIN,
     Delivery,
     DeliveryChannel,
     DeliveryState,
@@ -32,6 +31,7 @@ from services.notify.rules import Audience, Rule
 from shared.clock import from_ms
 from shared.envelope import Envelope
 from shared.events import SlaBreached, SlaWarning, TicketAssigned, TicketMessageAdded, TicketSolved
+from shared.signing import MESSAGE_ID_DOMAIN
 
 
 class TicketView(BaseModel):

@@ -20,12 +20,11 @@ from email.utils import parsedate_to_datetime
 
 import httpx
 
-from services.notify.domain import Delivery, SendFailure, webhook_signature
+from services.notify.domain import Delivery, SendFailure
 from shared.outbound import HostUnresolved, OutboundPolicy, OutboundRefused
+from shared.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, webhook_signature
 
 TIMEOUT_SECONDS = 15.0
-TIMESTAMP_HEADER = "X-Switchboard-Timestamp"
-SIGNATURE_HEADER = "X-Switchboard-Signature"
 NOTIFICATION_HEADER = "X-Switchboard-Notification-Id"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 _TRANSIENT_4XX = {408, 425, 429}

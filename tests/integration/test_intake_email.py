@@ -5,8 +5,8 @@ import uuid
 
 import pytest
 
-from services.intake.email_inbound import sign
 from shared import topics
+from shared.signing import webhook_signature
 
 pytestmark = pytest.mark.integration
 
@@ -14,7 +14,7 @@ pytestmark = pytest.mark.integration
 def signed(platform, body: bytes, *, timestamp: int | None = None, key: str | None = None) -> dict:
     key = key or platform.platform.service_environment("intake")["INBOUND_EMAIL_SIGNING_KEY"]
     timestamp = timestamp or int(time.time())
-    return {"X-Switchboard-Timestamp": str(timestamp), "X-Switchboard-Signature": sign(key, timestamp, body),
+    return {"X-Switchboard-Timestamp": str(timestamp), "X-Switchboard-Signature": webhook_signature(key, timestamp, body),
             "Content-Type": "message/rfc822"}
 
 

@@ -25,7 +25,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from services.intake.email_inbound import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from shared.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, webhook_signature
 
 pytestmark = pytest.mark.integration
 
@@ -143,7 +143,7 @@ class SigningSession(requests.Session):
             body = request.body or b""
             timestamp = int(time.time())
             request.headers[TIMESTAMP_HEADER] = str(timestamp)
-            request.headers[SIGNATURE_HEADER] = sign(self.key, timestamp, body.encode() if isinstance(body, str) else body)
+            request.headers[SIGNATURE_HEADER] = webhook_signature(self.key, timestamp, body.encode() if isinstance(body, str) else body)
         return super().send(request, **kwargs)
 
 

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from services.intake.email_inbound import csat_signature
+from shared.signing import csat_signature
 from shared import topics
 
 pytestmark = pytest.mark.integration

@@ -1,0 +1,58 @@
+"""What one side signs and the other checks, so both spell it alike: signed webhooks and CSAT links,
+and the Message-ID domain that lets a reply find its ticket.
+
+Webhooks (notify's outgoing ones, and inbound email posted to intake): the sender puts the unix time
+in `X-Switchboard-Timestamp` and `sha256=<hex HMAC-SHA256(key, "{timestamp}.{raw body}")>` in
+`X-Switchboard-Signature`. A timestamp more than the tolerance away from now is refused, so a
+captured request cannot be replayed later.
+
+CSAT links (notify writes them, intake checks them): `signature` is hex HMAC-SHA256(key,
+"{ticket_id}.{expires}"), `expires` unix seconds.
+"""
+
+import hashlib
+import hmac
+
+TIMESTAMP_HEADER = "X-Switchboard-Timestamp"
+SIGNATURE_HEADER = "X-Switchboard-Signature"
+MESSAGE_ID_DOMAIN = "switchboard.local"
+"""The domain of every Message-ID notify writes; intake threads a reply to one back to its ticket."""
+
+
+class BadSignature(Exception):
+    """Not signed with our key, or not recently: the message says which."""
+
+
+def _hmac_hex(key: str, message: bytes) -> str:
+    return hmac.new(key.encode(), message, hashlib.sha256).hexdigest()
+
+
+def webhook_signature(key: str, timestamp: int, body: bytes) -> str:
+    return "sha256=" + _hmac_hex(key, f"{timestamp}.".encode() + body)
+
+
+def verify_webhook(
+    key: str, timestamp: str | None, signature: str | None, body: bytes, *, now: float, tolerance: int
+) -> str:
+    """The verified signature's hex digest (the receiver's replay key), or `BadSignature` saying what is wrong."""
+    if not timestamp or not signature:
+        raise BadSignature(f"missing {TIMESTAMP_HEADER} or {SIGNATURE_HEADER} header")
+    if not (timestamp.isascii() and timestamp.isdigit()):  # isdigit() alone admits "²", which int() refuses
+        raise BadSignature(f"{TIMESTAMP_HEADER} must be unix seconds")
+    if abs(now - int(timestamp)) > tolerance:
+        raise BadSignature(f"{TIMESTAMP_HEADER} is more than {tolerance} seconds away from now")
+    expected = webhook_signature(key, int(timestamp), body)
+    if not hmac.compare_digest(expected.encode(), signature.strip().encode()):
+        raise BadSignature(f"{SIGNATURE_HEADER} does not match the body")
+    return expected.removeprefix("sha256=")
+
+
+def csat_signature(key: str, ticket_id: str, expires: int) -> str:
+    return _hmac_hex(key, f"{ticket_id}.{expires}".encode())
+
+
+def verify_csat(key: str, ticket_id: str, expires: int, signature: str, *, now: float) -> None:
+    if not hmac.compare_digest(csat_signature(key, ticket_id, expires).encode(), signature.lower().encode()):
+        raise BadSignature("the survey link's signature is not valid")
+    if expires < now:
+        raise BadSignature("the survey link has expired")
