@@ -132,12 +132,25 @@ class TicketMessageAdded(Payload):
     added_at: AwareDatetime
 
 
+class TicketStatus(StrEnum):
+    """Where a ticket stands; intake decides every change and says so in `TicketStatusChanged`."""
+
+    NEW = "new"
+    OPEN = "open"
+    PENDING = "pending"
+    """Waiting on the customer."""
+    ON_HOLD = "on_hold"
+    """Waiting on a third party."""
+    SOLVED = "solved"
+    CLOSED = "closed"
+
+
 class TicketStatusChanged(Payload):
     EVENT_TYPE: ClassVar[str] = "support.ticket.status_changed.v1"
 
     ticket_id: str
-    previous_status: str
-    status: str
+    previous_status: TicketStatus
+    status: TicketStatus
     changed_at: AwareDatetime
 
 

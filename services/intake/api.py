@@ -20,7 +20,6 @@ from services.intake.domain import (
     NotRatable,
     Ticket,
     TicketClosedForReplies,
-    TicketStatus,
 )
 from services.intake.email_inbound import InvalidEmail, JsonEmail, parse_json, parse_raw
 from services.intake.repository import CustomerRepository, InvalidCursor, MessageRepository, TicketRepository
@@ -33,7 +32,7 @@ from services.intake.service import (
     VersionMismatch,
 )
 from services.intake.settings import IntakeSettings
-from shared.events import AuthorType, Customer, CustomerTier, Priority, TicketSubmit
+from shared.events import AuthorType, Customer, CustomerTier, Priority, TicketStatus, TicketSubmit
 from shared.http import describe_validation_errors
 from shared.signing import BadSignature, verify_csat, verify_webhook
 

@@ -9,7 +9,6 @@ import re
 import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -31,22 +30,11 @@ from shared.events import (
     TicketPriorityChanged,
     TicketReopened,
     TicketSolved,
+    TicketStatus,
     TicketStatusChanged,
     TicketSubmit,
     TicketTagsChanged,
 )
-
-
-class TicketStatus(StrEnum):
-    NEW = "new"
-    OPEN = "open"
-    PENDING = "pending"
-    """Waiting on the customer."""
-    ON_HOLD = "on_hold"
-    """Waiting on a third party."""
-    SOLVED = "solved"
-    CLOSED = "closed"
-
 
 ALLOWED_TRANSITIONS: dict[TicketStatus, tuple[TicketStatus, ...]] = {
     TicketStatus.NEW: (TicketStatus.OPEN, TicketStatus.PENDING, TicketStatus.ON_HOLD, TicketStatus.SOLVED),

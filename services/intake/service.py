@@ -19,7 +19,6 @@ from services.intake.domain import (
     Message,
     Ticket,
     TicketClosedForReplies,
-    TicketStatus,
     new_message_id,
     new_ticket_id,
     open_ticket,
@@ -47,6 +46,7 @@ from shared.events import (
     TicketAssigned,
     TicketCreated,
     TicketCsatReceived,
+    TicketStatus,
     TicketSubmit,
     TicketUnassigned,
 )

@@ -23,11 +23,12 @@ from shared.events import (
     SlaClockStarted,
     SlaFulfilled,
     SlaWarning,
+    TicketStatus,
 )
 
 __all__ = ["Clock", "ClockState", "Metric", "SlaRules", "TicketRecord", "Outcome"]
 
-CLOSED_STATUSES = frozenset({"solved", "closed"})
+CLOSED_STATUSES = frozenset({TicketStatus.SOLVED, TicketStatus.CLOSED})
 BREACH = 1.0
 """The last step of every clock: the whole target used up."""
 
@@ -111,14 +112,14 @@ class TicketRecord:
     channel: str | None
     category: str | None
     tags: tuple[str, ...]
-    status: str
+    status: TicketStatus
     created_ms: int
     policy: str | None
     replied_ms: int | None = None
     """The last public agent message (periodic_update's start); None while the customer has had no reply."""
     waiting_ms: int | None = None
     """The oldest unanswered public customer message (next_reply's start): the ticket's own at creation."""
-    statuses: tuple[tuple[int, str], ...] = ()
+    statuses: tuple[tuple[int, TicketStatus], ...] = ()
     """(since, status) from creation on: the pauses a clock started late would have had."""
     version: int = 0
 
@@ -126,7 +127,7 @@ class TicketRecord:
     def facts(self) -> TicketFacts:
         return TicketFacts(self.priority, self.tier, self.channel, self.category, frozenset(self.tags))
 
-    def moved(self, status: str, at_ms: int) -> "TicketRecord":
+    def moved(self, status: TicketStatus, at_ms: int) -> "TicketRecord":
         if status == self.status:
             return self
         return replace(self, status=status, statuses=(*self._log(), (at_ms, status)))
@@ -407,7 +408,7 @@ class SlaRules:
     def message(
         self, ticket: TicketRecord, clocks: Mapping[Metric, Clock], *, from_agent: bool, public: bool, at_ms: int
     ) -> Outcome:
-        if not public or ticket.status == "closed":
+        if not public or ticket.status == TicketStatus.CLOSED:
             return Outcome(ticket=ticket)  # internal notes never count
         if from_agent:
             out = Outcome(ticket=replace(ticket, replied_ms=at_ms, waiting_ms=None))
@@ -425,8 +426,8 @@ class SlaRules:
             # Pending waits for the customer, so their message ends it (intake opens the ticket at the same
             # instant and says so right after): the clocks run on from here instead of starting paused.
             out = Outcome(ticket=ticket)
-            if ticket.status == "pending":
-                out = self.status_changed(ticket, clocks, "open", at_ms)
+            if ticket.status == TicketStatus.PENDING:
+                out = self.status_changed(ticket, clocks, TicketStatus.OPEN, at_ms)
                 clocks = {**clocks, **{clock.metric: clock for clock in out.clocks}}
             oldest = ticket.waiting_ms if ticket.waiting_ms is not None else at_ms
             ticket = out.ticket = replace(out.ticket, waiting_ms=oldest)
@@ -436,18 +437,18 @@ class SlaRules:
                 self._start(out, ticket, Metric.NEXT_REPLY, at_ms, waiting)
         return out
 
-    def status_changed(self, ticket: TicketRecord, clocks: Mapping[Metric, Clock], status: str, at_ms: int) -> Outcome:
-        if status == "solved":
+    def status_changed(self, ticket: TicketRecord, clocks: Mapping[Metric, Clock], status: TicketStatus, at_ms: int) -> Outcome:
+        if status == TicketStatus.SOLVED:
             return self.solved(ticket, clocks, at_ms)
-        if status == "closed":
+        if status == TicketStatus.CLOSED:
             return self.closed(ticket, clocks, at_ms)
-        if ticket.status == "solved":
+        if ticket.status == TicketStatus.SOLVED:
             reopened = self.reopened(ticket, clocks, at_ms)
             ticket, clocks = reopened.ticket, {**clocks, **{c.metric: c for c in reopened.clocks}}
             out = reopened
         else:
             out = Outcome()
-        if ticket.status == "closed":
+        if ticket.status == TicketStatus.CLOSED:
             return Outcome(ticket=ticket)
         ticket = ticket.moved(status, at_ms)
         out.ticket = ticket
@@ -456,7 +457,7 @@ class SlaRules:
                 self._follow_status(out, clock, clock, status, at_ms)
         return out
 
-    def _follow_status(self, out: Outcome, before: Clock, clock: Clock, status: str, at_ms: int) -> None:
+    def _follow_status(self, out: Outcome, before: Clock, clock: Clock, status: TicketStatus, at_ms: int) -> None:
         """Store `clock` (changed from `before`), paused if its target pauses on `status`, running if not."""
         calendar = self.calendar(clock.calendar)
         if status in clock.pause_on and clock.running:
@@ -472,7 +473,7 @@ class SlaRules:
 
     def solved(self, ticket: TicketRecord, clocks: Mapping[Metric, Clock], at_ms: int) -> Outcome:
         """Solving fulfils every clock still open: resolution, and the replies and updates no longer owed."""
-        out = Outcome(ticket=replace(ticket.moved("solved", at_ms), waiting_ms=None) if ticket.status != "closed" else ticket)
+        out = Outcome(ticket=replace(ticket.moved(TicketStatus.SOLVED, at_ms), waiting_ms=None) if ticket.status != TicketStatus.CLOSED else ticket)
         for clock in clocks.values():
             if clock.open:
                 self._fulfil(out, clock, at_ms)
@@ -480,14 +481,14 @@ class SlaRules:
 
     def closed(self, ticket: TicketRecord, clocks: Mapping[Metric, Clock], at_ms: int) -> Outcome:
         out = self.solved(ticket, clocks, at_ms)
-        out.ticket = replace(ticket.moved("closed", at_ms), waiting_ms=None)
+        out.ticket = replace(ticket.moved(TicketStatus.CLOSED, at_ms), waiting_ms=None)
         return out
 
     def reopened(self, ticket: TicketRecord, clocks: Mapping[Metric, Clock], at_ms: int) -> Outcome:
         """A reopen resumes the same resolution clock, with its elapsed time and breach."""
-        if ticket.status != "solved":
+        if ticket.status != TicketStatus.SOLVED:
             return Outcome(ticket=ticket)
-        ticket = ticket.moved("open", at_ms)
+        ticket = ticket.moved(TicketStatus.OPEN, at_ms)
         out = Outcome(ticket=ticket)
         resolution = clocks.get(Metric.RESOLUTION)
         if resolution is not None and not resolution.open:

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 
 from services.sla.calendar import BusinessCalendar, Calendar, ContinuousTime, Holidays, weekly_hours
-from shared.events import Channel, CustomerTier, Priority
+from shared.events import Channel, CustomerTier, Priority, TicketStatus
 
 DEFAULT_POLICIES_PATH = Path(__file__).parent / "policies.yaml"
 CALENDAR_TIME = "calendar"
@@ -32,7 +32,7 @@ class Metric(StrEnum):
     RESOLUTION = "resolution"
 
 
-PAUSABLE_STATUSES = ("pending", "on_hold")
+PAUSABLE_STATUSES = (TicketStatus.PENDING, TicketStatus.ON_HOLD)
 MAX_TARGET_SECONDS = 366 * 86400
 """Longer targets are typos (`30000d`), and their due times would not fit a date."""
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")

@@ -23,6 +23,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from services.sla.domain import Clock, Metric, TicketRecord, clock_id
+from shared.events import TicketStatus
 from shared.mongo import Transaction
 from shared.mongo_filters import eq
 
@@ -92,7 +93,8 @@ def _ticket_document(ticket: TicketRecord) -> dict:
 def _ticket(document: dict) -> TicketRecord:
     fields = {name: document.get(name) for name in TicketRecord.__dataclass_fields__}
     fields["tags"] = tuple(document.get("tags") or ())
-    fields["statuses"] = tuple((at, status) for at, status in document.get("statuses") or ())
+    fields["status"] = TicketStatus(document["status"])
+    fields["statuses"] = tuple((at, TicketStatus(status)) for at, status in document.get("statuses") or ())
     return TicketRecord(**fields)
 
 
@@ -141,7 +143,7 @@ class SlaRepository:
     async def tickets_not_closed(self, after: str | None, limit: int) -> list[TicketRecord]:
         """The next `limit` tickets after `after` in id order that are not closed: the only ones a policy can
         still change (closing fulfils every clock, and nothing changes a closed ticket's clocks)."""
-        query: dict = {"status": {"$ne": "closed"}}
+        query: dict = {"status": {"$ne": TicketStatus.CLOSED.value}}
         if after is not None:
             query["_id"] = {"$gt": after}
         documents = await self._tickets.find(query, session=self._session).sort("_id", ASCENDING).limit(limit).to_list()

@@ -27,6 +27,7 @@ from shared.events import (
     TicketPriorityChanged,
     TicketReopened,
     TicketSolved,
+    TicketStatus,
     TicketStatusChanged,
     TicketTagsChanged,
 )
@@ -74,7 +75,7 @@ class Sla:
             channel=data.channel.value,
             category=data.category,
             tags=tuple(data.tags),
-            status="new",
+            status=TicketStatus.NEW,
             created_ms=to_ms(data.created_at),
             policy=None,
         )

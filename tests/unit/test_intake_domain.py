@@ -3,8 +3,8 @@
 import re
 from datetime import UTC, datetime, timedelta
 
-from services.intake.domain import TICKET_ID_PATTERN, TicketStatus, assign, new_ticket_id, open_ticket
-from shared.events import Priority, TicketSubmit
+from services.intake.domain import TICKET_ID_PATTERN, assign, new_ticket_id, open_ticket
+from shared.events import Priority, TicketStatus, TicketSubmit
 
 NOW = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
 
