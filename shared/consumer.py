@@ -29,6 +29,7 @@ from pymongo.errors import ConnectionFailure
 
 from shared import topics
 from shared.clock import now_ms
+from shared.dead_letters import park
 from shared.envelope import Envelope
 from shared.events import InvalidEvent, Payload, UnknownEventType, parse_event
 from shared.kafka_admin import end_offsets
@@ -204,18 +205,15 @@ class EventConsumer:
                 await asyncio.sleep(self._backoff * 2 ** (attempt - 1))
 
     async def _dead_letter(self, record: ConsumerRecord, error: str, *, attempts: int, reason: str) -> None:
-        await self._broker.publish(
+        await park(
+            self._broker,
             record.value,
-            topics.dead_letter(record.topic),
+            topic=record.topic,
             key=record.key,
-            headers={
-                "dlq-error": error[:2000],
-                "dlq-consumer-group": self._group,
-                "dlq-attempts": str(attempts),
-                "dlq-original-topic": record.topic,
-                "dlq-original-partition": str(record.partition),
-                "dlq-original-offset": str(record.offset),
-            },
+            error=error,
+            consumer_group=self._group,
+            attempts=attempts,
+            headers={"dlq-original-partition": str(record.partition), "dlq-original-offset": str(record.offset)},
         )
         self._metrics.dead_letters.labels(topic=record.topic, consumer_group=self._group, reason=reason).inc()
         log.warning("dead-lettered %s[%d]@%d: %s", record.topic, record.partition, record.offset, error[:300])

@@ -45,6 +45,7 @@ from services.notify.rules import SUPPORTED_EVENTS, RuleBook
 from shared import topics
 from shared.clock import to_ms, utc_now
 from shared.consumer import Subscription
+from shared.dead_letters import park
 from shared.envelope import Envelope, new_event
 from shared.events import (
     NotificationFailed,
@@ -375,16 +376,16 @@ class Notifications:
             return 0
         rows = await self._uow.run(lambda tx: DeliveryRepository(tx.db, tx.session).unpublished_dead_letters(50))
         for row in rows:
-            await self._broker.publish(
+            await park(
+                self._broker,
                 row.value.encode(),
-                topics.dead_letter(topics.NOTIFICATIONS),
+                topic=topics.NOTIFICATIONS,
                 key=row.ticket_id.encode(),
+                error=row.error,
+                consumer_group=CONSUMER_GROUP,
+                attempts=row.attempts,
                 headers={
                     "content-type": "application/cloudevents+json; charset=UTF-8",
-                    "dlq-error": row.error[:2000],
-                    "dlq-consumer-group": CONSUMER_GROUP,
-                    "dlq-attempts": str(row.attempts),
-                    "dlq-original-topic": topics.NOTIFICATIONS,
                     "dlq-notification-id": row.delivery_id,
                 },
             )
