@@ -5,6 +5,7 @@ anything connects, so a broken one stops the service at start-up with the reason
 each message later.
 """
 
+import socket
 from datetime import timedelta
 
 from fastapi import FastAPI
@@ -73,6 +74,7 @@ def build_app(settings: NotifySettings | None = None) -> FastAPI:
         ),
         broker=kit.broker,
         dead_letter_lease=kit.lease("notify-dead-letters", ttl_seconds=30),
+        replica=f"{socket.gethostname()}:{settings.http_port}",
     )
     deliveries = DeliveryRepository(kit.db)
     return kit.create_app(

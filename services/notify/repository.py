@@ -4,7 +4,8 @@ A delivery's `_id` is its deduplication key, so the primary key itself makes eac
 kind) deliver once, and its state is written in the same transaction as the consumer's inbox.
 `claimed_until_ms` is the lease of the replica sending it: while it runs, no other replica claims
 the delivery; if that replica dies, the delivery becomes claimable again. `claim_id` names that
-claim, so a replica claiming a batch tells which of it are its own.
+claim, so a replica claiming a batch tells which of it are its own. `claimed_by` names the replica,
+so one that restarts takes back at once what it held when it died, instead of waiting for the lease.
 
 The consumer's adapters (`OwedDeliveries`, `TicketViews`, and `Contacts` and `PreferenceStore` given
 a transaction) read through the transaction's cache and queue their writes, so a batch of events
@@ -79,11 +80,12 @@ class DeliveryRepository:
         await self._deliveries.create_index([("ticket_id", ASCENDING), ("created_ms", ASCENDING)])
         await self._deliveries.create_index([("recipient", ASCENDING), ("created_ms", ASCENDING)])
         await self._deliveries.create_index([("dead_letter.published", ASCENDING)], sparse=True)
+        await self._deliveries.create_index([("claimed_by", ASCENDING)], sparse=True)
 
     async def any_due(self, now_ms: int) -> bool:
         return await self._deliveries.find_one(_due(now_ms), {"_id": 1}, session=self._session) is not None
 
-    async def claim_due(self, now_ms: int, claim_until_ms: int, limit: int) -> list[Delivery]:
+    async def claim_due(self, now_ms: int, claim_until_ms: int, limit: int, *, replica: str) -> list[Delivery]:
         """Up to `limit` of the most overdue pending deliveries nobody holds, now held until `claim_until_ms`,
         each attempt counted.
 
@@ -99,7 +101,7 @@ class DeliveryRepository:
         claim_id = uuid.uuid4().hex
         claimed = await self._deliveries.update_many(
             {"_id": {"$in": ids}, **due},
-            {"$set": {"claimed_until_ms": claim_until_ms, "claim_id": claim_id}, "$inc": {"attempts": 1}},
+            {"$set": {"claimed_until_ms": claim_until_ms, "claim_id": claim_id, "claimed_by": replica}, "$inc": {"attempts": 1}},
             session=self._session,
         )
         if claimed.modified_count < len(ids):
@@ -108,6 +110,16 @@ class DeliveryRepository:
             ).sort([("next_attempt_ms", ASCENDING)]).to_list()
             return [_from_document(document) for document in candidates]
         return [_from_document({**document, "attempts": document["attempts"] + 1}) for document in candidates]
+
+    async def release_claims_of(self, replica: str) -> int:
+        """Makes what `replica` holds claimable now: called by that replica as it starts, so what its
+        previous process claimed and never recorded is sent again (with the same Message-ID)."""
+        released = await self._deliveries.update_many(
+            {**eq(claimed_by=replica, state=DeliveryState.PENDING.value), "claimed_until_ms": {"$gt": 0}},
+            {"$set": {"claimed_until_ms": 0}},
+            session=self._session,
+        )
+        return released.modified_count
 
     async def mark_sent(self, delivery: Delivery) -> bool:
         """False when another replica recorded it first (its claim had expired and both sent)."""

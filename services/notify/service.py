@@ -131,6 +131,7 @@ class Notifications:
         limits: Limits = Limits(),
         broker: KafkaBroker | None = None,
         dead_letter_lease: Lease | None = None,
+        replica: str,
     ) -> None:
         self._uow = uow
         self._outcomes = GroupCommit(uow)  # the records of sends that returned while a transaction was open
@@ -145,6 +146,8 @@ class Notifications:
         self._limits = limits
         self._broker = broker
         self._dead_letter_lease = dead_letter_lease
+        self._replica = replica
+        """Names this replica's claims; the same after a restart (host and port, not process id)."""
 
     # --- deciding ------------------------------------------------------------------------------
 
@@ -285,9 +288,16 @@ class Notifications:
     # --- sending -------------------------------------------------------------------------------
 
     async def run_sender(self) -> None:
-        """Forever; a full batch means more may be due, so it goes again without waiting."""
+        """Forever; a full batch means more may be due, so it goes again without waiting.
+
+        It first takes back what this replica held when its previous process died, so a crash costs a
+        restart, not the claim's whole lease."""
+        took_back = False
         while True:
             try:
+                if not took_back:
+                    await self._take_back_claims()
+                    took_back = True
                 claimed = await self.send_due()
                 await self.relay_dead_letters()
             except Exception:
@@ -295,6 +305,11 @@ class Notifications:
                 claimed = 0
             if claimed < SEND_BATCH:
                 await asyncio.sleep(self._poll_interval)
+
+    async def _take_back_claims(self) -> None:
+        released = await self._uow.run(lambda tx: DeliveryRepository(tx.db, tx.session).release_claims_of(self._replica))
+        if released:
+            log.info("took back %d deliveries this replica had claimed before it restarted", released)
 
     async def send_due(self) -> int:
         """Claim what is due (one transaction), then send each and record its outcome as soon as that send
@@ -315,7 +330,7 @@ class Notifications:
     async def _claim_due(self, tx: Transaction) -> list[Delivery]:
         now = utc_now()
         return await DeliveryRepository(tx.db, tx.session).claim_due(
-            to_ms(now), to_ms(now + self._limits.claim_ttl), SEND_BATCH
+            to_ms(now), to_ms(now + self._limits.claim_ttl), SEND_BATCH, replica=self._replica
         )
 
     async def _send_and_record(self, delivery: Delivery) -> None:

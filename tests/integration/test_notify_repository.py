@@ -1,5 +1,5 @@
 """Notify's MongoDB adapters against the real Mongo-wire server: a batch's reads see its own queued writes,
-and replicas claiming due deliveries at once never share one."""
+replicas claiming due deliveries at once never share one, and a restarted replica takes back its own."""
 
 import asyncio
 from datetime import timedelta
@@ -83,18 +83,37 @@ async def test_replicas_claiming_at_once_share_no_delivery_and_leave_none_behind
     )
     await replicas[0].run(lambda tx: _add_all(tx, [delivery("later:customer:acknowledgement", due_in=60)]))
 
-    async def claim(uow: UnitOfWork) -> list[Delivery]:
-        now = utc_now()
-        until = to_ms(now) + 60_000
-        return await uow.run(lambda tx: DeliveryRepository(tx.db, tx.session).claim_due(to_ms(now), until, 20))
+    async def claim(uow: UnitOfWork, replica: str) -> list[Delivery]:
+        return await uow.run(lambda tx: claim_due(tx, replica, 20))
 
-    rounds = [await asyncio.gather(*(claim(uow) for uow in replicas)) for _ in range(2)]
+    rounds = [await asyncio.gather(*(claim(uow, f"notify-{n}") for n, uow in enumerate(replicas))) for _ in range(2)]
 
     claimed = [d for batches in rounds for batch in batches for d in batch]
     assert sorted(d.id for d in claimed) == sorted(f"e{n}:customer:acknowledgement" for n in range(45))
     assert all(d.attempts == 1 and d.state is DeliveryState.PENDING for d in claimed)
     most_overdue = [f"e{n}:customer:acknowledgement" for n in range(44, 24, -1)]
     assert most_overdue in [[d.id for d in batch] for batch in rounds[0]], "the first claim takes the most overdue"
+
+
+async def test_a_restarted_replica_takes_back_what_it_held_and_nothing_another_holds(database):
+    uow = unit_of_work(database, "restarts")
+    await uow.run(lambda tx: _add_all(tx, [delivery(f"e{n}:customer:acknowledgement", due_in=-n) for n in range(6)]))
+    died_holding = {d.id for d in await uow.run(lambda tx: claim_due(tx, "notify-a:8004", 4))}
+    still_held = {d.id for d in await uow.run(lambda tx: claim_due(tx, "notify-b:8004", 4))}
+    assert len(died_holding) == 4 and len(still_held) == 2
+    assert await uow.run(lambda tx: claim_due(tx, "notify-a:8004", 10)) == [], "every delivery is held for a minute"
+
+    released = await uow.run(lambda tx: DeliveryRepository(tx.db, tx.session).release_claims_of("notify-a:8004"))
+    taken_back = await uow.run(lambda tx: claim_due(tx, "notify-a:8004", 10))
+
+    assert released == 4
+    assert {d.id for d in taken_back} == died_holding
+    assert all(d.attempts == 2 for d in taken_back), "the send its previous process may have made counts"
+
+
+async def claim_due(tx, replica: str, limit: int) -> list[Delivery]:
+    now = to_ms(utc_now())
+    return await DeliveryRepository(tx.db, tx.session).claim_due(now, now + 60_000, limit, replica=replica)
 
 
 async def _add_all(tx, deliveries: list[Delivery]) -> None:
