@@ -37,6 +37,7 @@ from shared.launcher.platform import SERVICES, Platform, Ports, embedded_environ
 
 KILLS = {f"kill {name}": name for name in (*SERVICES, "kafka", "broker_storage", "mongodb")}
 FAULTS = (*KILLS, "stop kafka 15s", "malformed burst")
+TOPICS = (*topics.ALL, topics.dead_letter(topics.INBOUND))
 CONSUMER_GROUPS = tuple(f"switchboard-{service}" for service in SERVICES)
 SKILL = "faults"
 METRICS_STARTED_ON_CREATE = ("first_reply", "resolution")
@@ -44,6 +45,8 @@ METRICS_STARTED_ON_CREATE = ("first_reply", "resolution")
 AGENT_CAPACITY = 1000
 FREEZE_SECONDS = 15.0
 MALFORMED_REPEATS = 5
+REREAD_AFTER_SECONDS = 15.0
+"""While a fault has not healed, how often the observer reads the whole log again (see Observer.reread)."""
 
 
 @dataclass
@@ -85,15 +88,13 @@ class Observer:
         """Recipient -> the Message-IDs of the mails they got: a mail sent again carries its first Message-ID,
         so the receiver shows it once (the resend is counted apart, in `resent_to`)."""
         self.resent_to: dict[str, int] = defaultdict(int)
-        self.dead_letters: list[dict[str, bytes]] = []
+        self.dead_letters: dict[tuple[int, int], dict[str, bytes]] = {}
+        """(partition, offset) -> the headers of each record parked on the inbound topic's DLQ."""
         self.end_offsets: dict[TopicPartition, int] = {}
         self._task: asyncio.Task | None = None
 
     async def start(self) -> None:
-        consumer = AIOKafkaConsumer(
-            *topics.ALL, topics.dead_letter(topics.INBOUND), bootstrap_servers=self._bootstrap, group_id=None,
-            auto_offset_reset="earliest", request_timeout_ms=10_000,
-        )
+        consumer = self._consumer()
         await consumer.start()
         self._task = asyncio.create_task(self._read(consumer))
 
@@ -101,6 +102,12 @@ class Observer:
         if self._task:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+
+    def _consumer(self) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(
+            *TOPICS, bootstrap_servers=self._bootstrap, group_id=None, auto_offset_reset="earliest",
+            request_timeout_ms=10_000,
+        )
 
     async def _read(self, consumer: AIOKafkaConsumer) -> None:
         try:
@@ -110,16 +117,51 @@ class Observer:
                 except KafkaError:
                     await asyncio.sleep(0.5)  # the broker is down or frozen: read on once it is back
                     continue
-                for partition, records in batches.items():
+                for records in batches.values():
                     for record in records:
                         self._index(record)
-                    self.end_offsets[partition] = max(self.end_offsets.get(partition, 0), records[-1].offset + 1)
         finally:
             await consumer.stop()
 
+    async def reread(self, timeout_seconds: float = 60.0) -> None:
+        """Index the topics again from their first record, with a consumer of its own.
+
+        The live consumer is fast but not the judge: around a restart of the embedded broker's storage
+        it has been seen to skip records, or to stall, that a fresh read of the same log finds. What
+        counts is what the log holds, as any later reader would see it.
+        """
+        consumer = self._consumer()
+        deadline = time.monotonic() + timeout_seconds
+        empty_reads = 0
+        try:
+            await consumer.start()
+            while time.monotonic() < deadline and empty_reads < 2:
+                try:
+                    batches = await consumer.getmany(timeout_ms=1000, max_records=5000)
+                    at_end = await self._at_end(consumer)
+                except KafkaError:
+                    await asyncio.sleep(0.5)
+                    continue
+                empty_reads = empty_reads + 1 if not batches and at_end else 0
+                for records in batches.values():
+                    for record in records:
+                        self._index(record)
+        finally:
+            await consumer.stop()
+
+    @staticmethod
+    async def _at_end(consumer: AIOKafkaConsumer) -> bool:
+        """Every partition read up to its end offset (the embedded broker's is the last batch's start)."""
+        partitions = consumer.assignment()
+        ends = await consumer.end_offsets(list(partitions)) if partitions else {}
+        return bool(partitions) and all([await consumer.position(tp) >= end for tp, end in ends.items()])
+
     def _index(self, record) -> None:
+        """Idempotent: a record indexed twice (live, then by `reread`) counts once."""
+        where = TopicPartition(record.topic, record.partition)
+        self.end_offsets[where] = max(self.end_offsets.get(where, 0), record.offset + 1)
         if record.topic == topics.dead_letter(topics.INBOUND):
-            self.dead_letters.append(dict(record.headers))
+            self.dead_letters.setdefault((record.partition, record.offset), dict(record.headers))
             return
         if record.topic == topics.INBOUND:
             return
@@ -151,13 +193,16 @@ class Observer:
 
     def complete(self, customer_id: str) -> bool:
         """Everything a submission leads to has happened (at least once)."""
+        return not self.missing(customer_id)
+
+    def missing(self, customer_id: str) -> list[str]:
+        """What a submission has not led to yet."""
         ticket = self.ticket_of(customer_id)
-        return (
-            ticket is not None
-            and bool(self.assignments.get(ticket))
-            and all(self.clocks.get((ticket, metric)) for metric in METRICS_STARTED_ON_CREATE)
-            and bool(self.mails_to.get(email_of(customer_id)))
-        )
+        if ticket is None:
+            return ["ticket"]
+        missing = [] if self.assignments.get(ticket) else ["assignment"]
+        missing += [f"{metric} clock" for metric in METRICS_STARTED_ON_CREATE if not self.clocks.get((ticket, metric))]
+        return missing + ([] if self.mails_to.get(email_of(customer_id)) else ["acknowledgement mail"])
 
 
 def email_of(customer_id: str) -> str:
@@ -267,9 +312,11 @@ class FaultSuite:
             await producer.stop()
         outcome = Outcome(fault, load=len(acknowledged))
         outcome.recovery_seconds = await self._recovered(acknowledged, faulted_at)
+        if outcome.recovery_seconds is None:
+            outcome.problems.append(await self._not_recovered(acknowledged))
         outcome.not_ready, self.unready_now = self.unready_now, set()
         if fault == "malformed burst":  # each bad event must be parked with its reason, none dropped
-            parked = self.observer.dead_letters[dead_letters_before:]
+            parked = list(self.observer.dead_letters.values())[dead_letters_before:]
             with_reason = sum(1 for headers in parked if headers.get("dlq-error"))
             if with_reason != len(MALFORMED) * MALFORMED_REPEATS:
                 outcome.lost += abs(len(MALFORMED) * MALFORMED_REPEATS - with_reason)
@@ -315,12 +362,21 @@ class FaultSuite:
     async def _recovered(self, customers: list[str], faulted_at: float) -> float | None:
         """Seconds from the fault until every submission has had all its effects and no group lags."""
         deadline = faulted_at + self.recovery_limit
+        next_reread = time.monotonic() + REREAD_AFTER_SECONDS
         while time.monotonic() < deadline:
+            if time.monotonic() > next_reread:
+                await self.observer.reread()
+                next_reread = time.monotonic() + REREAD_AFTER_SECONDS
             self.observer.read_mail()
             if all(self.observer.complete(c) for c in customers) and await self._lag() == 0:
                 return time.monotonic() - faulted_at
             await asyncio.sleep(0.5)
         return None
+
+    async def _not_recovered(self, customers: list[str]) -> str:
+        incomplete = {c: self.observer.missing(c) for c in customers if not self.observer.complete(c)}
+        first = ", ".join(f"{c} lacks {' and '.join(what)}" for c, what in list(incomplete.items())[:3])
+        return f"not healed in {self.recovery_limit:.0f} s: {len(incomplete)} submissions incomplete ({first or '-'}), lag {await self._lag()}"
 
     async def _lag(self) -> int | None:
         """Messages not yet committed by the services' consumer groups, against the end of each partition
@@ -343,6 +399,7 @@ class FaultSuite:
 
     async def _judge(self, outcome: Outcome, customers: list[str]) -> None:
         observer = self.observer
+        await observer.reread()
         observer.read_mail()
         for customer_id in customers:
             tickets = observer.tickets_of_customer.get(customer_id, set())
