@@ -12,6 +12,7 @@ from uuid import UUID, uuid4
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from shared.clock import utc_now
+from shared.logging import correlation_id as current_correlation_id
 
 DataT = TypeVar("DataT", bound=BaseModel)
 
@@ -43,20 +44,26 @@ def new_event(
     source: str,
     subject: str,
     cause: "Envelope | None" = None,
+    correlation_id: str | None = None,
+    causation_id: str | None = None,
     time: datetime | None = None,
 ) -> Envelope:
-    """A fresh event; when it is caused by another, it inherits that one's correlation id.
+    """A fresh event. Its correlation id is its cause's; else `correlation_id` (for a cause that is no
+    longer at hand, such as the event a stored delivery was made for); else the one in context (the
+    HTTP request's `X-Correlation-Id`, or the event a consumer is handling); else its own id, which
+    starts a new story.
 
     The payload class names its own CloudEvents `type` in `EVENT_TYPE` (see `shared.events`).
     """
     event_id = uuid4()
+    correlation = cause.correlationid if cause else correlation_id or current_correlation_id.get() or str(event_id)
     return Envelope[type(data)](
         id=event_id,
         source=source,
         type=data.EVENT_TYPE,
         time=time or utc_now(),
         subject=subject,
-        correlationid=cause.correlationid if cause else str(event_id),
-        causationid=str(cause.id) if cause else None,
+        correlationid=correlation,
+        causationid=str(cause.id) if cause else causation_id,
         data=data,
     )

@@ -10,9 +10,11 @@ in a group raises (a refused input, a conflict), the whole transaction is aborte
 write may have aborted it already and the failing work may have written before it raised, and
 every work of that group runs again in a transaction of its own. Effects registered with
 `Transaction.on_commit` run only for the transaction that commits, so once per committed work.
+Each work runs in its caller's context (its request's correlation id, for one), not the committer's.
 """
 
 import asyncio
+import contextvars
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
@@ -32,7 +34,12 @@ class GroupCommit:
     async def run(self, work: Work[T]) -> T:
         """Run `work` in the next group's transaction; its result, or what it raised."""
         answer = asyncio.get_running_loop().create_future()
-        self._waiting.append((work, answer))
+        callers = contextvars.copy_context()
+
+        async def in_callers_context(tx: Transaction) -> T:
+            return await asyncio.create_task(work(tx), context=callers)
+
+        self._waiting.append((in_callers_context, answer))
         if self._committer is None or self._committer.done():
             self._committer = asyncio.create_task(self._commit_waiting())
         return await answer

@@ -435,8 +435,13 @@ class Notifications:
 
     def _caused_by(self, delivery: Delivery, payload) -> Envelope:
         """Caused by the event that asked for the delivery, whose ids the delivery kept: that event is long gone."""
-        event = new_event(payload, source=self._source, subject=delivery.ticket_id)
-        return event.model_copy(update={"correlationid": delivery.correlation_id, "causationid": delivery.causation_id})
+        return new_event(
+            payload,
+            source=self._source,
+            subject=delivery.ticket_id,
+            correlation_id=delivery.correlation_id,
+            causation_id=delivery.causation_id,
+        )
 
 
 def _log_outcome(delivery: Delivery) -> None:

@@ -738,9 +738,12 @@ class Routing:
 
     def _publish(self, tx: Transaction, payload: Payload, document: dict, cause: Envelope | None) -> None:
         """Publish about a ticket, keeping the correlation id of the event that created it."""
-        event = new_event(payload, source=self._source, subject=document["_id"], cause=cause)
-        if cause is None and document.get("correlation_id"):
-            event = event.model_copy(
-                update={"correlationid": document["correlation_id"], "causationid": document.get("causation_id")}
-            )
+        event = new_event(
+            payload,
+            source=self._source,
+            subject=document["_id"],
+            cause=cause,
+            correlation_id=document.get("correlation_id"),
+            causation_id=document.get("causation_id"),
+        )
         tx.publish(topics.ROUTING, event)

@@ -7,8 +7,8 @@ import uuid
 
 import pytest
 
-from shared.signing import csat_signature
 from shared import topics
+from shared.signing import csat_signature
 
 pytestmark = pytest.mark.integration
 
@@ -170,6 +170,22 @@ async def test_channel_kinds_carry_their_metadata_and_a_channel_message_id_opens
     assert first.json()["id"] == again.json()["id"] and again.headers["Idempotent-Replayed"] == "true"
     assert first.json()["metadata"]["duration_seconds"] == 95 and first.json()["priority"] == "high"
     assert wrong.status_code == 422 and "metadata.network" in wrong.json()["message"]
+
+
+async def test_the_correlation_id_a_client_sends_reaches_every_event_that_follows(running_platform):
+    correlation = unique("order-1042-help")
+    call = {"channel": "web", "customer": {"id": unique("cust")}, "subject": "Refund", "body": "Charged twice."}
+    async with running_platform.client("intake") as intake:
+        response = await intake.post("/v1/tickets", json=call, headers={"X-Correlation-Id": correlation})
+    ticket_id = response.json()["id"]
+
+    created = await ticket_events(running_platform, ticket_id, "created")
+    clocks = await running_platform.events(
+        topics.SLA, until=lambda es: any(e["subject"] == ticket_id for e in es), timeout=20
+    )
+
+    assert [e["correlationid"] for e in created] == [correlation]
+    assert {e["correlationid"] for e in clocks if e["subject"] == ticket_id} == {correlation}, "sla's events too"
 
 
 async def test_concurrent_submissions_each_get_their_own_answer_and_a_refused_one_fails_alone(running_platform):

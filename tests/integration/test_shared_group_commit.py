@@ -12,6 +12,7 @@ from shared.envelope import new_event
 from shared.events import TicketClosed
 from shared.group_commit import GroupCommit
 from shared.launcher.servers import mongo_wire_server
+from shared.logging import correlated
 from shared.mongo import UnitOfWork
 from shared.outbox import Outbox
 
@@ -60,6 +61,20 @@ async def test_concurrent_work_shares_transactions_and_each_caller_gets_its_own_
     assert len(commits) <= 3, "40 concurrent callers share a few transactions, not one each"
     assert sorted(effects) == sorted(results)
     assert len([d async for d in db["outbox"].find({})]) == 40
+
+
+async def test_each_work_runs_in_its_callers_context_though_another_task_commits_it(unit_of_work):
+    """So an event a request's work creates carries that request's X-Correlation-Id, not another's."""
+    uow, db = unit_of_work
+    grouped = GroupCommit(uow, max_group=50)
+
+    async def request(n: int) -> str:
+        with correlated(f"request-{n}"):
+            return await grouped.run(close(db, f"C-{n}", []))
+
+    assert await asyncio.gather(*(request(n) for n in range(20))) == [f"C-{n}" for n in range(20)]
+    published = {d["key"]: d["correlation_id"] async for d in db["outbox"].find({})}
+    assert published == {f"C-{n}": f"request-{n}" for n in range(20)}
 
 
 async def test_a_refused_or_failing_work_fails_only_its_own_caller_and_effects_run_once(unit_of_work):

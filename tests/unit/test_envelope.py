@@ -8,6 +8,7 @@ import pytest
 
 from shared.envelope import new_event
 from shared.events import InvalidEvent, TicketAssigned, TicketSubmit, UnknownEventType, parse_event
+from shared.logging import correlated
 
 NOW = datetime(2026, 11, 24, 9, 30, tzinfo=UTC)
 
@@ -37,6 +38,20 @@ def test_an_event_caused_by_another_keeps_its_correlation_and_names_its_cause():
     assert effect.correlationid == cause.correlationid == str(cause.id)
     assert effect.causationid == str(cause.id)
     assert effect.id != cause.id
+
+
+def test_an_event_without_a_cause_takes_the_correlation_id_in_context_unless_given_one():
+    cause = new_event(assigned(), source="switchboard/routing", subject="TKT-1")
+    with correlated("order-1042-help"):  # what an HTTP request's X-Correlation-Id sets
+        from_request = new_event(assigned(), source="switchboard/intake", subject="TKT-1")
+        given = new_event(assigned(), source="switchboard/notify", subject="TKT-1", correlation_id="c-7", causation_id="e-7")
+        caused = new_event(assigned(), source="switchboard/sla", subject="TKT-1", cause=cause)
+    alone = new_event(assigned(), source="switchboard/intake", subject="TKT-1")
+
+    assert (from_request.correlationid, from_request.causationid) == ("order-1042-help", None)
+    assert (given.correlationid, given.causationid) == ("c-7", "e-7")
+    assert caused.correlationid == cause.correlationid
+    assert alone.correlationid == str(alone.id), "outside any context, an event starts its own story"
 
 
 def test_consumers_ignore_fields_they_do_not_know_yet():
