@@ -3,7 +3,9 @@
 A use case runs inside `UnitOfWork.run`: its state changes and the events it publishes are
 committed in one transaction (the transactional outbox), so there are never dual writes.
 
-Two accommodations for the embedded Mongo-wire server (nx-27017), both harmless on MongoDB:
+Two accommodations for the embedded Mongo-wire server (nx-27017), both made only when
+`transaction_lock` is given, which the launcher does for that server alone
+(`MONGODB_TRANSACTION_LOCK_DIR`); against MongoDB a transaction is just a transaction:
 - It opens a transaction only when the transaction's first command is a write, so every
   transaction starts with a write that matches nothing.
 - It runs concurrent transactions as nested SAVEPOINTs on one SQLite connection, so one
@@ -195,7 +197,8 @@ class UnitOfWork:
         async def attempt(session: AsyncClientSession) -> T:
             nonlocal last
             last = transaction = Transaction(self.db, session)
-            await self.db["transactions"].update_one({"_id": None}, {"$set": {"opened": True}}, session=session)
+            if self._lock is not None:  # the embedded server: see the module's docstring
+                await self.db["transactions"].update_one({"_id": None}, {"$set": {"opened": True}}, session=session)
             result = await work(transaction)
             await transaction.flush()
             await self._write_outbox(transaction)

@@ -182,7 +182,8 @@ async def run(args: argparse.Namespace, url: str, workdir: Path) -> None:
               f"same choice on {agree}/{len(scan_sample)} shared tickets (the index path scores the 50 most-free "
               f"qualifying agents, the scan all of them)")
 
-        uow = UnitOfWork(client, db, Outbox(db).write)
+        embedded = not os.environ.get("MONGODB_URL")
+        uow = UnitOfWork(client, db, Outbox(db).write, transaction_lock=workdir / "routing.lock" if embedded else None)
         routing = Routing(uow, "switchboard/routing-benchmark", RoutingMetrics(CollectorRegistry()),
                           RoutingConfig(offer_timeout=timedelta(seconds=120)))
         # What the dispatcher does after a commit: serve one new ticket, or one agent who has room.

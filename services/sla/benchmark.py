@@ -54,11 +54,13 @@ import gc
 import random
 import shutil
 import statistics
+import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC
+from pathlib import Path
 
 from apscheduler.jobstores.base import BaseJobStore
 from apscheduler.jobstores.memory import MemoryJobStore
@@ -400,7 +402,12 @@ class _Lateness(list):
 
 
 async def timers_lateness(
-    client: AsyncMongoClient, db: AsyncDatabase, rules: SlaRules, count: int, schedules_per_second: float
+    client: AsyncMongoClient,
+    db: AsyncDatabase,
+    rules: SlaRules,
+    count: int,
+    schedules_per_second: float,
+    transaction_lock: Path | None,
 ) -> list[float]:
     """sla's own `Timers`, as the service runs them, on `count` clocks due over 10 s: commit time minus due time."""
     settings = TimerSettings()
@@ -408,7 +415,7 @@ async def timers_lateness(
     await insert_clocks(db, [bench_clock(rules, f"LATE-{i:06d}", fire) for i, fire in enumerate(fire_at)], settings.batch_size)
     metrics = SlaMetrics(CollectorRegistry())
     metrics.timer_lateness = late = _Lateness()
-    uow = UnitOfWork(client, db, Outbox(db).write)
+    uow = UnitOfWork(client, db, Outbox(db).write, transaction_lock=transaction_lock)
     lease = Lease(uow, "sla-timers", "benchmark", settings.lease_seconds)
     running = asyncio.create_task(Timers(uow, rules, lease, metrics, "switchboard/sla-benchmark", settings).run())
     deadline = time.monotonic() + (max(fire_at) - time.time() * 1000) / 1000 + 120
@@ -424,8 +431,11 @@ async def timers_lateness(
     return list(late)
 
 
-async def sla_durable(url: str, rows: list[tuple[int, str, int]], lateness: int) -> dict[str, object]:
-    """sla's durable side: clock documents with the `next_fire_ms` index, written in the timers' batches."""
+async def sla_durable(
+    url: str, rows: list[tuple[int, str, int]], lateness: int, transaction_lock: Path | None
+) -> dict[str, object]:
+    """sla's durable side: clock documents with the `next_fire_ms` index, written in the timers' batches.
+    `transaction_lock` as the launcher gives one to the services on an embedded server, else None."""
     client = AsyncMongoClient(url)
     db = client[DATABASE]
     rules = SlaRules(parse_policies(BENCH_POLICIES))
@@ -466,7 +476,7 @@ async def sla_durable(url: str, rows: list[tuple[int, str, int]], lateness: int)
         one_by_one = _print_operations(f"sla, one at a time ({single:,})", single / single_scheduled, single / single_cancelled)
         await db["clocks"].drop()
         await repository.ensure_indexes()
-        late = await timers_lateness(client, db, rules, lateness, batched[0])
+        late = await timers_lateness(client, db, rules, lateness, batched[0], transaction_lock)
     finally:
         await client.drop_database(DATABASE)
         await client.close()
@@ -486,12 +496,12 @@ def aps_durable(url: str, rows: list[tuple[int, str, int]], lateness: int) -> di
 
 def bench_durable(url: str | None, count: int, spread_ms: int, lateness: int) -> None:
     """APScheduler first: sla's part ends by dropping the benchmark database, APScheduler's collection with it."""
-    with mongo_wire_server_or(url) as server:
+    with mongo_wire_server_or(url) as server, tempfile.TemporaryDirectory(prefix="sla-benchmark-") as directory:
         where = server if url else f"an nx-27017 started for this run ({server})"
         print(f"durable timers on {where}, {count:,} clocks due over {spread_ms / 3_600_000:g} h:")
         rows = timers(count, spread_ms, now_ms())
         aps = aps_durable(server, rows, lateness)
-        ours = asyncio.run(sla_durable(server, rows, lateness))
+        ours = asyncio.run(sla_durable(server, rows, lateness, None if url else Path(directory) / "sla.lock"))
     _print_ratios("sla batched / APScheduler MongoDBJobStore", ours["batched"], aps["operations"], OPERATIONS)
     _print_ratios("sla one at a time / APScheduler MongoDBJobStore", ours["one at a time"], aps["operations"], OPERATIONS)
     print(f"lateness of durable firings ({lateness:,} timers over 10 s; sla at commit, APScheduler at job start):")

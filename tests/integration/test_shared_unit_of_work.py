@@ -11,6 +11,7 @@ from shared.events import TicketClosed
 from shared.launcher.servers import mongo_wire_server
 from shared.mongo import UnitOfWork
 from shared.outbox import Outbox
+from tests.support import CommandNames
 
 pytestmark = pytest.mark.integration
 
@@ -81,3 +82,33 @@ async def test_queued_writes_commit_with_the_work_in_queue_order_or_not_at_all(u
 
     assert await db["counters"].find({}).sort("_id").to_list() == [{"_id": "kept", "n": 12}]
     assert await db["rows"].find({}).to_list() == [{"_id": "kept"}], "an aborted transaction's queued writes vanish"
+
+
+async def test_only_the_embedded_server_gets_the_write_that_opens_a_transaction(tmp_path):
+    """The embedded server (the one given a transaction lock) opens a transaction at its first write;
+    against MongoDB the unit of work sends only what the work does."""
+    commands = CommandNames()
+    with mongo_wire_server(tmp_path) as url:
+        client = AsyncMongoClient(url, tz_aware=True, event_listeners=[commands])
+        db = client["opening_write"]
+        embedded = UnitOfWork(client, db, Outbox(db).write, transaction_lock=tmp_path / "opening_write.lock")
+        plain = UnitOfWork(client, db, Outbox(db).write)
+
+        def insert(ticket_id: str):
+            async def work(tx) -> None:
+                await db["tickets"].insert_one({"_id": ticket_id}, session=tx.session)
+
+            return work
+
+        try:
+            commands.names.clear()
+            await embedded.run(insert("T-1"))
+            on_embedded = list(commands.names)
+            commands.names.clear()
+            await plain.run(insert("T-2"))
+            on_plain = list(commands.names)
+        finally:
+            await client.close()
+
+    assert on_embedded == ["update", "insert", "commitTransaction"]
+    assert on_plain == ["insert", "commitTransaction"]
