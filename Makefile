@@ -31,7 +31,7 @@ promtool:
 
 # Regenerate the committed AsyncAPI documents (deploy/asyncapi/) from the services' code.
 asyncapi: install
-	$(VENV)/bin/python -m shared.asyncapi_export
+	$(VENV)/bin/python -m tools.asyncapi_export
 
 test-unit: install
 	$(VENV)/bin/pytest tests/unit

@@ -1,1 +1,3 @@
-"""Benchmarks of the whole platform, as opposed to one service's (`services/<name>/benchmark.py`)."""
+"""Benchmarks: each service's own (`intake`, `routing`, `sla`, `notify`), the whole platform's
+(`pipeline`, `faults`, `broker`, `queries`) and the MongoDB driver comparison (`mongo_driver`). Each
+module's docstring gives its command; the README lists them with their figures."""

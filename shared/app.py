@@ -195,7 +195,7 @@ class ServiceKit:
         asyncapi = self.asyncapi(
             description, subscriptions, contract.PUBLISHES.get(self.name, {}) if publishes is None else publishes
         )
-        app.state.asyncapi = asyncapi  # what shared.asyncapi_export writes to deploy/asyncapi/
+        app.state.asyncapi = asyncapi  # what tools.asyncapi_export writes to deploy/asyncapi/
         install_http_conventions(app, self.metrics, self.settings.max_request_bytes)
 
         @app.middleware("http")

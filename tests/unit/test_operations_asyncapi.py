@@ -9,7 +9,7 @@ import json
 import pytest
 
 from shared import contract, events, topics
-from shared.asyncapi_export import SERVICES, document, path_of, render
+from tools.asyncapi_export import SERVICES, document, path_of, render
 
 
 @pytest.mark.parametrize("service", SERVICES)

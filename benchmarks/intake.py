@@ -1,6 +1,6 @@
 """Intake throughput and latency, against a running platform (`make run`, or `switchboard up` on other ports).
 
-    .venv/bin/python -m services.intake.benchmark [--intake-url http://127.0.0.1:8001]
+    .venv/bin/python -m benchmarks.intake [--intake-url http://127.0.0.1:8001]
         [--bootstrap 127.0.0.1:9092] [--api-key dev-key] [--tickets 500] [--concurrency 20] [--batch-size 200]
 
 Two runs, each of `--tickets` tickets: through HTTP (`POST /v1/tickets`, `--concurrency` requests

@@ -1,6 +1,6 @@
 """Notifications per second to a local SMTP server and to a local webhook receiver.
 
-`python -m services.notify.benchmark [--messages 300]` starts the embedded broker, the Mongo-wire
+`python -m benchmarks.notify [--messages 300]` starts the embedded broker, the Mongo-wire
 server and notify (through the launcher's code, on free ports, in a temporary directory), with an
 aiosmtpd server and an HTTP receiver in this process. It publishes `--messages` ticket.created
 events (one acknowledgement mail each) and as many sla.breached events (one team webhook each),

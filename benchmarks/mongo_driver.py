@@ -1,6 +1,6 @@
 """PyMongo's native async client side by side with Motor, on the operations the services do.
 
-    .venv/bin/python -m shared.mongo_driver_benchmark [--mongodb-url URL] [--documents N] [--rounds R]
+    .venv/bin/python -m benchmarks.mongo_driver [--mongodb-url URL] [--documents N] [--rounds R]
 
 The services use `pymongo.AsyncMongoClient` because Motor is deprecated in its favour, and
 MongoDB's migration guide reports 1.5x to 2.4x Motor's throughput on find workloads. This

@@ -1,6 +1,6 @@
 """SLA timer benchmark: sla's scheduler and APScheduler 3.x doing the same job, side by side in one run. Never asserts.
 
-    .venv/bin/python -m services.sla.benchmark [--clocks 1000000] [--spread-hours 8] [--mongo-clocks 20000]
+    .venv/bin/python -m benchmarks.sla [--clocks 1000000] [--spread-hours 8] [--mongo-clocks 20000]
         [--mongodb-url URL] [--skip-memory] [--skip-mongo] [--embedded N]
 
 The job: N live clocks, each with one timer (its next warning or breach) due at a random instant

@@ -1,6 +1,6 @@
 """Routing's matching at the scale target, side by side with a plain scan of every agent.
 
-    python -m services.routing.benchmark [--agents 10000] [--skills 200] [--tickets 100000] [--decisions 200]
+    python -m benchmarks.routing [--agents 10000] [--skills 200] [--tickets 100000] [--decisions 200]
 
 Loads agents and waiting tickets into a fresh database (an embedded nx-27017 on a free port,
 or MONGODB_URL when set, in a throw-away database), then times, for the same sample of
