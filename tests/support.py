@@ -2,6 +2,7 @@
 what a use case costs against the real Mongo-wire server."""
 
 import asyncio
+import inspect
 import json
 import uuid
 from collections.abc import Iterator
@@ -20,6 +21,24 @@ from shared.envelope import Envelope
 from shared.metrics import PlatformMetrics
 from shared.mongo import UnitOfWork
 from shared.launcher.platform import Platform, Ports, embedded_environ
+
+
+def unique(prefix: str) -> str:
+    """A name of one test's own (customer, skill, agent), so tests sharing a platform never take
+    each other's tickets."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+async def eventually(check, timeout: float = 30, interval: float = 0.2):
+    """Poll `check()` (plain or async) until it returns something truthy; that value."""
+    async with asyncio.timeout(timeout):
+        while True:
+            result = check()
+            if inspect.isawaitable(result):
+                result = await result
+            if result:
+                return result
+            await asyncio.sleep(interval)
 
 
 @contextmanager

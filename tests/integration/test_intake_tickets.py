@@ -9,12 +9,10 @@ import pytest
 
 from shared import topics
 from shared.signing import csat_signature
+from tests.support import unique
 
 pytestmark = pytest.mark.integration
 
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 def of_ticket(ticket_id: str, *types: str):
@@ -218,7 +216,7 @@ async def test_concurrent_submissions_each_get_their_own_answer_and_a_refused_on
 
 async def test_an_inbound_command_with_the_same_channel_message_id_opens_one_ticket(running_platform):
     # (A command with wrong metadata is rejected to the DLQ: see tests/unit/test_intake_service.py. It is not
-    # sent here because the walking skeleton's DLQ test reads the shared DLQ topic expecting only its own records.)
+    # sent here because test_readme_walkthrough.py reads the shared DLQ topic expecting only its own records.)
     external_id = unique("crm")
 
     def command() -> bytes:

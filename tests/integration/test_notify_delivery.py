@@ -42,7 +42,7 @@ from shared.events import (
 )
 from shared.launcher.platform import Platform, Ports, embedded_environ
 from shared.launcher.servers import free_port
-from tests.support import RunningPlatform
+from tests.support import RunningPlatform, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -197,12 +197,6 @@ class Harness:
                 await asyncio.sleep(0.2)
         return found
 
-
-async def eventually(check, timeout: float = 30, interval: float = 0.2):
-    async with asyncio.timeout(timeout):
-        while not (result := check()):
-            await asyncio.sleep(interval)
-    return result
 
 
 @pytest.fixture(scope="module")

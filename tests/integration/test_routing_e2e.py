@@ -29,7 +29,7 @@ from shared.events import (
     TicketReopened,
     TicketSolved,
 )
-from tests.support import RunningPlatform, started_platform
+from tests.support import RunningPlatform, eventually, started_platform, unique
 
 pytestmark = pytest.mark.integration
 
@@ -57,9 +57,6 @@ def routed(tmp_path_factory):
     with started_platform(tmp_path_factory.mktemp("routing"), **settings) as platform:
         yield platform
 
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 # --- helpers --------------------------------------------------------------------------------------
@@ -111,14 +108,6 @@ async def get(running: RunningPlatform, path: str) -> httpx.Response:
     async with running.client("routing") as routing:
         return await routing.get(path)
 
-
-async def eventually(check, timeout: float = 30, interval: float = 0.2):
-    """Poll `check()` (async) until it returns something truthy; that value."""
-    async with asyncio.timeout(timeout):
-        while True:
-            if result := await check():
-                return result
-            await asyncio.sleep(interval)
 
 
 async def ticket_state(running: RunningPlatform, ticket_id: str) -> dict | None:

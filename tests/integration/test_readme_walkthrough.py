@@ -7,13 +7,10 @@ import uuid
 import pytest
 
 from shared import topics
+from tests.support import unique
 
 pytestmark = pytest.mark.integration
 
-
-def unique(prefix: str) -> str:
-    """Skills and agents unique to one test, so tests sharing the platform never take each other's tickets."""
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 async def test_a_new_ticket_goes_to_an_available_agent_with_the_skills(running_platform):
