@@ -4,12 +4,13 @@ import sys
 
 from services.intake.bootstrap import build_app
 from services.intake.settings import IntakeSettings
-from services.intake.triage import InvalidRules
 from shared.app import serve
+from shared.rules_file import RulesFileError
 
 settings = IntakeSettings()
 try:
     app = build_app(settings)
-except InvalidRules as invalid:
-    sys.exit(f"intake cannot start: {invalid}")
+except RulesFileError as invalid:
+    print(f"intake cannot start: invalid triage rules: {invalid}", file=sys.stderr)
+    sys.exit(2)
 serve(app, settings)

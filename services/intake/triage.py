@@ -15,10 +15,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from services.intake.domain import Triaged, normalize_tags
+from shared import rules_file
 from shared.events import SKILL_PATTERN, Channel, CustomerTier, Priority
 
 RULES_FILE = Path(__file__).parent / "triage_rules.yaml"
@@ -140,46 +140,9 @@ class TriageRules(BaseModel):
         return self
 
 
-class InvalidRules(ValueError):
-    """The rules file cannot be used; the message names the file, the line and the reason."""
-
-
 def load_rules(path: Path) -> TriageRules:
-    try:
-        text = path.read_text()
-    except OSError as error:
-        raise InvalidRules(f"{path}: cannot read the triage rules: {error.strerror}") from None
-    try:
-        node = yaml.compose(text)
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise InvalidRules(f"{where}: not valid YAML: {getattr(error, 'problem', None) or error}") from None
-    try:
-        return TriageRules.model_validate(raw if raw is not None else {})
-    except ValidationError as error:
-        first = error.errors(include_url=False)[0]
-        loc = [part for part in first["loc"]]
-        line = _line_of(node, loc)
-        field = ".".join(str(part) for part in loc) or "rules"
-        raise InvalidRules(f"{path}:{line}: {field}: {first['msg']}") from None
-
-
-def _line_of(node: yaml.Node | None, loc: Sequence[object]) -> int:
-    """The 1-based line of the deepest YAML node `loc` reaches (pydantic's error location)."""
-    line = node.start_mark.line + 1 if node is not None else 1
-    for part in loc:
-        child = None
-        if isinstance(node, yaml.MappingNode):
-            child = next((value for key, value in node.value if key.value == str(part)), None)
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            child = node.value[part]
-        if child is None:
-            break
-        node = child
-        line = node.start_mark.line + 1
-    return line
+    """The rules at `path`; a wrong file is refused with its line (`shared.rules_file.RulesFileError`)."""
+    return rules_file.load(TriageRules, path)
 
 
 # --- evaluation --------------------------------------------------------------------------------

@@ -24,11 +24,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.notify.domain import DIGEST_KIND
-from shared import topics
+from shared import rules_file, topics
 from shared.events import (
     Payload,
     SlaBreached,
@@ -44,7 +43,6 @@ from shared.events import (
     TicketSolved,
     TicketUnassigned,
 )
-from shared.http import describe_validation_errors
 
 RULES_FILE = Path(__file__).parent / "rules.yaml"
 
@@ -154,19 +152,6 @@ class RuleBook(BaseModel):
         return wanted
 
 
-class UnusableRules(RuntimeError):
-    """The rules file is missing or wrong; the message names the file and says why."""
-
-
 def load_rules(path: Path = RULES_FILE) -> RuleBook:
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as error:
-        raise UnusableRules(f"notification rules {path}: cannot read: {error.strerror or error}") from error
-    except yaml.YAMLError as error:
-        raise UnusableRules(f"notification rules {path}: not valid YAML: {error}") from error
-    try:
-        return RuleBook.model_validate(raw)
-    except ValidationError as error:
-        problems = describe_validation_errors(error.errors(include_url=False))
-        raise UnusableRules(f"notification rules {path}: {problems}") from error
+    """The rules at `path`; a wrong file is refused with its line (`shared.rules_file.RulesFileError`)."""
+    return rules_file.load(RuleBook, path)

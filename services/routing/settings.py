@@ -4,11 +4,12 @@ import json
 from pathlib import Path
 from typing import Annotated
 
-import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import NoDecode
 
 from services.routing.domain import DECLINE_COOLDOWN, EscalationPolicy, Mode, Presence
+from shared import rules_file
+from shared.rules_file import RulesFileError
 from shared.settings import ServiceSettings
 
 
@@ -51,21 +52,21 @@ class RoutingSettings(ServiceSettings):
     def escalation_policy(self) -> EscalationPolicy:
         if self.escalation_file and self.escalation_json:
             raise ValueError("set ESCALATION_FILE or ESCALATION_JSON, not both")
+        if self.escalation_file:
+            try:
+                return rules_file.load(EscalationPolicy, self.escalation_file)
+            except RulesFileError as invalid:
+                raise ValueError(f"ESCALATION_FILE: invalid escalation workflow: {invalid}") from None
+        if not self.escalation_json:
+            return EscalationPolicy()
         try:
-            if self.escalation_file:
-                source = f"ESCALATION_FILE {self.escalation_file}"
-                raw = yaml.safe_load(self.escalation_file.read_text())
-            elif self.escalation_json:
-                source = "ESCALATION_JSON"
-                raw = json.loads(self.escalation_json)
-            else:
-                return EscalationPolicy()
-        except (OSError, yaml.YAMLError, json.JSONDecodeError) as error:
-            raise ValueError(f"{source}: cannot read the escalation workflow: {error}") from None
+            raw = json.loads(self.escalation_json)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"ESCALATION_JSON: cannot read the escalation workflow: {error}") from None
         try:
             return EscalationPolicy.model_validate(raw or {})
         except ValidationError as error:
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in e['loc']) or 'workflow'}: {e['msg']}" for e in error.errors(include_url=False)
             )
-            raise ValueError(f"{source}: invalid escalation workflow: {problems}") from None
+            raise ValueError(f"ESCALATION_JSON: invalid escalation workflow: {problems}") from None

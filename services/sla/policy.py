@@ -1,7 +1,8 @@
 """SLA policies and calendars, read from a YAML file. Pure apart from reading that one file.
 
-Every value remembers the line it came from, so a file that is not valid is refused with the
-line and the reason (`PolicyFileError`), before the service connects to anything. The file format
+Every value remembers the line it came from (`_LineLoader`), so a file that is not valid is refused
+with the line and the reason (`shared.rules_file.RulesFileError`), before the service connects to
+anything. The file format
 is documented in services/sla/README.md.
 """
 
@@ -18,7 +19,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 
 from services.sla.calendar import BusinessCalendar, Calendar, ContinuousTime, Holidays, weekly_hours
+from shared import rules_file
 from shared.events import Channel, CustomerTier, Priority, TicketStatus
+from shared.rules_file import RulesFileError
 
 DEFAULT_POLICIES_PATH = Path(__file__).parent / "policies.yaml"
 CALENDAR_TIME = "calendar"
@@ -36,15 +39,6 @@ PAUSABLE_STATUSES = (TicketStatus.PENDING, TicketStatus.ON_HOLD)
 MAX_TARGET_SECONDS = 366 * 86400
 """Longer targets are typos (`30000d`), and their due times would not fit a date."""
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-
-
-class PolicyFileError(ValueError):
-    """The policy file is not valid; the message names the file, the line and the reason."""
-
-    def __init__(self, reason: str, line: int | None = None, path: str | Path | None = None) -> None:
-        self.reason, self.line, self.path = reason, line, path
-        where = f"{path or 'SLA policy file'}" + (f", line {line}" if line else "")
-        super().__init__(f"{where}: {reason}")
 
 
 @dataclass(frozen=True)
@@ -167,10 +161,10 @@ class _LineLoader(yaml.SafeLoader):
         for key_node, value_node in node.value:
             key = self.construct_object(key_node, deep=True)
             if not isinstance(key, (str, int, float, bool)) and key is not None:
-                raise PolicyFileError("mapping keys must be plain values", key_node.start_mark.line + 1)
+                raise RulesFileError("mapping keys must be plain values", key_node.start_mark.line + 1)
             key = str(key)
             if key in result:
-                raise PolicyFileError(f"duplicate key '{key}'", key_node.start_mark.line + 1)
+                raise RulesFileError(f"duplicate key '{key}'", key_node.start_mark.line + 1)
             result[key] = self.construct_object(value_node, deep=True)
             result.key_lines[key] = key_node.start_mark.line + 1
         return result
@@ -179,7 +173,7 @@ class _LineLoader(yaml.SafeLoader):
         try:
             return super().construct_yaml_timestamp(node)
         except ValueError:
-            raise PolicyFileError(f"'{node.value}' is not a date YYYY-MM-DD", node.start_mark.line + 1) from None
+            raise RulesFileError(f"'{node.value}' is not a date YYYY-MM-DD", node.start_mark.line + 1) from None
 
     def construct_sequence(self, node, deep=False):
         result = _List(self.construct_object(child, deep=True) for child in node.value)
@@ -194,24 +188,15 @@ _LineLoader.add_constructor("tag:yaml.org,2002:timestamp", _LineLoader.construct
 
 
 def load_policies(path: str | Path = DEFAULT_POLICIES_PATH) -> PolicySet:
-    try:
-        text = Path(path).read_text()
-    except OSError as error:
-        raise PolicyFileError(f"cannot read it: {error.strerror or error}", path=path) from error
+    text = rules_file.read(path)
     try:
         return parse_policies(text)
-    except PolicyFileError as error:
-        raise PolicyFileError(error.reason, error.line, path) from None
+    except RulesFileError as error:
+        raise error.in_file(path) from None
 
 
 def parse_policies(text: str) -> PolicySet:
-    try:
-        document = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark or error.context_mark
-        raise PolicyFileError(f"not valid YAML: {error.problem or error}", mark.line + 1 if mark else None) from None
-    except yaml.YAMLError as error:
-        raise PolicyFileError(f"not valid YAML: {error}") from None
+    document = rules_file.parse(text, _LineLoader)
     root = _mapping(document, 1, "the file")
     _only(root, {"calendars", "policies"})
     calendars: dict[str, Calendar] = {CALENDAR_TIME: ContinuousTime(CALENDAR_TIME)}
@@ -219,18 +204,18 @@ def parse_policies(text: str) -> PolicySet:
     raw_calendars = _mapping(raw_calendars, _line(root, "calendars"), "calendars")
     for name, spec in raw_calendars.items():
         if name == CALENDAR_TIME:
-            raise PolicyFileError(f"calendar name '{CALENDAR_TIME}' is reserved for calendar time", _line(raw_calendars, name))
+            raise RulesFileError(f"calendar name '{CALENDAR_TIME}' is reserved for calendar time", _line(raw_calendars, name))
         calendars[name] = _calendar(name, spec, _line(raw_calendars, name))
     if "policies" not in root:
-        raise PolicyFileError("missing 'policies': a list of policies, the first that matches applies", root.line)
+        raise RulesFileError("missing 'policies': a list of policies, the first that matches applies", root.line)
     raw_policies = root["policies"]
     if not isinstance(raw_policies, list) or not raw_policies:
-        raise PolicyFileError("'policies' must be a non-empty list", _line(root, "policies"))
+        raise RulesFileError("'policies' must be a non-empty list", _line(root, "policies"))
     policies: list[Policy] = []
     for index, spec in enumerate(raw_policies):
         policy = _policy(spec, raw_policies.item_lines[index], calendars)
         if any(earlier.name == policy.name for earlier in policies):
-            raise PolicyFileError(f"policy name '{policy.name}' is used twice", raw_policies.item_lines[index])
+            raise RulesFileError(f"policy name '{policy.name}' is used twice", raw_policies.item_lines[index])
         policies.append(policy)
     return PolicySet(tuple(policies), calendars)
 
@@ -241,7 +226,7 @@ def _line(mapping: _Map, key: str) -> int:
 
 def _mapping(value: object, line: int, what: str) -> _Map:
     if not isinstance(value, _Map):
-        raise PolicyFileError(f"{what} must be a mapping", getattr(value, "line", line))
+        raise RulesFileError(f"{what} must be a mapping", getattr(value, "line", line))
     return value
 
 
@@ -249,7 +234,7 @@ def _only(mapping: _Map, allowed: Iterable[str]) -> None:
     allowed = set(allowed)
     for key in mapping:
         if key not in allowed:
-            raise PolicyFileError(f"unknown key '{key}' (expected one of: {', '.join(sorted(allowed))})", _line(mapping, key))
+            raise RulesFileError(f"unknown key '{key}' (expected one of: {', '.join(sorted(allowed))})", _line(mapping, key))
 
 
 def _strings(value: object, line: int, what: str) -> list[str]:
@@ -257,7 +242,7 @@ def _strings(value: object, line: int, what: str) -> list[str]:
         return [str(value)]
     if isinstance(value, list) and all(isinstance(item, (str, int)) and not isinstance(item, bool) for item in value):
         return [str(item) for item in value]
-    raise PolicyFileError(f"{what} must be a string or a list of strings", line)
+    raise RulesFileError(f"{what} must be a string or a list of strings", line)
 
 
 _TIME = re.compile(r"^([01]\d|2[0-4]):([0-5]\d)$")
@@ -267,7 +252,7 @@ _DURATION = re.compile(r"^(?:(\d+)d)?\s*(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s)?$
 def _minute(text: str, line: int) -> int:
     found = _TIME.match(text.strip())
     if not found or (found.group(1) == "24" and found.group(2) != "00"):
-        raise PolicyFileError(f"'{text}' is not a time of day HH:MM (00:00 to 24:00)", line)
+        raise RulesFileError(f"'{text}' is not a time of day HH:MM (00:00 to 24:00)", line)
     return int(found.group(1)) * 60 + int(found.group(2))
 
 
@@ -286,38 +271,38 @@ def _weekdays(key: str, line: int) -> list[int]:
             return [(start + offset) % 7 for offset in range((end - start) % 7 + 1)]
     elif key in WEEKDAYS:
         return [WEEKDAYS.index(key)]
-    raise PolicyFileError(f"'{key}' is not a weekday (mon..sun), a range like mon-fri, 'weekdays', 'weekend' or 'daily'", line)
+    raise RulesFileError(f"'{key}' is not a weekday (mon..sun), a range like mon-fri, 'weekdays', 'weekend' or 'daily'", line)
 
 
 def _calendar(name: str, spec: object, line: int) -> Calendar:
     spec = _mapping(spec, line, f"calendar '{name}'")
     _only(spec, {"timezone", "hours", "holidays"})
     if "timezone" not in spec:
-        raise PolicyFileError(f"calendar '{name}' needs a timezone (an IANA name such as Europe/Berlin)", spec.line)
+        raise RulesFileError(f"calendar '{name}' needs a timezone (an IANA name such as Europe/Berlin)", spec.line)
     timezone = spec["timezone"]
     try:
         if not isinstance(timezone, str):
             raise ZoneInfoNotFoundError
         ZoneInfo(timezone)
     except (ZoneInfoNotFoundError, ValueError):
-        raise PolicyFileError(f"unknown timezone '{timezone}'", _line(spec, "timezone")) from None
+        raise RulesFileError(f"unknown timezone '{timezone}'", _line(spec, "timezone")) from None
     if "hours" not in spec:
-        raise PolicyFileError(f"calendar '{name}' needs weekly 'hours', e.g. mon-fri: [09:00-17:00]", spec.line)
+        raise RulesFileError(f"calendar '{name}' needs weekly 'hours', e.g. mon-fri: [09:00-17:00]", spec.line)
     hours = _mapping(spec["hours"], _line(spec, "hours"), "hours")
     intervals: list[tuple[int, int, int]] = []
     for days, ranges in hours.items():
         day_line = _line(hours, days)
         for text in _strings(ranges, day_line, f"hours of {days}"):
             if text.count("-") != 1:
-                raise PolicyFileError(f"'{text}' is not an interval HH:MM-HH:MM", day_line)
+                raise RulesFileError(f"'{text}' is not an interval HH:MM-HH:MM", day_line)
             start, end = (_minute(part, day_line) for part in text.split("-"))
             if start == end:
-                raise PolicyFileError(f"'{text}' is an empty interval", day_line)
+                raise RulesFileError(f"'{text}' is an empty interval", day_line)
             if start == 24 * 60:
-                raise PolicyFileError(f"'{text}' cannot start at 24:00", day_line)
+                raise RulesFileError(f"'{text}' cannot start at 24:00", day_line)
             intervals.extend((weekday, start, end) for weekday in _weekdays(days, day_line))
     if not intervals:
-        raise PolicyFileError(f"calendar '{name}' is never open", _line(spec, "hours"))
+        raise RulesFileError(f"calendar '{name}' is never open", _line(spec, "hours"))
     holidays = Holidays()
     if "holidays" in spec:
         holidays = _holidays(spec["holidays"], _line(spec, "holidays"))
@@ -330,13 +315,13 @@ def _holidays(spec: object, line: int) -> Holidays:
     country = spec.get("country")
     region = spec.get("region")
     if country is not None and not isinstance(country, str):
-        raise PolicyFileError("holidays country must be an ISO 3166 code such as DE", _line(spec, "country"))
+        raise RulesFileError("holidays country must be an ISO 3166 code such as DE", _line(spec, "country"))
     if region is not None and (not isinstance(region, str) or country is None):
-        raise PolicyFileError("holidays region needs a country and must be a code such as BY", _line(spec, "region"))
+        raise RulesFileError("holidays region needs a country and must be a code such as BY", _line(spec, "region"))
     dates: set[date] = set()
     raw_dates = spec.get("dates", [])
     if not isinstance(raw_dates, list):
-        raise PolicyFileError("holidays dates must be a list of dates (YYYY-MM-DD)", _line(spec, "dates"))
+        raise RulesFileError("holidays dates must be a list of dates (YYYY-MM-DD)", _line(spec, "dates"))
     for index, value in enumerate(raw_dates):
         item_line = raw_dates.item_lines[index]
         if isinstance(value, date):
@@ -345,11 +330,11 @@ def _holidays(spec: object, line: int) -> Holidays:
         try:
             dates.add(date.fromisoformat(str(value)))
         except ValueError:
-            raise PolicyFileError(f"'{value}' is not a date YYYY-MM-DD", item_line) from None
+            raise RulesFileError(f"'{value}' is not a date YYYY-MM-DD", item_line) from None
     try:
         return Holidays(country=country, region=region, dates=frozenset(dates))
     except NotImplementedError as error:
-        raise PolicyFileError(f"holidays: {error}", _line(spec, "region" if region else "country")) from None
+        raise RulesFileError(f"holidays: {error}", _line(spec, "region" if region else "country")) from None
 
 
 def parse_duration(value: object, line: int) -> int:
@@ -360,11 +345,11 @@ def parse_duration(value: object, line: int) -> int:
         days, hours, minutes, secs = (int(part or 0) for part in found.groups())
         seconds = ((days * 24 + hours) * 60 + minutes) * 60 + secs
     else:
-        raise PolicyFileError(f"'{value}' is not a duration (seconds, or e.g. 30m, 4h, 1h30m, 2d)", line)
+        raise RulesFileError(f"'{value}' is not a duration (seconds, or e.g. 30m, 4h, 1h30m, 2d)", line)
     if seconds <= 0:
-        raise PolicyFileError("a target must be longer than 0 seconds", line)
+        raise RulesFileError("a target must be longer than 0 seconds", line)
     if seconds > MAX_TARGET_SECONDS:
-        raise PolicyFileError(f"'{value}' is longer than the longest target, {MAX_TARGET_SECONDS // 86400}d", line)
+        raise RulesFileError(f"'{value}' is longer than the longest target, {MAX_TARGET_SECONDS // 86400}d", line)
     return seconds
 
 
@@ -382,7 +367,7 @@ def _policy(spec: object, line: int, calendars: dict[str, Calendar]) -> Policy:
     _only(spec, {"name", "match", "calendar", "warnings", "targets"})
     name = spec.get("name")
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name):
-        raise PolicyFileError("a policy needs a 'name' of letters, digits, '.', '_' or '-' (at most 64)", _line(spec, "name"))
+        raise RulesFileError("a policy needs a 'name' of letters, digits, '.', '_' or '-' (at most 64)", _line(spec, "name"))
     conditions: dict[str, frozenset[str]] = {}
     if "match" in spec and spec["match"] is not None:
         match = _mapping(spec["match"], _line(spec, "match"), "match")
@@ -392,14 +377,14 @@ def _policy(spec: object, line: int, calendars: dict[str, Calendar]) -> Policy:
             allowed = _CONDITION_VALUES[key]
             for item in values:
                 if allowed is not None and item not in allowed:
-                    raise PolicyFileError(f"'{item}' is not a {key} (one of: {', '.join(allowed)})", _line(match, key))
+                    raise RulesFileError(f"'{item}' is not a {key} (one of: {', '.join(allowed)})", _line(match, key))
             conditions[key] = frozenset(values)
     default_calendar = spec.get("calendar", CALENDAR_TIME)
     if not isinstance(default_calendar, str) or default_calendar not in calendars:
-        raise PolicyFileError(f"unknown calendar '{default_calendar}'", _line(spec, "calendar"))
+        raise RulesFileError(f"unknown calendar '{default_calendar}'", _line(spec, "calendar"))
     warnings = spec.get("warnings", [])
     if not isinstance(warnings, list):
-        raise PolicyFileError("warnings must be a list of fractions of the target, e.g. [0.5, 0.75, 0.9]", _line(spec, "warnings"))
+        raise RulesFileError("warnings must be a list of fractions of the target, e.g. [0.5, 0.75, 0.9]", _line(spec, "warnings"))
     thresholds: list[float] = []
     for index, value in enumerate(warnings):
         item_line = warnings.item_lines[index]
@@ -409,12 +394,12 @@ def _policy(spec: object, line: int, calendars: dict[str, Calendar]) -> Policy:
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
-            raise PolicyFileError(f"warning threshold '{value}' must be a fraction between 0 and 1 (or a percentage like 75%)", item_line)
+            raise RulesFileError(f"warning threshold '{value}' must be a fraction between 0 and 1 (or a percentage like 75%)", item_line)
         if value in thresholds:
-            raise PolicyFileError(f"warning threshold {value} is listed twice", item_line)
+            raise RulesFileError(f"warning threshold {value} is listed twice", item_line)
         thresholds.append(float(value))
     if "targets" not in spec:
-        raise PolicyFileError(f"policy '{name}' needs 'targets'", spec.line)
+        raise RulesFileError(f"policy '{name}' needs 'targets'", spec.line)
     raw_targets = _mapping(spec["targets"], _line(spec, "targets"), "targets")
     _only(raw_targets, [m.value for m in Metric])
     targets: dict[Metric, Target] = {}
@@ -422,7 +407,7 @@ def _policy(spec: object, line: int, calendars: dict[str, Calendar]) -> Policy:
         metric = Metric(metric_name)
         targets[metric] = _target(metric, target_spec, _line(raw_targets, metric_name), calendars, default_calendar)
     if not targets:
-        raise PolicyFileError(f"policy '{name}' sets no target", _line(spec, "targets"))
+        raise RulesFileError(f"policy '{name}' sets no target", _line(spec, "targets"))
     return Policy(name, Conditions(**conditions), targets, tuple(sorted(thresholds)))
 
 
@@ -431,26 +416,26 @@ def _target(metric: Metric, spec: object, line: int, calendars: dict[str, Calend
         return Target(metric, parse_duration(spec, line), calendars[default_calendar], frozenset(PAUSABLE_STATUSES))
     _only(spec, {"target", "time", "calendar", "pause_on"})
     if "target" not in spec:
-        raise PolicyFileError(f"{metric.value} needs a 'target' duration", spec.line)
+        raise RulesFileError(f"{metric.value} needs a 'target' duration", spec.line)
     seconds = parse_duration(spec["target"], _line(spec, "target"))
     time_kind = spec.get("time", "business" if default_calendar != CALENDAR_TIME or "calendar" in spec else "calendar")
     if time_kind not in ("business", "calendar"):
-        raise PolicyFileError("time must be 'business' or 'calendar'", _line(spec, "time"))
+        raise RulesFileError("time must be 'business' or 'calendar'", _line(spec, "time"))
     calendar_name = spec.get("calendar", default_calendar)
     if time_kind == "calendar":
         if "calendar" in spec and calendar_name != CALENDAR_TIME:
             reason = f"{metric.value} counts calendar time, so it cannot name calendar '{calendar_name}'"
-            raise PolicyFileError(reason, _line(spec, "calendar"))
+            raise RulesFileError(reason, _line(spec, "calendar"))
         calendar_name = CALENDAR_TIME
     elif calendar_name == CALENDAR_TIME:
-        raise PolicyFileError(f"{metric.value} counts business time but names no business calendar", _line(spec, "time"))
+        raise RulesFileError(f"{metric.value} counts business time but names no business calendar", _line(spec, "time"))
     if not isinstance(calendar_name, str) or calendar_name not in calendars:
-        raise PolicyFileError(f"unknown calendar '{calendar_name}'", _line(spec, "calendar"))
+        raise RulesFileError(f"unknown calendar '{calendar_name}'", _line(spec, "calendar"))
     pause_on = frozenset(PAUSABLE_STATUSES)
     if "pause_on" in spec:
         raw = spec["pause_on"] if spec["pause_on"] is not None else []
         pause_on = frozenset(_strings(raw, _line(spec, "pause_on"), "pause_on") if raw != [] else [])
         for status in pause_on:
             if status not in PAUSABLE_STATUSES:
-                raise PolicyFileError(f"cannot pause on '{status}' (only: {', '.join(PAUSABLE_STATUSES)})", _line(spec, "pause_on"))
+                raise RulesFileError(f"cannot pause on '{status}' (only: {', '.join(PAUSABLE_STATUSES)})", _line(spec, "pause_on"))
     return Target(metric, seconds, calendars[calendar_name], pause_on)

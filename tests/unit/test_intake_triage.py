@@ -6,7 +6,6 @@ import pytest
 
 from services.intake.triage import (
     RULES_FILE,
-    InvalidRules,
     Triage,
     TriageInput,
     build_english_sentiment,
@@ -14,6 +13,7 @@ from services.intake.triage import (
     load_rules,
 )
 from shared.events import Channel, CustomerTier, Priority
+from shared.rules_file import RulesFileError
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +99,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_a_rules_file_that_is_not_yaml_is_refused_with_its_line(tmp_path):
     path = write(tmp_path, "version: 1\nlanguages: [en\ncategories: []\n")
-    with pytest.raises(InvalidRules, match=rf"^{path}:\d+: not valid YAML"):
+    with pytest.raises(RulesFileError, match=rf"^{path}:\d+: not valid YAML"):
         load_rules(path)
 
 
@@ -108,15 +108,15 @@ def test_a_rules_file_with_a_wrong_field_names_the_file_line_and_reason(tmp_path
         tmp_path,
         "version: 1\nlanguages: [en]\npriority:\n  - when: {tier: vip}\n    priority: asap\n    reason: vip\n",
     )
-    with pytest.raises(InvalidRules) as refused:
+    with pytest.raises(RulesFileError) as refused:
         load_rules(path)
     assert str(refused.value).startswith(f"{path}:5: priority.0.priority: Input should be")
 
 
 def test_unknown_languages_and_empty_conditions_are_refused(tmp_path):
-    with pytest.raises(InvalidRules, match=r":2: languages: .*'xx' is not an ISO 639-1"):
+    with pytest.raises(RulesFileError, match=r":2: languages: .*'xx' is not an ISO 639-1"):
         load_rules(write(tmp_path, "version: 1\nlanguages: [en, xx]\n"))
-    with pytest.raises(InvalidRules, match="a condition needs at least one"):
+    with pytest.raises(RulesFileError, match="a condition needs at least one"):
         load_rules(write(tmp_path, "version: 1\nlanguages: [en]\npriority:\n  - {when: {}, priority: high, reason: r}\n"))
-    with pytest.raises(InvalidRules, match="cannot read"):
+    with pytest.raises(RulesFileError, match="cannot read"):
         load_rules(tmp_path / "missing.yaml")

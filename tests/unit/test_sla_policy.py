@@ -7,11 +7,11 @@ import pytest
 from services.sla.policy import (
     DEFAULT_POLICIES_PATH,
     Metric,
-    PolicyFileError,
     TicketFacts,
     load_policies,
     parse_policies,
 )
+from shared.rules_file import RulesFileError
 
 GOOD = textwrap.dedent(
     """\
@@ -111,7 +111,7 @@ def test_the_shipped_policy_file_is_valid_and_has_a_catch_all():
     ],
 )
 def test_an_invalid_file_is_refused_with_its_line_and_reason(text, line, reason):
-    with pytest.raises(PolicyFileError) as refused:
+    with pytest.raises(RulesFileError) as refused:
         parse_policies(text)
     assert refused.value.line == line, str(refused.value)
     assert reason in refused.value.reason
@@ -120,9 +120,9 @@ def test_an_invalid_file_is_refused_with_its_line_and_reason(text, line, reason)
 def test_the_error_names_the_file(tmp_path):
     path = tmp_path / "sla.yaml"
     path.write_text("policies:\n  - name: a\n    targets:\n      first_reply: soon\n")
-    with pytest.raises(PolicyFileError, match=rf"{path}, line 4: 'soon' is not a duration"):
+    with pytest.raises(RulesFileError, match=rf"{path}:4: 'soon' is not a duration"):
         load_policies(path)
-    with pytest.raises(PolicyFileError, match="cannot read it"):
+    with pytest.raises(RulesFileError, match="cannot read it"):
         load_policies(tmp_path / "missing.yaml")
 
 
