@@ -132,29 +132,29 @@ class Observer:
         """
         consumer = self._consumer()
         deadline = time.monotonic() + timeout_seconds
-        empty_reads = 0
+        ends: dict[TopicPartition, int] | None = None
         try:
             await consumer.start()
-            while time.monotonic() < deadline and empty_reads < 2:
+            while time.monotonic() < deadline:
                 try:
-                    batches = await consumer.getmany(timeout_ms=1000, max_records=5000)
-                    at_end = await self._at_end(consumer)
+                    batches = await consumer.getmany(timeout_ms=300, max_records=5000)
+                    if ends is None and consumer.assignment():
+                        ends = await consumer.end_offsets(list(consumer.assignment()))
+                    for records in batches.values():
+                        for record in records:
+                            self._index(record)
+                    if ends is not None and await self._read_up_to(consumer, ends):
+                        return
                 except KafkaError:
                     await asyncio.sleep(0.5)
-                    continue
-                empty_reads = empty_reads + 1 if not batches and at_end else 0
-                for records in batches.values():
-                    for record in records:
-                        self._index(record)
         finally:
             await consumer.stop()
 
     @staticmethod
-    async def _at_end(consumer: AIOKafkaConsumer) -> bool:
-        """Every partition read up to its end offset (the embedded broker's is the last batch's start)."""
-        partitions = consumer.assignment()
-        ends = await consumer.end_offsets(list(partitions)) if partitions else {}
-        return bool(partitions) and all([await consumer.position(tp) >= end for tp, end in ends.items()])
+    async def _read_up_to(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:
+        """Every partition read past `ends`, the end offsets when the read began (the embedded broker's
+        are the start of the last batch, which a consumer reads whole)."""
+        return all([await consumer.position(tp) >= end for tp, end in ends.items()])
 
     def _index(self, record) -> None:
         """Idempotent: a record indexed twice (live, then by `reread`) counts once."""
