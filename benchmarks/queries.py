@@ -20,7 +20,8 @@ from types import SimpleNamespace
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
 
 from services.intake.repository import CustomerRepository, MessageRepository, TicketRepository
-from services.routing.repository import DONE, OFFERED, QUEUE_DEPTH, WAITING, RoutedTicketRepository
+from services.routing.domain import RoutedTicketState
+from services.routing.repository import QUEUE_DEPTH, RoutedTicketRepository
 from services.sla.domain import Clock, Metric
 from services.sla.repository import SlaRepository, _clock_document
 from shared.clock import now_ms
@@ -66,17 +67,17 @@ class Routing:
 
     def document(self, i: int) -> dict:
         live = is_live(i, self.size)
-        state = (WAITING if i % (2 * LIVE_STRIDE) == 0 else OFFERED) if live else DONE
+        state = (RoutedTicketState.WAITING if i % (2 * LIVE_STRIDE) == 0 else RoutedTicketState.OFFERED) if live else RoutedTicketState.DONE
         priority = list(Priority)[i % 4].value
         return {"_id": f"T{i:07d}", "state": state, "priority": priority, "urgency": i % 4, "created_ms": i,
                 "channel": "web", "language": None, "required_skills": [], "skill_levels": {},
-                "assignee_id": f"agent-{i % 50}" if state != WAITING else None, "next_escalation_ms": i,
-                "offer_id": f"offer-{i}" if state == OFFERED else None, "offer_ids": [f"offer-{i}"],
+                "assignee_id": f"agent-{i % 50}" if state != RoutedTicketState.WAITING else None, "next_escalation_ms": i,
+                "offer_id": f"offer-{i}" if state == RoutedTicketState.OFFERED else None, "offer_ids": [f"offer-{i}"],
                 "offer_expires_ms": i, "decline_lapse_ms": None, "version": 1}
 
     async def grow(self) -> None:
         await seed(self.tickets, self.document, 0, self.size)
-        waiting = [self.document(i)["priority"] for i in range(self.size) if self.document(i)["state"] == WAITING]
+        waiting = [self.document(i)["priority"] for i in range(self.size) if self.document(i)["state"] == RoutedTicketState.WAITING]
         # What the transactions that enqueue tickets would have counted.
         await self.db["counters"].update_one(
             {"_id": QUEUE_DEPTH}, {"$inc": {p.value: waiting.count(p.value) for p in Priority}}, upsert=True
@@ -88,18 +89,18 @@ class Routing:
         offer, agent = f"offer-{newest_offer}", f"agent-{newest_offer % 50}"
 
         async def count_each_priority() -> list[int]:
-            return [await self.tickets.count_documents({"state": WAITING, "priority": p.value}) for p in Priority]
+            return [await self.tickets.count_documents({"state": RoutedTicketState.WAITING, "priority": p.value}) for p in Priority]
 
         return [
             ("routing: queue head (first 100 waiting)", lambda: self.repository.waiting(100),
-             lambda: self.tickets.find({"state": WAITING}).sort([("urgency", DESCENDING), ("created_ms", ASCENDING)])
+             lambda: self.tickets.find({"state": RoutedTicketState.WAITING}).sort([("urgency", DESCENDING), ("created_ms", ASCENDING)])
              .limit(100).to_list()),
             ("routing: offers of an agent", lambda: self.repository.offers_of(agent),
-             lambda: self.tickets.find({"assignee_id": agent, "state": OFFERED}).to_list()),
+             lambda: self.tickets.find({"assignee_id": agent, "state": RoutedTicketState.OFFERED}).to_list()),
             ("routing: ticket of an open offer", lambda: self.repository.by_offer(offer),
              lambda: self.tickets.find_one({"offer_ids": {"$in": [offer]}})),
             ("routing: escalations due", lambda: self.repository.escalation_due(size, 500),
-             lambda: self.tickets.find({"state": WAITING, "next_escalation_ms": {"$ne": None, "$lte": size}})
+             lambda: self.tickets.find({"state": RoutedTicketState.WAITING, "next_escalation_ms": {"$ne": None, "$lte": size}})
              .limit(500).to_list()),
             ("routing: queue depth gauge (every 2 s)", self.repository.depth_by_priority,
              count_each_priority),

@@ -30,6 +30,18 @@ MAX_LEVEL = 5
 DECLINE_COOLDOWN = timedelta(seconds=300)
 
 
+
+class RoutedTicketState(StrEnum):
+    """Where a ticket stands in routing. It waits in the queue, is offered to an agent (in offer mode,
+    until they accept or decline or the offer expires) or assigned at once, and is done when solved,
+    closed or gone; a returned offer, a reassignment or an agent going away puts it back to waiting."""
+
+    WAITING = "waiting"
+    OFFERED = "offered"
+    ASSIGNED = "assigned"
+    DONE = "done"
+
+
 class Presence(StrEnum):
     AVAILABLE = "available"
     AWAY = "away"

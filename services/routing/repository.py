@@ -30,6 +30,7 @@ from services.routing.domain import (
     Presence,
     QueueSummary,
     Requirements,
+    RoutedTicketState,
     WaitingTicket,
     channel_capacity,
     primary_language,
@@ -42,7 +43,6 @@ from shared.mongo_filters import eq
 CANDIDATE_LIMIT = 50
 ANY_LANGUAGE = "*"
 
-WAITING, OFFERED, ASSIGNED, DONE = "waiting", "offered", "assigned", "done"
 QUEUE_DEPTH = "queue_depth"
 """The counters document: waiting tickets by priority."""
 
@@ -252,7 +252,8 @@ class RoutedTicketRepository:
         """Counts the queue once, for tickets stored before its counter existed (or by an older release)."""
         if await self._counters.find_one({"_id": QUEUE_DEPTH}) is not None:
             return
-        depth = {p.value: await self._tickets.count_documents(eq(state=WAITING, priority=p.value)) for p in Priority}
+        waiting = RoutedTicketState.WAITING
+        depth = {p.value: await self._tickets.count_documents(eq(state=waiting, priority=p.value)) for p in Priority}
         try:
             await self._counters.insert_one({"_id": QUEUE_DEPTH, **depth})
         except DuplicateKeyError:
@@ -300,7 +301,7 @@ class RoutedTicketRepository:
         queued_ms = to_ms(ticket.queued_at or ticket.created_at)
         document = {
             "_id": ticket.ticket_id,
-            "state": WAITING,
+            "state": RoutedTicketState.WAITING,
             "priority": ticket.priority.value,
             "urgency": ticket.urgency,
             "sla_warned": False,
@@ -328,7 +329,7 @@ class RoutedTicketRepository:
     async def waiting(self, limit: int) -> list[dict]:
         """The queue, in order: most urgent first, then oldest (the documents; see `waiting_ticket`)."""
         return (
-            await self._tickets.find(eq(state=WAITING), session=self._session)
+            await self._tickets.find(eq(state=RoutedTicketState.WAITING), session=self._session)
             .sort([("urgency", DESCENDING), ("created_ms", ASCENDING)])
             .limit(limit)
             .to_list()
@@ -344,7 +345,7 @@ class RoutedTicketRepository:
         channels = [channel for channel in CHANNELS if agent.free_on(channel) > 0]
         if not channels:
             return []
-        query: dict = {**eq(state=WAITING), "channel": {"$in": channels}}
+        query: dict = {**eq(state=RoutedTicketState.WAITING), "channel": {"$in": channels}}
         if agent.languages:
             query["language"] = {"$in": [*sorted({primary_language(l) for l in agent.languages}), None]}
         room = {channel: agent.free_on(channel) for channel in channels}
@@ -386,7 +387,7 @@ class RoutedTicketRepository:
         expecting that version (`_or_abort`). The new document."""
         changes = {**changes, "updated_ms": now_ms()}
         self._queue(_or_abort(
-            {"_id": document["_id"], "state": WAITING, "version": document["version"]},
+            {"_id": document["_id"], "state": RoutedTicketState.WAITING, "version": document["version"]},
             {"$set": changes, "$inc": {"version": 1}},
         ))
         return self._changed(document, changes)
@@ -396,7 +397,7 @@ class RoutedTicketRepository:
         after = self._known.keep({**before, **changes, "version": before.get("version", 0) + 1})
         moves: dict[str, int] = {}
         for document, step in ((before, -1), (after, 1)):
-            if document["state"] == WAITING:
+            if document["state"] == RoutedTicketState.WAITING:
                 moves[document["priority"]] = moves.get(document["priority"], 0) + step
         self._count_waiting(moves)
         return after
@@ -438,11 +439,14 @@ class RoutedTicketRepository:
 
     async def offers_of(self, agent_id: str) -> list[dict]:
         await self._flush()
-        return await self._tickets.find(eq(assignee_id=agent_id, state=OFFERED), session=self._session).to_list()
+        offered = eq(assignee_id=agent_id, state=RoutedTicketState.OFFERED)
+        return await self._tickets.find(offered, session=self._session).to_list()
 
     async def offers_expired(self, now: int, limit: int) -> list[dict]:
         return (
-            await self._tickets.find({**eq(state=OFFERED), "offer_expires_ms": {"$lte": now}}, session=self._session)
+            await self._tickets.find(
+                {**eq(state=RoutedTicketState.OFFERED), "offer_expires_ms": {"$lte": now}}, session=self._session
+            )
             .limit(limit)
             .to_list()
         )
@@ -451,7 +455,8 @@ class RoutedTicketRepository:
         """Waiting tickets where an agent's decline cooldown ended: they may be offered it again."""
         return (
             await self._tickets.find(
-                {**eq(state=WAITING), "decline_lapse_ms": {"$ne": None, "$lte": now}}, session=self._session
+                {**eq(state=RoutedTicketState.WAITING), "decline_lapse_ms": {"$ne": None, "$lte": now}},
+                session=self._session,
             )
             .limit(limit)
             .to_list()
@@ -460,7 +465,8 @@ class RoutedTicketRepository:
     async def escalation_due(self, now: int, limit: int) -> list[dict]:
         return (
             await self._tickets.find(
-                {**eq(state=WAITING), "next_escalation_ms": {"$ne": None, "$lte": now}}, session=self._session
+                {**eq(state=RoutedTicketState.WAITING), "next_escalation_ms": {"$ne": None, "$lte": now}},
+                session=self._session,
             )
             .limit(limit)
             .to_list()
@@ -475,17 +481,18 @@ class RoutedTicketRepository:
         summary.by_priority = await self.depth_by_priority()
         summary.depth = sum(summary.by_priority.values())
         async for row in await self._tickets.aggregate(
-            [{"$match": eq(state=WAITING)}, {"$unwind": "$required_skills"},
+            [{"$match": eq(state=RoutedTicketState.WAITING)}, {"$unwind": "$required_skills"},
              {"$group": {"_id": "$required_skills", "n": {"$sum": 1}}}],
             session=self._session,
         ):
             summary.by_skill[row["_id"]] = row["n"]
         async for row in await self._tickets.aggregate(
-            [{"$match": eq(state=WAITING)}, {"$group": {"_id": "$channel", "n": {"$sum": 1}}}], session=self._session
+            [{"$match": eq(state=RoutedTicketState.WAITING)}, {"$group": {"_id": "$channel", "n": {"$sum": 1}}}],
+            session=self._session,
         ):
             summary.by_channel[row["_id"]] = row["n"]
         oldest = (
-            await self._tickets.find(eq(state=WAITING), {"created_ms": 1}, session=self._session)
+            await self._tickets.find(eq(state=RoutedTicketState.WAITING), {"created_ms": 1}, session=self._session)
             .sort("created_ms", ASCENDING)
             .limit(1)
             .to_list()

@@ -27,6 +27,7 @@ from services.routing.domain import (
     Presence,
     QueueSummary,
     Requirements,
+    RoutedTicketState,
     WaitingTicket,
     affinity_agent,
     can_return_to,
@@ -38,10 +39,6 @@ from services.routing.domain import (
 )
 from services.routing.metrics import RoutingMetrics
 from services.routing.repository import (
-    ASSIGNED,
-    DONE,
-    OFFERED,
-    WAITING,
     AffinityRepository,
     AgentRepository,
     RoutedTicketRepository,
@@ -177,7 +174,7 @@ class Routing:
     async def on_sla_warning(self, tx: Transaction, event: Envelope[SlaWarning]) -> None:
         tickets = RoutedTicketRepository(tx.db, tx)
         document = await self._known_ticket(tickets, event.data.ticket_id)
-        if document["state"] not in (WAITING, OFFERED) or document.get("sla_warned"):
+        if document["state"] not in (RoutedTicketState.WAITING, RoutedTicketState.OFFERED) or document.get("sla_warned"):
             return  # nothing waits any more, or it moved up already
         await tickets.update(
             document["_id"],
@@ -197,16 +194,16 @@ class Routing:
         tickets = RoutedTicketRepository(tx.db, tx)
         document = await self._known_ticket(tickets, ticket_id)
         state = document["state"]
-        if state == DONE:
+        if state == RoutedTicketState.DONE:
             return
         done = await tickets.update(
             ticket_id,
             {"state": state, "version": document["version"]},
-            {"state": DONE, "finished_ms": now_ms(), "finished_as": how, "offer_id": None},
+            {"state": RoutedTicketState.DONE, "finished_ms": now_ms(), "finished_as": how, "offer_id": None},
         )
         if done is None:
             raise RuntimeError(f"ticket {ticket_id} changed concurrently")  # the batch is retried
-        if state in (ASSIGNED, OFFERED) and document.get("assignee_id"):
+        if state in (RoutedTicketState.ASSIGNED, RoutedTicketState.OFFERED) and document.get("assignee_id"):
             await AgentRepository(tx.db, tx).release_slot(document["assignee_id"], document["channel"])
             self.wake(agent_id=document["assignee_id"])
 
@@ -214,13 +211,13 @@ class Routing:
         """Back to the queue, marked for the previous agent: the dispatcher gives it to them if they have room."""
         tickets = RoutedTicketRepository(tx.db, tx)
         document = await self._known_ticket(tickets, event.data.ticket_id)
-        if document["state"] != DONE:
+        if document["state"] != RoutedTicketState.DONE:
             return
         previous = event.data.previous_assignee_id or document.get("assignee_id")
         await tickets.update(
             document["_id"],
-            {"state": DONE},
-            {"state": WAITING, "assignee_id": None, "return_to": previous, **declines_fields({}, None),
+            {"state": RoutedTicketState.DONE},
+            {"state": RoutedTicketState.WAITING, "assignee_id": None, "return_to": previous, **declines_fields({}, None),
              **self._requeued_fields()},
         )
         self.wake(ticket_id=document["_id"])
@@ -320,11 +317,16 @@ class Routing:
         if status not in self._config.unassign_on:
             return
         agents = AgentRepository(tx.db, tx)
-        for document in await tickets.held_by(agent_id, [ASSIGNED]):
+        for document in await tickets.held_by(agent_id, [RoutedTicketState.ASSIGNED]):
             back = await tickets.update(
                 document["_id"],
-                {"state": ASSIGNED, "assignee_id": agent_id},
-                {"state": WAITING, "assignee_id": None, "previous_assignee_id": agent_id, **self._requeued_fields()},
+                {"state": RoutedTicketState.ASSIGNED, "assignee_id": agent_id},
+                {
+                    "state": RoutedTicketState.WAITING,
+                    "assignee_id": None,
+                    "previous_assignee_id": agent_id,
+                    **self._requeued_fields(),
+                },
             )
             if back is None:
                 continue
@@ -359,7 +361,7 @@ class Routing:
         view = {"ticket_id": document["_id"], **{key: document.get(key) for key in keys}}
         view["sla_warned"] = bool(view["sla_warned"])  # the embedded server stores booleans as 0/1
         view["created_at"] = from_ms(document["created_ms"]).isoformat()
-        if document.get("offer_expires_ms") and document["state"] == OFFERED:
+        if document.get("offer_expires_ms") and document["state"] == RoutedTicketState.OFFERED:
             view["offer_expires_at"] = from_ms(document["offer_expires_ms"]).isoformat()
         ticket, now = waiting_ticket(document), utc_now()
         view["declined_by"] = sorted(ticket.declines)
@@ -391,7 +393,7 @@ class Routing:
             document = await tickets.by_offer(offer_id)
             if document is None:
                 raise UnknownOffer(offer_id)
-            if document["state"] != OFFERED or document.get("offer_id") != offer_id:
+            if document["state"] != RoutedTicketState.OFFERED or document.get("offer_id") != offer_id:
                 raise OfferClosed(f"offer {offer_id} is no longer open")
             if document["offer_expires_ms"] <= now_ms():
                 raise OfferClosed(f"offer {offer_id} expired")  # the sweep gives the ticket to the next agent
@@ -402,8 +404,8 @@ class Routing:
             now = utc_now()
             taken = await tickets.update(
                 document["_id"],
-                {"state": OFFERED, "offer_id": offer_id},
-                {"state": ASSIGNED, "assigned_ms": to_ms(now), "offer_id": None},
+                {"state": RoutedTicketState.OFFERED, "offer_id": offer_id},
+                {"state": RoutedTicketState.ASSIGNED, "assigned_ms": to_ms(now), "offer_id": None},
             )
             if taken is None:
                 raise OfferClosed(f"offer {offer_id} is no longer open")
@@ -444,8 +446,8 @@ class Routing:
         declined = waiting_ticket(document).declined(agent_id, now)
         back = await RoutedTicketRepository(tx.db, tx).update(
             document["_id"],
-            {"state": OFFERED, "offer_id": offer_id},
-            {"state": WAITING, "assignee_id": None, "offer_id": None,
+            {"state": RoutedTicketState.OFFERED, "offer_id": offer_id},
+            {"state": RoutedTicketState.WAITING, "assignee_id": None, "offer_id": None,
              **declines_fields(declined.declines, declined.declines_lapse_at(now, self._config.decline_cooldown))},
         )
         if back is None:
@@ -483,8 +485,9 @@ class Routing:
             revisited = 0
             for document in await tickets.declines_lapsed(to_ms(now), EXPIRY_BATCH):
                 lapse = waiting_ticket(document).declines_lapse_at(now, cooldown)
-                if await tickets.update(document["_id"], {"state": WAITING, "version": document["version"]},
-                                        {"decline_lapse_ms": to_ms(lapse) if lapse else None}):
+                still_waiting = {"state": RoutedTicketState.WAITING, "version": document["version"]}
+                next_lapse = {"decline_lapse_ms": to_ms(lapse) if lapse else None}
+                if await tickets.update(document["_id"], still_waiting, next_lapse):
                     self.wake(ticket_id=document["_id"])
                     revisited += 1
             return revisited
@@ -508,13 +511,13 @@ class Routing:
                 queued = document.get("queued_ms") or document["created_ms"]
                 due = policy.due_steps(done, (now - queued) / 1000)
                 if not due:
-                    await tickets.update(document["_id"], {"state": WAITING},
+                    await tickets.update(document["_id"], {"state": RoutedTicketState.WAITING},
                                          {"next_escalation_ms": self._next_escalation_ms(queued, done)})
                     continue
                 last = due[-1][0]
                 changed = await tickets.update(
                     document["_id"],
-                    {"state": WAITING, "escalation_step": done},
+                    {"state": RoutedTicketState.WAITING, "escalation_step": done},
                     {"escalation_step": last, "next_escalation_ms": self._next_escalation_ms(queued, last)},
                 )
                 if changed is None:
@@ -636,7 +639,7 @@ class Routing:
             document = await tickets.get(ticket_id)
             if document is None:
                 self._not_yet_visible(ticket_id)
-            elif document["state"] == WAITING:
+            elif document["state"] == RoutedTicketState.WAITING:
                 found[ticket_id] = document
         for agent_id in agent_ids:
             agent = await agents.get(agent_id)
@@ -659,9 +662,8 @@ class Routing:
                     placed += 1
                     continue
                 # Else the queue: carry on with the updated document, whose version the claim below expects.
-                document = await tickets.update(
-                    ticket.ticket_id, {"state": WAITING, "version": document["version"]}, {"return_to": None}
-                )
+                still_waiting = {"state": RoutedTicketState.WAITING, "version": document["version"]}
+                document = await tickets.update(ticket.ticket_id, still_waiting, {"return_to": None})
                 if document is None:
                     continue
             requirements = self._requirements(ticket, now)
@@ -708,15 +710,15 @@ class Routing:
             expires = now + self._config.offer_timeout
             tickets.take(
                 document,
-                {"state": OFFERED, "assignee_id": match.agent.id, "offer_id": offer_id, "return_to": None,
-                 "offer_expires_ms": to_ms(expires), "reason": match.reason,
+                {"state": RoutedTicketState.OFFERED, "assignee_id": match.agent.id, "offer_id": offer_id,
+                 "return_to": None, "offer_expires_ms": to_ms(expires), "reason": match.reason,
                  "offer_ids": [*document.get("offer_ids", []), offer_id]},
             )
         else:
             tickets.take(
                 document,
-                {"state": ASSIGNED, "assignee_id": match.agent.id, "assigned_ms": to_ms(now), "reason": match.reason,
-                 "return_to": None},
+                {"state": RoutedTicketState.ASSIGNED, "assignee_id": match.agent.id, "assigned_ms": to_ms(now),
+                 "reason": match.reason, "return_to": None},
             )
         if mode == Mode.OFFER.value:
             offered = TicketOffered(ticket_id=ticket.ticket_id, offer_id=offer_id, agent_id=match.agent.id,
