@@ -49,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
+    """The first Ctrl-C or SIGTERM stops the platform; later ones are ignored, so that a second one
+    (`make run` passes its own on) cannot cut the stop short and leave a part still listening."""
+    for later in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(later, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 

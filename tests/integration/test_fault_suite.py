@@ -17,7 +17,7 @@ import pytest
 
 from benchmarks.faults import FAULTS, run_suite, table
 from shared.launcher.platform import Ports, embedded_environ
-from shared.launcher.servers import stop_process
+from shared.launcher.servers import listening, stop_process
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +40,7 @@ async def test_no_fault_loses_duplicates_overfills_or_strands_a_ticket(tmp_path)
     assert frozen.not_ready == {"intake", "routing", "sla", "notify"}, "a service that cannot reach Kafka says so"
 
 
-def test_switchboard_up_restarts_a_crashed_service_and_says_so(tmp_path):
+def test_switchboard_up_restarts_a_crashed_service_and_stops_every_part_before_it_returns(tmp_path):
     ports = Ports.free()
     command = [sys.executable, "-m", "shared.launcher.cli", "up", "--data-dir", str(tmp_path / "data")]
     command += [arg for name in Ports.__dataclass_fields__ for arg in (f"--{name.replace('_', '-')}-port", str(ports.of(name)))]
@@ -56,6 +56,12 @@ def test_switchboard_up_restarts_a_crashed_service_and_says_so(tmp_path):
         wait_for(lambda: ready(routing), 90)
         assert re.search(r"routing exited with code -9; restarting it in \d+s", read(log))
         assert routing_pid(launcher.pid) != pid
+
+        launcher.send_signal(signal.SIGINT)  # Ctrl-C
+        launcher.send_signal(signal.SIGTERM)  # and what `make run` passes on right after it
+        assert launcher.wait(90) == 0
+        still_listening = [name for name in Ports.__dataclass_fields__ if listening(ports.of(name))]
+        assert still_listening == [], "every part has stopped by the time `switchboard up` returns"
     finally:
         stop_process(launcher, 30)
         log.close()
