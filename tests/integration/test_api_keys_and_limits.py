@@ -2,6 +2,11 @@
 
 Scopes and limits are the platform's: every service applies them to its own routes."""
 
+import asyncio
+import json
+import urllib.error
+import urllib.request
+
 import httpx
 import pytest
 
@@ -69,6 +74,20 @@ async def test_a_body_over_the_size_limit_gets_413_and_nothing_is_opened(intake_
     assert response.status_code == 413
     assert "2048" in response.json()["message"]
     assert listed.json()["tickets"] == []
+
+
+async def test_a_client_that_sends_its_whole_body_before_reading_still_gets_the_413(intake_url):
+    """Python's urllib writes all 5 MB before it reads a byte of the answer."""
+    request = urllib.request.Request(
+        f"{intake_url}/v1/tickets", data=b"x" * 5_000_000, method="POST",
+        headers={"Authorization": f"Bearer {ADMIN_KEY}", "Content-Type": "application/json"},
+    )
+
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        await asyncio.to_thread(urllib.request.urlopen, request, timeout=30)
+
+    assert refused.value.code == 413
+    assert json.loads(refused.value.read())["message"] == "request body larger than 2048 bytes"
 
 
 async def test_every_service_applies_the_scopes_of_its_routes(platform):
