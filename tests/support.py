@@ -14,12 +14,13 @@ from pathlib import Path
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from prometheus_client import CollectorRegistry
-from pymongo import monitoring
+from pymongo import AsyncMongoClient, monitoring
 
 from shared.consumer import EventConsumer, Inbox, Prefetch, Subscription
 from shared.envelope import Envelope
 from shared.metrics import PlatformMetrics
 from shared.mongo import UnitOfWork
+from shared.mongo_filters import eq
 from shared.launcher.platform import Platform, Ports, embedded_environ
 
 
@@ -121,6 +122,34 @@ class RunningPlatform:
         finally:
             await consumer.stop()
         return records
+
+    async def outbox_drained(self, service: str) -> bool:
+        """Every event `service` has decided so far is on its topic (the broker acknowledged it): with
+        `events_to_end`, the watermark for "nothing else was published"."""
+        client = AsyncMongoClient(f"mongodb://127.0.0.1:{self.platform.ports.mongodb}")
+        try:
+            unsent = await client[f"switchboard_{service}"]["outbox"].find_one(eq(sent=False), {"_id": 1})
+        finally:
+            await client.close()
+        return unsent is None
+
+    async def events_to_end(self, topic: str, timeout: float = 30) -> list[dict]:
+        """Every event on `topic` up to its end as it is now: complete without waiting for anything more
+        (the embedded broker's end offset is its last batch's start, and a consumer reads a batch whole)."""
+        consumer = AIOKafkaConsumer(topic, bootstrap_servers=self.bootstrap, group_id=None, auto_offset_reset="earliest")
+        await consumer.start()
+        records: list = []
+        try:
+            async with asyncio.timeout(timeout):
+                while not consumer.assignment():
+                    await asyncio.sleep(0.05)
+                ends = await consumer.end_offsets(list(consumer.assignment()))
+                while not all([await consumer.position(tp) >= end for tp, end in ends.items()]):
+                    batches = await consumer.getmany(timeout_ms=300)
+                    records.extend(record for batch in batches.values() for record in batch)
+        finally:
+            await consumer.stop()
+        return [json.loads(record.value) for record in records]
 
     async def events(self, topic: str, *, until=lambda events: False, timeout: float = 15) -> list[dict]:
         records = await self.read_topic(

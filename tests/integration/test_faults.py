@@ -13,7 +13,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from shared import topics
 from shared.kafka_admin import end_offsets
 from shared.launcher.platform import Platform, Ports, embedded_environ
-from tests.support import RunningPlatform, started_platform
+from tests.support import RunningPlatform, eventually, started_platform
 
 pytestmark = pytest.mark.integration
 
@@ -66,7 +66,7 @@ async def test_routing_killed_mid_stream_assigns_every_ticket_once_and_overfills
     running_platform.platform.respawn("routing")
 
     await wait_until_assigned(running_platform, ticket_ids, 20)
-    await asyncio.sleep(2)  # a double assignment, if any, would show up now
+    await eventually(lambda: running_platform.outbox_drained("routing"))  # a double assignment would be out now
     async with running_platform.client("routing") as routing:
         loads = [(await routing.get(f"/v1/agents/{agent}")).json()["load"] for agent in agents]
     assigned = await event_ids_per_ticket(running_platform, topics.ROUTING, ASSIGNED, set(ticket_ids), expected=20)

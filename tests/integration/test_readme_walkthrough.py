@@ -1,13 +1,12 @@
 """The README walk-through, end to end, against the platform as `switchboard up` starts it."""
 
-import asyncio
 import json
 import uuid
 
 import pytest
 
 from shared import topics
-from tests.support import unique
+from tests.support import eventually, unique
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +32,7 @@ async def test_a_ticket_waits_in_the_queue_until_a_matching_agent_becomes_availa
     await running_platform.put_agent(agent, skills={skill: 2}, capacity=1, status="away")
     ticket = await running_platform.submit_ticket(required_skills=[skill])
 
-    await asyncio.sleep(2)
+    assert await eventually(lambda: routing_states(running_platform, [ticket])) == ["waiting"]
     async with running_platform.client("intake") as intake:
         assert (await intake.get(f"/v1/tickets/{ticket['id']}")).json()["assignee_id"] is None
 
@@ -47,14 +46,28 @@ async def test_an_agent_is_never_given_more_tickets_than_their_capacity(running_
     await running_platform.put_agent(agent, skills={skill: 1}, capacity=2)
     tickets = [await running_platform.submit_ticket(required_skills=[skill]) for _ in range(3)]
 
-    await asyncio.sleep(3)
+    async def routing_placed_all() -> list[str]:
+        states = await routing_states(running_platform, tickets)
+        return states if "waiting" in states and states.count("assigned") == 2 else []
 
-    async with running_platform.client("intake") as intake:
-        assignees = [(await intake.get(f"/v1/tickets/{t['id']}")).json()["assignee_id"] for t in tickets]
+    async def intake_saw_both_assignments() -> list:
+        async with running_platform.client("intake") as intake:
+            assignees = [(await intake.get(f"/v1/tickets/{t['id']}")).json()["assignee_id"] for t in tickets]
+        return assignees if assignees.count(agent) == 2 else []
+
+    await eventually(routing_placed_all)  # routing's decision for each: two assigned, one left waiting
+    assignees = await eventually(intake_saw_both_assignments)
     async with running_platform.client("routing") as routing:
         state = (await routing.get(f"/v1/agents/{agent}")).json()
     assert assignees.count(agent) == 2 and assignees.count(None) == 1
     assert (state["load"], state["free"]) == (2, 0)
+
+
+async def routing_states(running_platform, tickets: list[dict]) -> list[str] | None:
+    """Routing's state of each ticket (`waiting`, `assigned`…), sorted; None until routing has them all."""
+    async with running_platform.client("routing") as routing:
+        views = [await routing.get(f"/v1/tickets/{t['id']}") for t in tickets]
+    return sorted(view.json()["state"] for view in views) if all(v.status_code == 200 for v in views) else None
 
 
 async def test_every_new_ticket_gets_a_first_reply_clock_and_its_event(running_platform):
@@ -80,11 +93,14 @@ async def test_the_customer_gets_exactly_one_acknowledgement_carrying_the_ticket
     address = f"{unique('cust')}@example.com"
     ticket = await running_platform.submit_ticket(customer={"id": unique("c"), "email": address, "name": "Bea"})
 
-    async with asyncio.timeout(20):
-        while not (mine := [m for m in running_platform.mail() if m["To"] == address]):
-            await asyncio.sleep(0.2)
-    await asyncio.sleep(2)  # time for a duplicate to show up, if there were one
+    async def acknowledgements_once_recorded_as_sent() -> list[dict]:
+        """Notify records a send after the mail server took it, and never sends a recorded one again."""
+        async with running_platform.client("notify") as notify:
+            found = (await notify.get("/v1/notifications", params={"ticket_id": ticket["id"]})).json()
+        acknowledgements = [n for n in found["notifications"] if n["kind"] == "acknowledgement"]
+        return acknowledgements if acknowledgements and all(n["state"] == "sent" for n in acknowledgements) else []
 
+    assert len(await eventually(acknowledgements_once_recorded_as_sent, timeout=20)) == 1
     mine = [m for m in running_platform.mail() if m["To"] == address]
     assert len(mine) == 1
     assert ticket["id"] in mine[0]["Subject"]

@@ -10,7 +10,9 @@ import uuid
 from datetime import datetime, timedelta
 
 import pytest
+from pymongo import AsyncMongoClient
 
+from services.sla.repository import SlaRepository
 from shared import topics
 from shared.clock import utc_now
 from shared.envelope import new_event
@@ -24,7 +26,7 @@ from shared.events import (
     TicketSolved,
     TicketStatusChanged,
 )
-from tests.support import RunningPlatform, started_platform
+from tests.support import RunningPlatform, eventually, started_platform
 
 pytestmark = pytest.mark.integration
 
@@ -90,6 +92,17 @@ async def sla_events(running: RunningPlatform, ticket: str, until, timeout: floa
         topics.SLA, until=lambda events: until([e for e in events if e["subject"] == ticket]), timeout=timeout
     )
     return [e for e in events if e["subject"] == ticket]
+
+
+async def all_fired_and_published(running: RunningPlatform, clock_id: str) -> bool:
+    """The watermark for "no further SLA event": the clock has nothing left to fire, and every event sla
+    decided is on its topic."""
+    client = AsyncMongoClient(f"mongodb://127.0.0.1:{running.platform.ports.mongodb}", tz_aware=True)
+    try:
+        clock = await SlaRepository(client["switchboard_sla"]).clock(clock_id)
+    finally:
+        await client.close()
+    return clock.next_fire_ms is None and await running.outbox_drained("sla")
 
 
 def of_type(events: list[dict], kind: str, metric: str | None = None) -> list[dict]:
@@ -241,12 +254,10 @@ async def test_firers_racing_for_the_same_due_clock_announce_each_step_once(sla_
     """The running sla and two more firers in this process (no lease: only the conditional write
     between them) all fire the same warning and then the same breach at their due instants."""
     from prometheus_client import CollectorRegistry
-    from pymongo import AsyncMongoClient
 
     from services.sla.domain import SlaRules
     from services.sla.metrics import SlaMetrics
     from services.sla.policy import parse_policies
-    from services.sla.repository import SlaRepository
     from services.sla.timers import Timers
     from shared.clock import now_ms
     from shared.mongo import UnitOfWork
@@ -283,10 +294,9 @@ async def test_firers_racing_for_the_same_due_clock_announce_each_step_once(sla_
         assert (await db["stats"].find_one({"_id": "live_clocks"}))["n"] == live, "the live-clocks counter is exact"
     finally:
         await client.close()
+    await eventually(lambda: all_fired_and_published(sla_platform, f"{ticket}:first_reply"))
 
-    await sla_events(sla_platform, ticket, lambda es: of_type(es, "breached"))
-    await asyncio.sleep(2)  # time for a duplicate to show, if there were one
-    events = await sla_events(sla_platform, ticket, lambda es: False, timeout=2)
+    events = [e for e in await sla_platform.events_to_end(topics.SLA) if e["subject"] == ticket]
     # At most one warning: if sla consumed the ticket late, the warning was already overdue beside the breach.
     assert len(of_type(events, "warning", "first_reply")) <= 1
     assert len(of_type(events, "breached", "first_reply")) == 1
@@ -305,9 +315,9 @@ async def test_a_breach_due_while_sla_is_down_fires_once_when_it_is_back_and_a_s
     second, _ = await asyncio.to_thread(platform.start_replica, "sla")
     try:
         await asyncio.to_thread(platform.respawn, "sla")
-        events = await sla_events(sla_platform, ticket, lambda es: of_type(es, "breached"), timeout=40)
-        await asyncio.sleep(2)  # time for a duplicate to show, if there were one
-        events = await sla_events(sla_platform, ticket, lambda es: False, timeout=2)
+        await sla_events(sla_platform, ticket, lambda es: of_type(es, "breached"), timeout=40)
+        await eventually(lambda: all_fired_and_published(sla_platform, f"{ticket}:first_reply"))
+        events = [e for e in await sla_platform.events_to_end(topics.SLA) if e["subject"] == ticket]
     finally:
         await asyncio.to_thread(platform.terminate, second)
 
@@ -324,4 +334,4 @@ def test_an_invalid_policy_file_stops_sla_at_start_with_the_line_and_the_reason(
            "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}
     result = subprocess.run([sys.executable, "-m", "services.sla"], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
-    assert f"{bad}, line 4: 'soonish' is not a duration" in result.stderr
+    assert f"sla cannot start: invalid SLA policy file: {bad}:4: 'soonish' is not a duration" in result.stderr
