@@ -15,6 +15,7 @@ in the absence of such a crash.
 """
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Mapping, Sequence
@@ -291,25 +292,35 @@ class Notifications:
         """Forever; a full batch means more may be due, so it goes again without waiting.
 
         It first takes back what this replica held when its previous process died, so a crash costs a
-        restart, not the claim's whole lease."""
+        restart, not the claim's whole lease. Stopped, it gives back what it holds, so the next sender
+        (another replica, or this one started again elsewhere) need not wait for the lease either."""
         took_back = False
-        while True:
-            try:
-                if not took_back:
-                    await self._take_back_claims()
-                    took_back = True
-                claimed = await self.send_due()
-                await self.relay_dead_letters()
-            except Exception:
-                log.exception("sending notifications failed; retrying")
-                claimed = 0
-            if claimed < SEND_BATCH:
-                await asyncio.sleep(self._poll_interval)
+        try:
+            while True:
+                try:
+                    if not took_back:
+                        await self._release_claims("took back %d deliveries claimed before this replica restarted")
+                        took_back = True
+                    claimed = await self.send_due()
+                    await self.relay_dead_letters()
+                except Exception:
+                    log.exception("sending notifications failed; retrying")
+                    claimed = 0
+                if claimed < SEND_BATCH:
+                    await asyncio.sleep(self._poll_interval)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(5):
+                    await self._release_claims("gave back %d claimed deliveries as it stopped")
+            raise
 
-    async def _take_back_claims(self) -> None:
-        released = await self._uow.run(lambda tx: DeliveryRepository(tx.db, tx.session).release_claims_of(self._replica))
+    async def _release_claims(self, message: str) -> None:
+        """Makes what this replica holds claimable again; logs `message` with how many, if any."""
+        released = await self._uow.run(
+            lambda tx: DeliveryRepository(tx.db, tx.session).release_claims_of(self._replica)
+        )
         if released:
-            log.info("took back %d deliveries this replica had claimed before it restarted", released)
+            log.info(message, released)
 
     async def send_due(self) -> int:
         """Claim what is due (one transaction), then send each and record its outcome as soon as that send
