@@ -209,10 +209,13 @@ async def test_starting_again_on_the_same_data_dir_keeps_every_ticket(tmp_path):
         # Routing learns of the ticket it had queued before the restart, and assigns it.
         await second.put_agent("after-restart", skills={skill: 1}, capacity=1)
         assert await second.wait_for_assignee(waiting["id"]) == "after-restart"
-        async with asyncio.timeout(90):  # the acknowledgement may still have been queued at the stop
-            while kept["id"] not in " ".join(m["Subject"] for m in second.mail()):
-                await asyncio.sleep(0.2)
-        await asyncio.sleep(2)
+        async def acknowledgement_recorded_as_sent() -> bool:
+            """It may still have been queued at the stop; once recorded as sent, it is never sent again."""
+            async with second.client("notify") as notify:
+                found = (await notify.get("/v1/notifications", params={"ticket_id": kept["id"]})).json()
+            return any(n["kind"] == "acknowledgement" and n["state"] == "sent" for n in found["notifications"])
+
+        await eventually(acknowledgement_recorded_as_sent, timeout=90)
         acknowledgements = [m for m in second.mail() if kept["id"] in m["Subject"]]
         assert len(acknowledgements) == 1, "events replayed after the restart must not send mail again"
 

@@ -47,7 +47,7 @@ async def test_an_agent_is_never_given_more_tickets_than_their_capacity(running_
     tickets = [await running_platform.submit_ticket(required_skills=[skill]) for _ in range(3)]
 
     async def routing_placed_all() -> list[str]:
-        states = await routing_states(running_platform, tickets)
+        states = await routing_states(running_platform, tickets) or []
         return states if "waiting" in states and states.count("assigned") == 2 else []
 
     async def intake_saw_both_assignments() -> list:
