@@ -33,6 +33,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from shared import topics
+from shared.kafka_admin import read_to_end
 from shared.launcher.platform import SERVICES, Platform, Ports, embedded_environ
 
 KILLS = {f"kill {name}": name for name in (*SERVICES, "kafka", "broker_storage", "mongodb")}
@@ -124,37 +125,23 @@ class Observer:
             await consumer.stop()
 
     async def reread(self, timeout_seconds: float = 60.0) -> None:
-        """Index the topics again from their first record, with a consumer of its own.
+        """Index the topics again from their first record to their true ends (`read_to_end`).
 
         The live consumer is fast but not the judge: around a restart of the embedded broker's storage
         it has been seen to skip records, or to stall, that a fresh read of the same log finds. What
-        counts is what the log holds, as any later reader would see it.
+        counts is what the log holds, as any later reader would see it. A broker that cannot be read
+        right now (a fault still on) is tried again until `timeout_seconds`.
         """
-        consumer = self._consumer()
         deadline = time.monotonic() + timeout_seconds
-        ends: dict[TopicPartition, int] | None = None
-        try:
-            await consumer.start()
-            while time.monotonic() < deadline:
-                try:
-                    batches = await consumer.getmany(timeout_ms=300, max_records=5000)
-                    if ends is None and consumer.assignment():
-                        ends = await consumer.end_offsets(list(consumer.assignment()))
-                    for records in batches.values():
-                        for record in records:
-                            self._index(record)
-                    if ends is not None and await self._read_up_to(consumer, ends):
-                        return
-                except KafkaError:
-                    await asyncio.sleep(0.5)
-        finally:
-            await consumer.stop()
-
-    @staticmethod
-    async def _read_up_to(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:
-        """Every partition read past `ends`, the end offsets when the read began (the embedded broker's
-        are the start of the last batch, which a consumer reads whole)."""
-        return all([await consumer.position(tp) >= end for tp, end in ends.items()])
+        while time.monotonic() < deadline:
+            try:
+                records = await read_to_end(self._bootstrap, TOPICS, timeout_seconds=deadline - time.monotonic())
+            except (KafkaError, TimeoutError):
+                await asyncio.sleep(0.5)
+                continue
+            for record in records:
+                self._index(record)
+            return
 
     def _index(self, record) -> None:
         """Idempotent: a record indexed twice (live, then by `reread`) counts once."""
@@ -374,7 +361,7 @@ class FaultSuite:
         return None
 
     async def _not_recovered(self, customers: list[str]) -> str:
-        incomplete = {c: self.observer.missing(c) for c in customers if not self.observer.complete(c)}
+        incomplete = {c: missing for c in customers if (missing := self.observer.missing(c))}
         first = ", ".join(f"{c} lacks {' and '.join(what)}" for c, what in list(incomplete.items())[:3])
         return f"not healed in {self.recovery_limit:.0f} s: {len(incomplete)} submissions incomplete ({first or '-'}), lag {await self._lag()}"
 

@@ -1,9 +1,10 @@
 """Topic creation, so a service starts on an empty broker as well as on a provisioned cluster, and
 partitions' true ends, which the embedded broker misreports."""
 
+import asyncio
 from collections.abc import Iterable
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
@@ -40,3 +41,24 @@ async def end_offsets(probe: AIOKafkaConsumer, partitions: list[TopicPartition])
         probe.seek(tp, max(0, reported[tp] - 1))
     await probe.getmany(*partitions, timeout_ms=1000, max_records=1)
     return {tp: max(reported[tp], probe.highwater(tp) or 0) for tp in partitions}
+
+
+async def read_to_end(bootstrap_servers: str, topics: Iterable[str], *, timeout_seconds: float = 60) -> list[ConsumerRecord]:
+    """Every record on `topics`, from each partition's start to its end as it is now (`end_offsets`):
+    a read that is complete without waiting to see whether more comes. Raises TimeoutError, or the
+    broker's error, if it cannot finish."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None, enable_auto_commit=False)
+    records: list[ConsumerRecord] = []
+    try:
+        async with asyncio.timeout(timeout_seconds):
+            await consumer.start()
+            await consumer.topics()  # the partitions of every topic, in the consumer's metadata
+            partitions = [TopicPartition(topic, n) for topic in topics for n in consumer.partitions_for_topic(topic) or ()]
+            ends = await end_offsets(consumer, partitions)
+            await consumer.seek_to_beginning(*partitions)
+            while not all([await consumer.position(tp) >= ends[tp] for tp in partitions]):
+                batches = await consumer.getmany(*partitions, timeout_ms=300, max_records=5000)
+                records.extend(record for batch in batches.values() for record in batch)
+    finally:
+        await consumer.stop()
+    return records

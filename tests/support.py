@@ -18,6 +18,7 @@ from pymongo import AsyncMongoClient, monitoring
 
 from shared.consumer import EventConsumer, Inbox, Prefetch, Subscription
 from shared.envelope import Envelope
+from shared.kafka_admin import read_to_end
 from shared.metrics import PlatformMetrics
 from shared.mongo import UnitOfWork
 from shared.mongo_filters import eq
@@ -134,22 +135,8 @@ class RunningPlatform:
         return unsent is None
 
     async def events_to_end(self, topic: str, timeout: float = 30) -> list[dict]:
-        """Every event on `topic` up to its end as it is now: complete without waiting for anything more
-        (the embedded broker's end offset is its last batch's start, and a consumer reads a batch whole)."""
-        consumer = AIOKafkaConsumer(topic, bootstrap_servers=self.bootstrap, group_id=None, auto_offset_reset="earliest")
-        await consumer.start()
-        records: list = []
-        try:
-            async with asyncio.timeout(timeout):
-                while not consumer.assignment():
-                    await asyncio.sleep(0.05)
-                ends = await consumer.end_offsets(list(consumer.assignment()))
-                while not all([await consumer.position(tp) >= end for tp, end in ends.items()]):
-                    batches = await consumer.getmany(timeout_ms=300)
-                    records.extend(record for batch in batches.values() for record in batch)
-        finally:
-            await consumer.stop()
-        return [json.loads(record.value) for record in records]
+        """Every event on `topic` up to its end as it is now: complete without waiting for anything more."""
+        return [json.loads(record.value) for record in await read_to_end(self.bootstrap, [topic], timeout_seconds=timeout)]
 
     async def events(self, topic: str, *, until=lambda events: False, timeout: float = 15) -> list[dict]:
         records = await self.read_topic(
