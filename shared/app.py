@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import socket
+import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -32,6 +33,7 @@ from shared.logging import configure_logging, correlated, safe_correlation_id
 from shared.metrics import MongoCommandCounter, PlatformMetrics
 from shared.mongo import Lease, UnitOfWork
 from shared.outbox import Outbox, OutboxRelay
+from shared.rules_file import RulesFileError
 from shared.settings import ServiceSettings
 from shared.tracing import kafka_middlewares
 
@@ -296,6 +298,17 @@ def repeat(interval_seconds: float, job: BackgroundJob) -> BackgroundJob:
                 log.exception("periodic job %s failed", getattr(job, "__qualname__", job))
 
     return forever
+
+
+def build_and_serve(service: str, build: Callable[[], FastAPI], settings: ServiceSettings, *, rules: str) -> None:
+    """`serve` what `build` makes; a wrong `rules` file stops the service first, with exit code 2 and
+    `<service> cannot start: invalid <rules>: <file>:<line>: <reason>`."""
+    try:
+        app = build()
+    except RulesFileError as invalid:
+        print(f"{service} cannot start: invalid {rules}: {invalid}", file=sys.stderr)
+        sys.exit(2)
+    serve(app, settings)
 
 
 def serve(app: FastAPI, settings: ServiceSettings) -> None:

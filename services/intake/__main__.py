@@ -1,16 +1,8 @@
 """`python -m services.intake`: run the intake service, configured by environment variables."""
 
-import sys
-
 from services.intake.bootstrap import build_app
 from services.intake.settings import IntakeSettings
-from shared.app import serve
-from shared.rules_file import RulesFileError
+from shared.app import build_and_serve
 
 settings = IntakeSettings()
-try:
-    app = build_app(settings)
-except RulesFileError as invalid:
-    print(f"intake cannot start: invalid triage rules: {invalid}", file=sys.stderr)
-    sys.exit(2)
-serve(app, settings)
+build_and_serve("intake", lambda: build_app(settings), settings, rules="triage rules")
