@@ -20,10 +20,11 @@ Two accommodations for the embedded Mongo-wire server (nx-27017), both made only
 
 import asyncio
 import contextlib
+import copy
 import fcntl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from bson import Binary
 from pymongo import AsyncMongoClient, ReturnDocument
@@ -53,9 +54,13 @@ class Transaction:
     - `cache` is a plain dict that lives as long as the transaction: a batch's prefetch fills it
       (one query per collection), and the repositories that read through it keep it up to date
       when they write.
+
+    Each service subclasses it to carry its repositories (`tx.tickets`, `tx.agents`…), built once per
+    transaction, so use cases never see the database or the session and can be run on a fake.
+    Without a session (`UnitOfWork.reads`), it serves the APIs' reads outside any transaction.
     """
 
-    def __init__(self, db: AsyncDatabase, session: AsyncClientSession) -> None:
+    def __init__(self, db: AsyncDatabase, session: AsyncClientSession | None) -> None:
         self.db = db
         self.session = session
         self.events: list[tuple[str, Envelope]] = []
@@ -82,6 +87,7 @@ class Transaction:
 
 
 Work = Callable[[Transaction], Awaitable[T]]
+Tx = TypeVar("Tx", bound=Transaction)
 
 
 class KnownDocuments:
@@ -97,7 +103,9 @@ class KnownDocuments:
     def __init__(self, collection: AsyncCollection, tx: Transaction | None) -> None:
         self._collection = collection
         self._tx = tx
-        self._documents: dict[str, dict | None] | None = tx.cache.setdefault(collection.name, {}) if tx else None
+        self._documents: dict[str, dict | None] | None = (
+            tx.cache.setdefault(collection.name, {}) if tx is not None and tx.session is not None else None
+        )
 
     async def load(self, ids: Iterable[str]) -> None:
         if self._documents is None:
@@ -176,7 +184,7 @@ def _rewrite(lock_file, content: str) -> None:
     lock_file.flush()  # the page cache outlives a killed process; no fsync needed
 
 
-class UnitOfWork:
+class UnitOfWork(Generic[Tx]):
     def __init__(
         self,
         client: AsyncMongoClient,
@@ -189,14 +197,27 @@ class UnitOfWork:
         self._write_outbox = write_outbox
         self._on_commit: list[Callable[[], None]] = []
         self._lock = TransactionLock(transaction_lock) if transaction_lock else None
+        self._transaction_type: type[Transaction] = Transaction
 
-    async def run(self, work: Work[T]) -> T:
+    def of(self, transaction_type: type[Tx]) -> "UnitOfWork[Tx]":
+        """This unit of work (same database, outbox, lock and commit listeners), running its work in
+        `transaction_type`: a service's composition root asks for the transaction carrying its repositories."""
+        typed = copy.copy(self)
+        typed._transaction_type = transaction_type
+        return typed
+
+    @property
+    def reads(self) -> Tx:
+        """The repositories outside any transaction, for the APIs' reads."""
+        return self._transaction_type(self.db, None)
+
+    async def run(self, work: Callable[[Tx], Awaitable[T]]) -> T:
         """Run `work` in a transaction, retried by the driver on transient conflicts."""
         last: Transaction | None = None
 
         async def attempt(session: AsyncClientSession) -> T:
             nonlocal last
-            last = transaction = Transaction(self.db, session)
+            last = transaction = self._transaction_type(self.db, session)
             if self._lock is not None:  # the embedded server: see the module's docstring
                 await self.db["transactions"].update_one({"_id": None}, {"$set": {"opened": True}}, session=session)
             result = await work(transaction)
