@@ -31,7 +31,7 @@ from shared.http import api_key_guard, install_http_conventions, scope_guard
 from shared.kafka_admin import ensure_topics
 from shared.logging import configure_logging, correlated, safe_correlation_id
 from shared.metrics import MongoCommandCounter, PlatformMetrics
-from shared.mongo import Lease, UnitOfWork
+from shared.mongo import Lease, Transaction, UnitOfWork
 from shared.outbox import Outbox, OutboxRelay
 from shared.rules_file import RulesFileError
 from shared.settings import ServiceSettings
@@ -62,7 +62,10 @@ class ServiceKit:
     tracer_provider: object | None = None  # an OpenTelemetry TracerProvider when tracing is on
 
     @classmethod
-    def create(cls, name: str, settings: ServiceSettings) -> "ServiceKit":
+    def create(
+        cls, name: str, settings: ServiceSettings, transaction_type: type[Transaction] = Transaction
+    ) -> "ServiceKit":
+        """`transaction_type`: the service's transaction, which carries its repositories."""
         registry = CollectorRegistry()
         metrics = PlatformMetrics(registry)
         tracing, tracer_provider = kafka_middlewares(name)
@@ -83,7 +86,11 @@ class ServiceKit:
         instance_id = f"{socket.gethostname()}:{os.getpid()}"
         lock_dir = settings.mongodb_transaction_lock_dir
         uow = UnitOfWork(
-            mongo, db, outbox.write, transaction_lock=lock_dir / f"{db.name}.lock" if lock_dir else None
+            mongo,
+            db,
+            outbox.write,
+            transaction_lock=lock_dir / f"{db.name}.lock" if lock_dir else None,
+            transaction_type=transaction_type,
         )
         relay = OutboxRelay(
             outbox,

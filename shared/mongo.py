@@ -20,7 +20,6 @@ Two accommodations for the embedded Mongo-wire server (nx-27017), both made only
 
 import asyncio
 import contextlib
-import copy
 import fcntl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
@@ -191,20 +190,14 @@ class UnitOfWork(Generic[Tx]):
         db: AsyncDatabase,
         write_outbox: Callable[[Transaction], Awaitable[None]],
         transaction_lock: Path | None = None,
+        transaction_type: type[Tx] = Transaction,
     ) -> None:
         self.client = client
         self.db = db
         self._write_outbox = write_outbox
         self._on_commit: list[Callable[[], None]] = []
         self._lock = TransactionLock(transaction_lock) if transaction_lock else None
-        self._transaction_type: type[Transaction] = Transaction
-
-    def of(self, transaction_type: type[Tx]) -> "UnitOfWork[Tx]":
-        """This unit of work (same database, outbox, lock and commit listeners), running its work in
-        `transaction_type`: a service's composition root asks for the transaction carrying its repositories."""
-        typed = copy.copy(self)
-        typed._transaction_type = transaction_type
-        return typed
+        self._transaction_type = transaction_type
 
     @property
     def reads(self) -> Tx:
