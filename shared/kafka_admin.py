@@ -31,7 +31,9 @@ async def end_offsets(probe: AIOKafkaConsumer, partitions: list[TopicPartition])
     The embedded broker (Tansu) answers ListOffsets wrongly: on memory with its last batch's base
     offset + 1, on S3 with even less. Its fetch responses carry the true high watermark, so `probe`
     (a consumer of no group, used for nothing else meanwhile) fetches from just before the reported
-    end of each partition, and the larger of the two counts. On Kafka they agree.
+    end of each partition, and the larger of the two counts. On Kafka they agree. The probe is left
+    with no partitions: an assigned consumer keeps fetching in the background, which for a lag
+    monitor that asks every 15 s would be a fetch loop over every partition, forever.
     """
     reported = await probe.end_offsets(partitions)
     if not partitions:
@@ -40,7 +42,9 @@ async def end_offsets(probe: AIOKafkaConsumer, partitions: list[TopicPartition])
     for tp in partitions:
         probe.seek(tp, max(0, reported[tp] - 1))
     await probe.getmany(*partitions, timeout_ms=1000, max_records=1)
-    return {tp: max(reported[tp], probe.highwater(tp) or 0) for tp in partitions}
+    ends = {tp: max(reported[tp], probe.highwater(tp) or 0) for tp in partitions}
+    probe.assign([])
+    return ends
 
 
 async def read_to_end(bootstrap_servers: str, topics: Iterable[str], *, timeout_seconds: float = 60) -> list[ConsumerRecord]:
@@ -55,6 +59,7 @@ async def read_to_end(bootstrap_servers: str, topics: Iterable[str], *, timeout_
             await consumer.topics()  # the partitions of every topic, in the consumer's metadata
             partitions = [TopicPartition(topic, n) for topic in topics for n in consumer.partitions_for_topic(topic) or ()]
             ends = await end_offsets(consumer, partitions)
+            consumer.assign(partitions)
             await consumer.seek_to_beginning(*partitions)
             while not all([await consumer.position(tp) >= ends[tp] for tp in partitions]):
                 batches = await consumer.getmany(*partitions, timeout_ms=300, max_records=5000)
