@@ -39,6 +39,10 @@ from shared.mongo import Transaction, UnitOfWork
 
 log = logging.getLogger(__name__)
 
+# How long the broker may hold an empty fetch. It answers as soon as records arrive, so a longer wait
+# costs no latency and an idle consumer asks six times less often than aiokafka's default 500 ms.
+FETCH_MAX_WAIT_MS = 3000
+
 Handler = Callable[[Transaction, Envelope], Awaitable[None]]
 Prefetch = Callable[[Transaction, Sequence[Envelope]], Awaitable[None]]
 """Called once per batch, before its handlers, with the events they will see: it reads what they
@@ -129,6 +133,7 @@ class EventConsumer:
             group_id=self._group,
             batch=True,
             max_records=batch_size,
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
             auto_offset_reset="earliest",
             ack_policy=AckPolicy.NACK_ON_ERROR,
             title=self._group,
