@@ -243,10 +243,10 @@ class Lease:
     """A named, expiring claim in MongoDB, so that one replica at a time does a singleton job.
 
     Holding it is checked and renewed with one conditional upsert; a replica that dies simply
-    stops renewing and another takes over when the lease expires. A holder renews only once a
-    third of the term has passed since its last renewal, not on every call: a job that asks
-    every half second costs one transaction every few seconds, and still holds the lease with
-    two thirds of its term to spare.
+    stops renewing and another takes over once the lease has expired, within a third of its term.
+    A holder renews only once a third of the term has passed since its last renewal, not on every
+    call: a job that asks every half second costs one transaction every few seconds, and still
+    holds the lease with two thirds of its term to spare.
     """
 
     def __init__(self, uow: UnitOfWork, name: str, owner: str, ttl_seconds: float) -> None:
@@ -254,16 +254,20 @@ class Lease:
         self.name = name
         self.owner = owner
         self._ttl_ms = int(ttl_seconds * 1000)
-        self._renew_after_ms = 0
+        self._ask_again_after_ms = 0
+        self._held = False
 
     async def acquire(self) -> bool:
-        if now_ms() < self._renew_after_ms:
-            return True
+        if now_ms() < self._ask_again_after_ms:
+            return self._held
         try:
             held = await self._uow.run(self._claim)
         except DuplicateKeyError:
             held = False  # another owner holds it: the upsert collided with their document
-        self._renew_after_ms = now_ms() + self._ttl_ms // 3 if held else 0
+        # A holder renews a third of the way through its term; a replica that found it held asks again
+        # as late, rather than at every call: a transaction per poll is what an idle standby would cost.
+        self._ask_again_after_ms = now_ms() + self._ttl_ms // 3
+        self._held = held
         return held
 
     async def _claim(self, tx: Transaction) -> bool:
