@@ -15,7 +15,6 @@ from services.routing.dispatcher import Dispatcher
 from services.routing.domain import RoutingConfig
 from services.routing.escalation import Escalation
 from services.routing.metrics import RoutingMetrics
-from services.routing.migration import upgrade_legacy_records
 from services.routing.offers import Offers
 from services.routing.publishing import TicketPublisher
 from services.routing.repository import RoutingTransaction
@@ -109,11 +108,6 @@ def build_app(settings: RoutingSettings | None = None) -> FastAPI:
             Subscription(topics.SLA, {SlaWarning: routing.tickets.on_sla_warning}),
             Subscription(topics.AGENTS, {AgentStatusChanged: routing.agents.on_agent_status_changed}),
         ],
-        ensure_indexes=[
-            stored.agents.ensure_indexes,
-            stored.tickets.ensure_indexes,
-            lambda: upgrade_legacy_records(kit.uow, config.policy),
-            stored.tickets.seed_queue_depth,
-        ],
+        ensure_indexes=[stored.agents.ensure_indexes, stored.tickets.ensure_indexes, stored.tickets.seed_queue_depth],
         background=[dispatcher],
     )

@@ -6,6 +6,8 @@ even when two routing instances serve the same database at once.
 """
 
 import asyncio
+import os
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from services.routing.bootstrap import RoutingUseCases, routing_use_cases
 from services.routing.domain import AgentProfile, Mode, OfferClosed, Presence, RoutingConfig, UnknownAgent
 from services.routing.metrics import RoutingMetrics
 from services.routing.repository import RoutingTransaction
-from shared.clock import utc_now
+from shared.clock import now_ms, utc_now
 from shared.envelope import new_event
 from shared.events import (
     AgentStatusChanged,
@@ -331,3 +333,47 @@ async def test_a_claim_on_what_another_replica_changed_meanwhile_fails_the_whole
     finally:
         await client.close()
 
+
+async def migrate_command(url: str, lock_dir: Path, database: str) -> str:
+    """`python -m services.routing migrate`, as an operator runs it; what it prints."""
+    environment = {**os.environ, "MONGODB_URL": url, "MONGODB_DATABASE": database,
+                   "MONGODB_TRANSACTION_LOCK_DIR": str(lock_dir)}
+    command = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.routing", "migrate", env=environment,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await command.communicate()
+    assert command.returncode == 0, err.decode()
+    return out.decode().strip()
+
+
+async def test_the_migrate_command_upgrades_what_an_earlier_release_stored_once_and_routing_serves_it(mongo_url):
+    url, lock_dir = mongo_url
+    database = "routing_skeleton"
+    routing, uow, client = await routing_on(url, lock_dir, database)
+    db = client[database]
+    try:
+        # As the walking skeleton stored them: no skill index, no per-channel load, no urgency, no channel.
+        await db["agents"].insert_one({"_id": "old-agent", "name": "Old", "skills": {"chat": 1}, "capacity": 2,
+                                       "status": "available", "load": 1, "version": 1})
+        await db["tickets"].insert_one({"_id": "T-skeleton", "state": "waiting", "priority": "high",
+                                        "required_skills": ["chat"], "created_ms": now_ms() - 60_000,
+                                        "assignee_id": None})
+        # As a later release stored declines: who, without when.
+        await uow.run(lambda tx: routing.tickets.on_ticket_created(tx, created("T-declined", "none", "low", 1)))
+        await db["tickets"].update_one({"_id": "T-declined"}, {"$set": {"declined_by": ["someone"]},
+                                                                "$unset": {"declines": ""}})
+
+        assert await migrate_command(url, lock_dir, database) == (
+            "routing: upgraded 3 agents and tickets stored by an earlier release")
+        assert await migrate_command(url, lock_dir, database) == (
+            "routing: upgraded 0 agents and tickets stored by an earlier release"), "once only"
+
+        assert await routing.dispatcher.drain(ticket_ids={"T-skeleton"}, sweep=False) == 1
+        agent = await routing.views.get_agent("old-agent")
+        assert (agent.load, agent.load_by_channel["web"]) == (2, 2)
+        assert (await routing.views.ticket_view("T-skeleton"))["assignee_id"] == "old-agent"
+        declined = await routing.views.ticket_view("T-declined")
+        assert declined["declined_by"] == ["someone"] and list(declined["declined_until"]) == ["someone"]
+    finally:
+        await client.close()
