@@ -21,7 +21,7 @@ from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
 
 from services.intake.repository import CustomerRepository, MessageRepository, TicketRepository
 from services.routing.domain import RoutedTicketState
-from services.routing.repository import QUEUE_DEPTH, RoutedTicketRepository
+from services.routing.repository import QUEUE_DEPTH, RoutingTransaction
 from services.sla.domain import Clock, Metric
 from services.sla.repository import SlaRepository, _clock_document
 from shared.clock import now_ms
@@ -60,7 +60,7 @@ async def per_call_ms(call: Call, calls: int, budget_seconds: float = 3.0) -> fl
 class Routing:
     def __init__(self, db, size: int) -> None:
         self.db, self.tickets, self.size = db, db["tickets"], size
-        self.repository = RoutedTicketRepository(db)
+        self.repository = RoutingTransaction(db, None).tickets
 
     async def prepare(self) -> None:
         await self.repository.ensure_indexes()

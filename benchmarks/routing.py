@@ -13,7 +13,7 @@ waiting tickets and in the same run:
 
 Both print time per decision and the Python memory a decision allocates at its peak
 (tracemalloc), and the ratio of the two approaches on each. It also times what the
-dispatcher does after a commit (`Routing.drain` with a hint: one new ticket, or one agent
+dispatcher does after a commit (`Dispatcher.drain` with a hint: one new ticket, or one agent
 with room, against the whole queue) and prints the memory the process used (peak RSS) and
 the database size. Results are ratios from one run, never absolute promises.
 """
@@ -34,17 +34,10 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 from pymongo import AsyncMongoClient
 
-from services.routing.domain import Agent, EscalationPolicy, Presence, Tier, choose_agent
+from services.routing.bootstrap import routing_use_cases
+from services.routing.domain import Agent, EscalationPolicy, Presence, RoutingConfig, Tier, choose_agent
 from services.routing.metrics import RoutingMetrics
-from services.routing.repository import (
-    AgentRepository,
-    RoutedTicketRepository,
-    _agent,
-    _document,
-    declines_fields,
-    waiting_ticket,
-)
-from services.routing.service import Routing, RoutingConfig
+from services.routing.repository import RoutingTransaction, _agent, _document, declines_fields, routed_ticket
 from shared.clock import now_ms, utc_now
 from shared.events import Priority
 from shared.launcher.servers import mongo_wire_server
@@ -99,9 +92,9 @@ def make_ticket(number: int, skills: list[str], rng: random.Random, now: int) ->
 
 async def load(db, agents: int, skill_count: int, tickets: int, rng: random.Random) -> list[str]:
     skills = [f"skill-{n:03d}" for n in range(skill_count)]
-    agent_rows = AgentRepository(db)
-    await agent_rows.ensure_indexes()
-    await RoutedTicketRepository(db).ensure_indexes()
+    stored = RoutingTransaction(db, None)
+    await stored.agents.ensure_indexes()
+    await stored.tickets.ensure_indexes()
     for start in range(0, agents, 1000):
         batch = []
         for number in range(start, min(start + 1000, agents)):
@@ -117,15 +110,15 @@ async def load(db, agents: int, skill_count: int, tickets: int, rng: random.Rand
 
 
 async def decide_indexed(db, document: dict) -> str | None:
-    ticket = waiting_ticket(document)
+    ticket = routed_ticket(document)
     requirements = EscalationPolicy().requirements(ticket, utc_now())
-    candidates = await AgentRepository(db).candidates(requirements)
+    candidates = await RoutingTransaction(db, None).agents.candidates(requirements)
     match = choose_agent(candidates, ticket, requirements, utc_now())
     return match.agent.id if match else None
 
 
 async def decide_by_scan(db, document: dict) -> str | None:
-    ticket = waiting_ticket(document)
+    ticket = routed_ticket(document)
     requirements = EscalationPolicy().requirements(ticket, utc_now())
     everyone = [_agent(row) for row in await db["agents"].find({}).to_list()]
     match = choose_agent(everyone, ticket, requirements, utc_now())
@@ -183,15 +176,16 @@ async def run(args: argparse.Namespace, url: str, workdir: Path) -> None:
               f"qualifying agents, the scan all of them)")
 
         embedded = not os.environ.get("MONGODB_URL")
-        uow = UnitOfWork(client, db, Outbox(db).write, transaction_lock=workdir / "routing.lock" if embedded else None)
-        routing = Routing(uow, "switchboard/routing-benchmark", RoutingMetrics(CollectorRegistry()),
-                          RoutingConfig(offer_timeout=timedelta(seconds=120)))
+        uow = UnitOfWork(client, db, Outbox(db).write, transaction_lock=workdir / "routing.lock" if embedded else None,
+                         transaction_type=RoutingTransaction)
+        dispatcher = routing_use_cases(uow, "switchboard/routing-benchmark", RoutingMetrics(CollectorRegistry()),
+                                       RoutingConfig(offer_timeout=timedelta(seconds=120))).dispatcher
         # What the dispatcher does after a commit: serve one new ticket, or one agent who has room.
         arrivals, placed = [], 0
         for number in range(args.tickets, args.tickets + 20):
             await db["tickets"].insert_one(make_ticket(number, skills, rng, now_ms()))
             started = time.perf_counter()
-            placed += await routing.drain(ticket_ids={f"T-{number:06d}"}, sweep=False)
+            placed += await dispatcher.drain(ticket_ids={f"T-{number:06d}"}, sweep=False)
             arrivals.append(time.perf_counter() - started)
         print(f"new ticket  : {statistics.mean(arrivals) * 1000:8.2f} ms to serve one arrival "
               f"({placed}/20 placed at once)")
@@ -199,7 +193,7 @@ async def run(args: argparse.Namespace, url: str, workdir: Path) -> None:
         freed, placed = [], 0
         for row in roomy:
             started = time.perf_counter()
-            placed += await routing.drain(agent_ids={row["_id"]}, sweep=False)
+            placed += await dispatcher.drain(agent_ids={row["_id"]}, sweep=False)
             freed.append(time.perf_counter() - started)
         if freed:
             print(f"agent room  : {statistics.mean(freed) * 1000:8.2f} ms to fill an agent's free slots from a "

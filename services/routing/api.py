@@ -5,8 +5,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
 from pydantic import BaseModel
 
-from services.routing.domain import Agent, AgentProfile, PresenceChange
-from services.routing.service import OfferClosed, Routing, UnknownAgent, UnknownOffer
+from services.routing.agents import Agents
+from services.routing.domain import Agent, AgentProfile, OfferClosed, PresenceChange, UnknownAgent, UnknownOffer
+from services.routing.offers import Offers
+from services.routing.views import RoutingViews
 
 AgentId = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$")]
 OfferId = Annotated[str, Path(pattern=r"^[a-f0-9]{32}$")]
@@ -33,58 +35,58 @@ class OfferAnswerView(BaseModel):
     outcome: str
 
 
-def build_routes(routing: Routing, require_api_key, needs) -> APIRouter:
+def build_routes(agents: Agents, offers: Offers, views: RoutingViews, require_api_key, needs) -> APIRouter:
     routes = APIRouter(prefix="/v1", tags=["routing"], dependencies=[Depends(require_api_key)])
-    agents, read = [needs("agents")], [needs("tickets:read")]
+    on_agents, read = [needs("agents")], [needs("tickets:read")]
 
-    @routes.put("/agents/{agent_id}", dependencies=agents)
+    @routes.put("/agents/{agent_id}", dependencies=on_agents)
     async def put_agent(agent_id: AgentId, profile: AgentProfile) -> Agent:
         """Create or update an agent; the answer carries `load` and `free`, in total and per channel."""
-        return await routing.put_agent(agent_id, profile)
+        return await agents.put_agent(agent_id, profile)
 
-    @routes.patch("/agents/{agent_id}", dependencies=agents)
+    @routes.patch("/agents/{agent_id}", dependencies=on_agents)
     async def patch_agent(agent_id: AgentId, change: PresenceChange) -> Agent:
         """Change presence: `{"status": "available" | "away" | "offline"}`."""
         try:
-            return await routing.set_presence(agent_id, change.status)
+            return await agents.set_presence(agent_id, change.status)
         except UnknownAgent:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no agent {agent_id}") from None
 
-    @routes.get("/agents/{agent_id}", dependencies=agents)
+    @routes.get("/agents/{agent_id}", dependencies=on_agents)
     async def get_agent(agent_id: AgentId) -> Agent:
-        agent = await routing.get_agent(agent_id)
+        agent = await views.get_agent(agent_id)
         if agent is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no agent {agent_id}")
         return agent
 
-    @routes.get("/agents", dependencies=agents)
+    @routes.get("/agents", dependencies=on_agents)
     async def list_agents(
         after: Annotated[str | None, Query(max_length=100)] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> AgentPage:
         """Agents in id order with their load per channel; page on with `after=<next_after>`."""
-        agents = await routing.list_agents(after=after, limit=limit)
-        return AgentPage(agents=agents, next_after=agents[-1].id if len(agents) == limit else None)
+        page = await views.list_agents(after=after, limit=limit)
+        return AgentPage(agents=page, next_after=page[-1].id if len(page) == limit else None)
 
-    @routes.get("/agents/{agent_id}/offers", dependencies=agents)
+    @routes.get("/agents/{agent_id}/offers", dependencies=on_agents)
     async def agent_offers(agent_id: AgentId) -> list[dict]:
         """The agent's open offers, to answer with `POST /v1/offers/{offer_id}/accept` or `/reject`."""
         try:
-            return await routing.offers_for(agent_id)
+            return await views.offers_for(agent_id)
         except UnknownAgent:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no agent {agent_id}") from None
 
-    @routes.post("/offers/{offer_id}/accept", dependencies=agents)
+    @routes.post("/offers/{offer_id}/accept", dependencies=on_agents)
     async def accept(offer_id: OfferId) -> OfferAnswerView:
         return await _answer(offer_id, accept=True)
 
-    @routes.post("/offers/{offer_id}/reject", dependencies=agents)
+    @routes.post("/offers/{offer_id}/reject", dependencies=on_agents)
     async def reject(offer_id: OfferId) -> OfferAnswerView:
         return await _answer(offer_id, accept=False)
 
     async def _answer(offer_id: str, *, accept: bool) -> OfferAnswerView:
         try:
-            answer = await routing.answer_offer(offer_id, accept=accept)
+            answer = await offers.answer_offer(offer_id, accept=accept)
         except UnknownOffer:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no offer {offer_id}") from None
         except OfferClosed as closed:
@@ -96,13 +98,13 @@ def build_routes(routing: Routing, require_api_key, needs) -> APIRouter:
     @routes.get("/queues", dependencies=read)
     async def queues() -> QueueView:
         """Waiting tickets: depth by priority, skill and channel, and the longest wait."""
-        summary = await routing.queue_summary()
+        summary = await views.queue_summary()
         return QueueView(**summary.__dict__)
 
     @routes.get("/tickets/{ticket_id}", dependencies=read)
     async def ticket(ticket_id: Annotated[str, Path(max_length=200)]) -> dict:
         """Routing's view of a ticket: state, assignee or open offer, escalation step, current requirements."""
-        view = await routing.ticket_view(ticket_id)
+        view = await views.ticket_view(ticket_id)
         if view is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"routing knows no ticket {ticket_id}")
         return view

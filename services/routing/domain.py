@@ -8,8 +8,12 @@
 - Queue order (`queue_key`): urgency (priority, one step up after an SLA warning), then age.
 - Escalation (`EscalationPolicy`): configured steps that relax the requirements as a ticket waits.
 - Presence (`supersedes`): a status change applies only if newer than the presence in force.
+- The routed ticket (`RoutedTicket`): the aggregate whose transitions (queue, offer, accept, reject or
+  expire, assign, unassign, finish, reopen, escalate, reprioritise) are the only way its state
+  changes; each returns a `Transition` carrying the facts it causes, for the use case to store and publish.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -17,7 +21,18 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
 
-from shared.events import SKILL_PATTERN, Channel, Priority
+from shared.events import (
+    SKILL_PATTERN,
+    Channel,
+    OfferOutcome,
+    Payload,
+    Priority,
+    TicketAssigned,
+    TicketEscalated,
+    TicketOfferAnswered,
+    TicketOffered,
+    TicketUnassigned,
+)
 
 SkillName = Annotated[str, Field(pattern=SKILL_PATTERN)]
 SkillLevel = Annotated[int, Field(ge=1, le=5)]
@@ -372,6 +387,11 @@ class EscalationPolicy(BaseModel):
         """Waiting time at which the next step is due, or None when every step ran."""
         return self.steps[done].after_seconds if done < len(self.steps) else None
 
+    def next_due_at(self, queued_at: datetime, done: int) -> datetime | None:
+        """When the next step is due for a ticket that entered the queue at `queued_at`, or None."""
+        wait = self.next_due_seconds(done)
+        return None if wait is None else queued_at + timedelta(seconds=wait)
+
 
 # --- scoring ------------------------------------------------------------------------------
 
@@ -522,3 +542,223 @@ class QueueSummary:
     by_channel: dict[str, int] = field(default_factory=dict)
     oldest_ticket_id: str | None = None
     oldest_wait_seconds: float = 0.0
+
+
+# --- the routed ticket ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RoutingConfig:
+    mode: Mode = Mode.AUTO
+    offer_timeout: timedelta = timedelta(seconds=120)
+    unassign_on: frozenset[Presence] = frozenset({Presence.OFFLINE})
+    affinity_window: timedelta = timedelta(days=7)
+    policy: EscalationPolicy = EscalationPolicy()
+    decline_cooldown: timedelta = DECLINE_COOLDOWN
+
+    def requirements(self, ticket: WaitingTicket, now: datetime) -> Requirements:
+        return self.policy.requirements(ticket, now, self.decline_cooldown)
+
+
+class UnknownAgent(LookupError):
+    pass
+
+
+class UnknownOffer(LookupError):
+    pass
+
+
+class OfferClosed(Exception):
+    """The offer was answered, expired or withdrawn already."""
+
+
+class InvalidTransition(Exception):
+    """A use case asked a routed ticket for a change its state does not allow (a bug, not bad input)."""
+
+
+class RoutedTicket(WaitingTicket):
+    """The aggregate: a ticket in routing's hands, what matching reads of it (`WaitingTicket`) and where
+    it stands (`state`, `RoutedTicketState`).
+
+    It changes only through its transitions. Each returns a `Transition` (or None when there is nothing
+    to do): the ticket after it, the fields whose stored values must still be those read for it to
+    apply (so two replicas never both make it), and the events it causes. Instants are to the
+    millisecond, as stored.
+    """
+
+    state: RoutedTicketState = RoutedTicketState.WAITING
+    assignee_id: str | None = Field(default=None, description="The agent it is offered or assigned to.")
+    previous_assignee_id: str | None = None
+    return_to: str | None = Field(default=None, description="Reopened: its previous agent, who gets it if they have room.")
+    offer_id: str | None = Field(default=None, description="The open offer.")
+    offer_ids: list[str] = Field(default_factory=list, description="Every offer made, open or closed.")
+    offer_expires_at: datetime | None = None
+    assigned_at: datetime | None = None
+    reason: str | None = Field(default=None, description="Why it was offered or assigned to its agent.")
+    finished_at: datetime | None = None
+    finished_as: str | None = None
+    next_escalation_at: datetime | None = None
+    decline_lapse_at: datetime | None = Field(default=None, description="When a decline's cooldown ends next.")
+    correlation_id: str | None = Field(default=None, description="Of the event that created it; its facts keep it.")
+    causation_id: str | None = None
+
+    @classmethod
+    def queue(
+        cls, needs: WaitingTicket, policy: EscalationPolicy, *, correlation_id: str | None, causation_id: str | None
+    ) -> "RoutedTicket":
+        """A ticket routing learns about joins the queue, matched on its primary language."""
+        queued_at = needs.queued_at or needs.created_at
+        return cls(
+            **{**needs.model_dump(), "language": primary_language(needs.language), "queued_at": queued_at},
+            next_escalation_at=policy.next_due_at(queued_at, 0),
+            correlation_id=correlation_id,
+            causation_id=causation_id,
+        )
+
+    @property
+    def slot_holder(self) -> str | None:
+        """The agent whose capacity it takes while offered or assigned to them."""
+        return self.assignee_id if self.state in (RoutedTicketState.OFFERED, RoutedTicketState.ASSIGNED) else None
+
+    def reprioritise(self, priority: Priority) -> "Transition":
+        return self._becomes((), priority=priority)
+
+    def warn_sla(self) -> "Transition | None":
+        """Close to breaching: one step up the queue, once, while it waits or is offered."""
+        if self.state not in (RoutedTicketState.WAITING, RoutedTicketState.OFFERED) or self.sla_warned:
+            return None
+        return self._becomes((), sla_warned=True)
+
+    def offer(self, agent_id: str, reason: str, offer_id: str, now: datetime, timeout: timedelta) -> "Transition":
+        """Reserved for `agent_id`, who may accept until the offer expires."""
+        self._must_be(RoutedTicketState.WAITING)
+        expires = now + timeout
+        offered = TicketOffered(ticket_id=self.ticket_id, offer_id=offer_id, agent_id=agent_id, expires_at=expires)
+        return self._becomes(
+            ("state", "version"), [offered], state=RoutedTicketState.OFFERED, assignee_id=agent_id, offer_id=offer_id,
+            return_to=None, offer_expires_at=expires, reason=reason, offer_ids=[*self.offer_ids, offer_id],
+        )
+
+    def assign(self, agent_id: str, reason: str, now: datetime) -> "Transition":
+        self._must_be(RoutedTicketState.WAITING)
+        assigned = TicketAssigned(ticket_id=self.ticket_id, agent_id=agent_id, reason=reason, assigned_at=now)
+        return self._becomes(
+            ("state", "version"), [assigned], state=RoutedTicketState.ASSIGNED, assignee_id=agent_id,
+            assigned_at=now, reason=reason, return_to=None,
+        )
+
+    def forgo_return(self) -> "Transition":
+        """Reopened, but its previous agent cannot take it: it is matched like any waiting ticket."""
+        self._must_be(RoutedTicketState.WAITING)
+        return self._becomes(("state", "version"), return_to=None)
+
+    def accept(self, offer_id: str, now: datetime) -> "Transition":
+        self._must_be_open(offer_id, now)
+        answered = TicketOfferAnswered(ticket_id=self.ticket_id, offer_id=offer_id, agent_id=self.assignee_id,
+                                       outcome=OfferOutcome.ACCEPTED, answered_at=now)
+        assigned = TicketAssigned(ticket_id=self.ticket_id, agent_id=self.assignee_id,
+                                  reason=f"accepted an offer: {self.reason or ''}", assigned_at=now)
+        return self._becomes(
+            ("state", "offer_id"), [answered, assigned], state=RoutedTicketState.ASSIGNED, assigned_at=now,
+            offer_id=None,
+        )
+
+    def reject(self, offer_id: str, now: datetime, cooldown: timedelta) -> "Transition":
+        self._must_be_open(offer_id, now)
+        return self.return_offer(OfferOutcome.REJECTED, now, cooldown)
+
+    def return_offer(self, outcome: OfferOutcome, now: datetime, cooldown: timedelta) -> "Transition":
+        """Rejected, lapsed, or its agent left: back to the queue for the next agent, with its original age.
+
+        That agent is not offered it again within the cooldown; it is looked at again when that ends.
+        """
+        self._must_be(RoutedTicketState.OFFERED)
+        declined = self.declined(self.assignee_id, now)
+        answered = TicketOfferAnswered(ticket_id=self.ticket_id, offer_id=self.offer_id, agent_id=self.assignee_id,
+                                       outcome=outcome, answered_at=now)
+        return self._becomes(
+            ("state", "offer_id"), [answered], state=RoutedTicketState.WAITING, assignee_id=None, offer_id=None,
+            declines=declined.declines, decline_lapse_at=declined.declines_lapse_at(now, cooldown),
+        )
+
+    def revisit_declines(self, now: datetime, cooldown: timedelta) -> "Transition":
+        """A decline's cooldown ended: matched again now, and again when the next running one ends."""
+        self._must_be(RoutedTicketState.WAITING)
+        return self._becomes(("state", "version"), decline_lapse_at=self.declines_lapse_at(now, cooldown))
+
+    def unassign(self, presence: Presence, now: datetime, policy: EscalationPolicy) -> "Transition | None":
+        """Its agent went away or offline: back to the queue, with its original age."""
+        if self.state is not RoutedTicketState.ASSIGNED:
+            return None
+        unassigned = TicketUnassigned(
+            ticket_id=self.ticket_id, agent_id=self.assignee_id,
+            reason=f"agent went {presence.value}; back to the queue with its original age", unassigned_at=now,
+        )
+        return self._becomes(
+            ("state", "assignee_id"), [unassigned], assignee_id=None, previous_assignee_id=self.assignee_id,
+            **self._requeued(now, policy),
+        )
+
+    def finish(self, how: str, now: datetime) -> "Transition | None":
+        """Solved or closed: it leaves the queue, or its agent's capacity (see `slot_holder`)."""
+        if self.state is RoutedTicketState.DONE:
+            return None
+        return self._becomes(
+            ("state", "version"), state=RoutedTicketState.DONE, finished_at=now, finished_as=how, offer_id=None
+        )
+
+    def reopen(self, previous_assignee_id: str | None, now: datetime, policy: EscalationPolicy) -> "Transition | None":
+        """Back to the queue, marked for its previous agent, its declines forgotten."""
+        if self.state is not RoutedTicketState.DONE:
+            return None
+        return self._becomes(
+            ("state",), assignee_id=None, return_to=previous_assignee_id or self.assignee_id, declines={},
+            decline_lapse_at=None, **self._requeued(now, policy),
+        )
+
+    def escalate(self, now: datetime, policy: EscalationPolicy) -> "Transition":
+        """The steps that came due, one `ticket.escalated` each; with none due, when to look again."""
+        self._must_be(RoutedTicketState.WAITING)
+        done = self.escalation_step
+        due = policy.due_steps(done, (now - self.queued_at).total_seconds())
+        if not due:
+            return self._becomes(("state",), next_escalation_at=policy.next_due_at(self.queued_at, done))
+        escalated = [
+            TicketEscalated(ticket_id=self.ticket_id, step=number, action=step.action.value,
+                            description=step.describe(), escalated_at=now)
+            for number, step in due
+        ]
+        last = due[-1][0]
+        return self._becomes(
+            ("state", "escalation_step"), escalated, escalation_step=last,
+            next_escalation_at=policy.next_due_at(self.queued_at, last),
+        )
+
+    def _requeued(self, now: datetime, policy: EscalationPolicy) -> dict:
+        """Back in the queue: it keeps its original age (`created_at`) and starts its escalation afresh."""
+        return {"state": RoutedTicketState.WAITING, "queued_at": now, "escalation_step": 0,
+                "next_escalation_at": policy.next_due_at(now, 0)}
+
+    def _must_be(self, state: RoutedTicketState) -> None:
+        if self.state is not state:
+            raise InvalidTransition(f"ticket {self.ticket_id} is {self.state}, not {state}")
+
+    def _must_be_open(self, offer_id: str, now: datetime) -> None:
+        if self.state is not RoutedTicketState.OFFERED or self.offer_id != offer_id:
+            raise OfferClosed(f"offer {offer_id} is no longer open")
+        if self.offer_expires_at <= now:
+            raise OfferClosed(f"offer {offer_id} expired")  # the sweep gives the ticket to the next agent
+
+    def _becomes(self, unchanged: tuple[str, ...], facts: Sequence[Payload] = (), **changes) -> "Transition":
+        return Transition(self, self.model_copy(update=changes), unchanged, tuple(facts))
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A routed ticket's change: `before` becomes `after`, provided the stored ticket still has `before`'s
+    values of the fields `unchanged` names; `facts` are the events it causes."""
+
+    before: RoutedTicket
+    after: RoutedTicket
+    unchanged: tuple[str, ...]
+    facts: tuple[Payload, ...] = ()

@@ -5,6 +5,10 @@ so two replicas can never overfill an agent or assign one ticket twice. The disp
 (`Transaction.write_later`) as upserts on an existing `_id`, so a claim that matches nothing fails
 the transaction rather than passing unnoticed (`_or_abort`). Instants are stored as epoch milliseconds.
 
+The repositories hang on the transaction (`RoutingTransaction`: `tx.tickets`, `tx.agents`, `tx.affinities`),
+built once per transaction. Routed tickets come and go as the `RoutedTicket` aggregate: a transition is
+stored with a filter on the values it started from (`RoutedTicketRepository.apply` and `claim`).
+
 Inside a transaction the repositories read through `Transaction.cache`: what they read or wrote there
 is served without a round trip, and queued writes keep it true. A batch reads what it needs with one
 query per collection (`preload`), so a consumer batch or a drain costs a few round trips, not a few
@@ -17,20 +21,23 @@ with `eq` so the embedded server uses those indexes too (see `shared.mongo_filte
 depth by priority is a counter kept by the same transactions that move tickets in and out of it.
 """
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
+from functools import cached_property
 
 from pymongo import ASCENDING, DESCENDING, InsertOne, ReturnDocument, UpdateOne
-from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from services.routing.domain import (
     CHANNELS,
     Agent,
+    EscalationPolicy,
     Presence,
     QueueSummary,
     Requirements,
+    RoutedTicket,
     RoutedTicketState,
+    Transition,
     WaitingTicket,
     channel_capacity,
     primary_language,
@@ -67,11 +74,11 @@ def _or_abort(query: dict, update: dict) -> UpdateOne:
 
 
 class AgentRepository:
-    def __init__(self, db: AsyncDatabase, tx: Transaction | None = None) -> None:
-        self._agents = db["agents"]
+    def __init__(self, tx: Transaction) -> None:
+        self._agents = tx.db["agents"]
         self._tx = tx
-        self._session = tx.session if tx else None
-        self._cache = tx.cache if tx else {}
+        self._session = tx.session
+        self._cache = tx.cache
         self._known: dict[str, Agent] = self._cache.setdefault(KNOWN_AGENTS, {})
 
     async def ensure_indexes(self) -> None:
@@ -231,12 +238,12 @@ class AgentRepository:
 class RoutedTicketRepository:
     """Routing's own view of tickets: waiting, offered to an agent, assigned, or done."""
 
-    def __init__(self, db: AsyncDatabase, tx: Transaction | None = None) -> None:
-        self._tickets = db["tickets"]
-        self._counters = db["counters"]
+    def __init__(self, tx: Transaction) -> None:
+        self._tickets = tx.db["tickets"]
+        self._counters = tx.db["counters"]
         self._tx = tx
-        self._session = tx.session if tx else None
-        self._cache = tx.cache if tx else {}
+        self._session = tx.session
+        self._cache = tx.cache
         self._known = KnownDocuments(self._tickets, tx)
 
     async def ensure_indexes(self) -> None:
@@ -259,14 +266,15 @@ class RoutedTicketRepository:
         except DuplicateKeyError:
             pass  # another replica seeded it first
 
-    async def get(self, ticket_id: str) -> dict | None:
-        return await self._known.get(ticket_id)
+    async def get(self, ticket_id: str) -> RoutedTicket | None:
+        document = await self._known.get(ticket_id)
+        return routed_ticket(document) if document is not None else None
 
     async def preload(self, ticket_ids: Iterable[str]) -> None:
         """Read these tickets in one query, so that `get` answers each without a round trip."""
         await self._known.load(ticket_ids)
 
-    async def upgrade_legacy(self, next_escalation_ms) -> int:
+    async def upgrade_legacy(self, policy: EscalationPolicy) -> int:
         """Tickets stored by the walking skeleton: add what the queue index and matching read."""
         documents = await self._tickets.find({"urgency": {"$exists": False}}, session=self._session).to_list()
         for document in documents:
@@ -275,7 +283,8 @@ class RoutedTicketRepository:
                 {"_id": document["_id"]},
                 {"$set": {"urgency": Priority(document["priority"]).rank, "sla_warned": False, "channel": "web",
                           "skill_levels": {}, "queued_ms": created, "escalation_step": 0,
-                          "next_escalation_ms": next_escalation_ms(created, 0), **declines_fields({}, None),
+                          "next_escalation_ms": _epoch_ms(policy.next_due_at(from_ms(created), 0)),
+                          **declines_fields({}, None),
                           "assignee_id": document.get("assignee_id"), "version": 1}},
                 session=self._session,
             )
@@ -294,48 +303,28 @@ class RoutedTicketRepository:
             )
         return len(documents)
 
-    async def enqueue(self, ticket: WaitingTicket, *, next_escalation_ms: int | None, extra: dict | None = None) -> bool:
+    async def enqueue(self, ticket: RoutedTicket) -> bool:
         """Adds the ticket to the queue unless routing knows it already: queued."""
         if await self.get(ticket.ticket_id) is not None:
             return False
-        queued_ms = to_ms(ticket.queued_at or ticket.created_at)
-        document = {
-            "_id": ticket.ticket_id,
-            "state": RoutedTicketState.WAITING,
-            "priority": ticket.priority.value,
-            "urgency": ticket.urgency,
-            "sla_warned": False,
-            "required_skills": ticket.required_skills,
-            "skill_levels": ticket.skill_levels,
-            "channel": ticket.channel.value,
-            "language": primary_language(ticket.language),
-            "category": ticket.category,
-            "customer_id": ticket.customer_id,
-            "previous_agent_id": ticket.previous_agent_id,
-            "created_ms": to_ms(ticket.created_at),
-            "queued_ms": queued_ms,
-            "escalation_step": 0,
-            "next_escalation_ms": next_escalation_ms,
-            **declines_fields({}, None),
-            "assignee_id": None,
-            "version": 1,
-            **(extra or {}),
-        }
+        document = _ticket_document(ticket)
         self._queue(InsertOne(document))
         self._known.keep(document)
         self._count_waiting({ticket.priority.value: 1})
         return True
 
-    async def waiting(self, limit: int) -> list[dict]:
-        """The queue, in order: most urgent first, then oldest (the documents; see `waiting_ticket`)."""
-        return (
+    async def waiting(self, limit: int) -> list[RoutedTicket]:
+        """The queue, in order: most urgent first, then oldest."""
+        return _routed_tickets(
             await self._tickets.find(eq(state=RoutedTicketState.WAITING), session=self._session)
             .sort([("urgency", DESCENDING), ("created_ms", ASCENDING)])
             .limit(limit)
             .to_list()
         )
 
-    async def waiting_for(self, agent: Agent, requirements_of, limit: int) -> list[dict]:
+    async def waiting_for(
+        self, agent: Agent, requirements_of: Callable[[WaitingTicket], Requirements], limit: int
+    ) -> list[RoutedTicket]:
         """Waiting tickets `agent` can take, in queue order, at most as many as they have room for.
 
         The channels the agent has room on and their languages narrow the query; the rest of the
@@ -349,7 +338,7 @@ class RoutedTicketRepository:
         if agent.languages:
             query["language"] = {"$in": [*sorted({primary_language(l) for l in agent.languages}), None]}
         room = {channel: agent.free_on(channel) for channel in channels}
-        taken: list[dict] = []
+        taken: list[RoutedTicket] = []
         cursor = (
             self._tickets.find(query, session=self._session)
             .sort([("urgency", DESCENDING), ("created_ms", ASCENDING)])
@@ -357,9 +346,10 @@ class RoutedTicketRepository:
         )
         try:
             async for document in cursor:
-                channel = document.get("channel") or "web"
-                if room.get(channel, 0) > 0 and requirements_of(waiting_ticket(document)).admits(agent):
-                    taken.append(document)
+                ticket = routed_ticket(document)
+                channel = ticket.channel.value
+                if room.get(channel, 0) > 0 and requirements_of(ticket).admits(agent):
+                    taken.append(ticket)
                     room[channel] -= 1
                     if len(taken) >= agent.free or not any(room.values()):
                         break
@@ -367,30 +357,29 @@ class RoutedTicketRepository:
             await cursor.close()
         return taken
 
-    async def update(self, ticket_id: str, expected: dict, changes: dict) -> dict | None:
-        """A conditional update: applies only while the ticket still matches `expected`; the new document.
-
-        `changes` sets top-level fields. The queue-depth counter follows a change of state or priority.
-        """
+    async def apply(self, transition: Transition) -> RoutedTicket | None:
+        """Store `transition` if the stored ticket still has the values it started from; the ticket after it,
+        or None (a replica or an earlier event changed it meanwhile)."""
         await self._flush()
-        changes = {**changes, "updated_ms": now_ms()}
+        ticket_id = transition.before.ticket_id
+        changes = _changes(transition)
         before = await self._tickets.find_one_and_update(
-            {"_id": ticket_id, **expected}, {"$set": changes, "$inc": {"version": 1}}, session=self._session
+            {"_id": ticket_id, **_unchanged(transition)}, {"$set": changes, "$inc": {"version": 1}},
+            session=self._session,
         )
         if before is None:
             self._known.forget(ticket_id)
             return None
-        return self._changed(before, changes)
+        return routed_ticket(self._changed(before, changes))
 
-    def take(self, document: dict, changes: dict) -> dict:
-        """Take a waiting ticket out of the queue (offer or assign it), as this transaction read it: queued,
-        expecting that version (`_or_abort`). The new document."""
-        changes = {**changes, "updated_ms": now_ms()}
+    def claim(self, transition: Transition) -> RoutedTicket:
+        """Store `transition` (an offer or an assignment) on the ticket as this transaction read it: queued,
+        expecting the values it started from (`_or_abort`). The ticket after it."""
+        changes = _changes(transition)
         self._queue(_or_abort(
-            {"_id": document["_id"], "state": RoutedTicketState.WAITING, "version": document["version"]},
-            {"$set": changes, "$inc": {"version": 1}},
+            {"_id": transition.before.ticket_id, **_unchanged(transition)}, {"$set": changes, "$inc": {"version": 1}}
         ))
-        return self._changed(document, changes)
+        return routed_ticket(self._changed(_ticket_document(transition.before), changes))
 
     def _changed(self, before: dict, changes: dict) -> dict:
         """The document after `changes`, known to the transaction; the queue-depth counter follows its move."""
@@ -422,28 +411,29 @@ class RoutedTicketRepository:
             await self._tx.flush()
             self._cache.pop(DEPTH_MOVES, None)
 
-    async def held_by(self, agent_id: str, states: Iterable[str]) -> list[dict]:
+    async def held_by(self, agent_id: str, states: Iterable[str]) -> list[RoutedTicket]:
         await self._flush()
-        return await self._tickets.find(
+        return _routed_tickets(await self._tickets.find(
             {**eq(assignee_id=agent_id), "state": {"$in": list(states)}}, session=self._session
-        ).to_list()
+        ).to_list())
 
-    async def by_offer(self, offer_id: str) -> dict | None:
+    async def by_offer(self, offer_id: str) -> RoutedTicket | None:
         """The ticket an offer was for, whether the offer is still open or not.
 
         An open offer is found by its index; a closed one only in the tickets' lists of offers,
         which the embedded server scans (`$in`: it misses plain equality on an array).
         """
         open_offer = await self._tickets.find_one(eq(offer_id=offer_id), session=self._session)
-        return open_offer or await self._tickets.find_one({"offer_ids": {"$in": [offer_id]}}, session=self._session)
+        document = open_offer or await self._tickets.find_one({"offer_ids": {"$in": [offer_id]}}, session=self._session)
+        return routed_ticket(document) if document is not None else None
 
-    async def offers_of(self, agent_id: str) -> list[dict]:
+    async def offers_of(self, agent_id: str) -> list[RoutedTicket]:
         await self._flush()
         offered = eq(assignee_id=agent_id, state=RoutedTicketState.OFFERED)
-        return await self._tickets.find(offered, session=self._session).to_list()
+        return _routed_tickets(await self._tickets.find(offered, session=self._session).to_list())
 
-    async def offers_expired(self, now: int, limit: int) -> list[dict]:
-        return (
+    async def offers_expired(self, now: int, limit: int) -> list[RoutedTicket]:
+        return _routed_tickets(
             await self._tickets.find(
                 {**eq(state=RoutedTicketState.OFFERED), "offer_expires_ms": {"$lte": now}}, session=self._session
             )
@@ -451,9 +441,9 @@ class RoutedTicketRepository:
             .to_list()
         )
 
-    async def declines_lapsed(self, now: int, limit: int) -> list[dict]:
+    async def declines_lapsed(self, now: int, limit: int) -> list[RoutedTicket]:
         """Waiting tickets where an agent's decline cooldown ended: they may be offered it again."""
-        return (
+        return _routed_tickets(
             await self._tickets.find(
                 {**eq(state=RoutedTicketState.WAITING), "decline_lapse_ms": {"$ne": None, "$lte": now}},
                 session=self._session,
@@ -462,8 +452,8 @@ class RoutedTicketRepository:
             .to_list()
         )
 
-    async def escalation_due(self, now: int, limit: int) -> list[dict]:
-        return (
+    async def escalation_due(self, now: int, limit: int) -> list[RoutedTicket]:
+        return _routed_tickets(
             await self._tickets.find(
                 {**eq(state=RoutedTicketState.WAITING), "next_escalation_ms": {"$ne": None, "$lte": now}},
                 session=self._session,
@@ -506,8 +496,8 @@ class RoutedTicketRepository:
 class AffinityRepository:
     """The agent who last took each customer's ticket, for the affinity window."""
 
-    def __init__(self, db: AsyncDatabase, tx: Transaction) -> None:
-        self._customers = db["customer_agents"]
+    def __init__(self, tx: Transaction) -> None:
+        self._customers = tx.db["customer_agents"]
         self._tx = tx
         self._known: dict[str, tuple[str, int] | None] = tx.cache.setdefault(KNOWN_AFFINITIES, {})
 
@@ -570,9 +560,10 @@ def declines_fields(declines: dict[str, datetime], lapse_at: datetime | None) ->
     }
 
 
-def waiting_ticket(document: dict) -> WaitingTicket:
-    return WaitingTicket(
+def routed_ticket(document: dict) -> RoutedTicket:
+    return RoutedTicket(
         ticket_id=document["_id"],
+        state=document["state"],
         priority=Priority(document["priority"]),
         required_skills=document["required_skills"],
         skill_levels=document.get("skill_levels") or {},
@@ -587,4 +578,93 @@ def waiting_ticket(document: dict) -> WaitingTicket:
         escalation_step=document.get("escalation_step", 0),
         declines={row["agent_id"]: from_ms(row["at_ms"]) for row in document.get("declines") or []},
         version=document.get("version", 1),
+        assignee_id=document.get("assignee_id"),
+        previous_assignee_id=document.get("previous_assignee_id"),
+        return_to=document.get("return_to"),
+        offer_id=document.get("offer_id"),
+        offer_ids=document.get("offer_ids") or [],
+        offer_expires_at=_instant(document.get("offer_expires_ms")),
+        assigned_at=_instant(document.get("assigned_ms")),
+        reason=document.get("reason"),
+        finished_at=_instant(document.get("finished_ms")),
+        finished_as=document.get("finished_as"),
+        next_escalation_at=_instant(document.get("next_escalation_ms")),
+        decline_lapse_at=_instant(document.get("decline_lapse_ms")),
+        correlation_id=document.get("correlation_id"),
+        causation_id=document.get("causation_id"),
     )
+
+
+def _routed_tickets(documents: list[dict]) -> list[RoutedTicket]:
+    return [routed_ticket(document) for document in documents]
+
+
+def _ticket_document(ticket: RoutedTicket) -> dict:
+    return {
+        "_id": ticket.ticket_id,
+        "state": ticket.state,
+        "priority": ticket.priority.value,
+        "urgency": ticket.urgency,
+        "sla_warned": ticket.sla_warned,
+        "required_skills": ticket.required_skills,
+        "skill_levels": ticket.skill_levels,
+        "channel": ticket.channel.value,
+        "language": ticket.language,
+        "category": ticket.category,
+        "customer_id": ticket.customer_id,
+        "previous_agent_id": ticket.previous_agent_id,
+        "created_ms": to_ms(ticket.created_at),
+        "queued_ms": to_ms(ticket.queued_at or ticket.created_at),
+        "escalation_step": ticket.escalation_step,
+        "next_escalation_ms": _epoch_ms(ticket.next_escalation_at),
+        **declines_fields(ticket.declines, ticket.decline_lapse_at),
+        "assignee_id": ticket.assignee_id,
+        "previous_assignee_id": ticket.previous_assignee_id,
+        "return_to": ticket.return_to,
+        "offer_id": ticket.offer_id,
+        "offer_ids": ticket.offer_ids,
+        "offer_expires_ms": _epoch_ms(ticket.offer_expires_at),
+        "assigned_ms": _epoch_ms(ticket.assigned_at),
+        "reason": ticket.reason,
+        "finished_ms": _epoch_ms(ticket.finished_at),
+        "finished_as": ticket.finished_as,
+        "version": ticket.version,
+        "correlation_id": ticket.correlation_id,
+        "causation_id": ticket.causation_id,
+    }
+
+
+def _changes(transition: Transition) -> dict:
+    """The stored fields a transition changes, and when."""
+    before, after = _ticket_document(transition.before), _ticket_document(transition.after)
+    return {**{name: value for name, value in after.items() if before[name] != value}, "updated_ms": now_ms()}
+
+
+def _unchanged(transition: Transition) -> dict:
+    """The filter for "still as read": the stored values of the fields the transition started from."""
+    before = _ticket_document(transition.before)
+    return {name: before[name] for name in transition.unchanged}
+
+
+def _instant(epoch_ms: int | None) -> datetime | None:
+    return from_ms(epoch_ms) if epoch_ms is not None else None
+
+
+def _epoch_ms(instant: datetime | None) -> int | None:
+    return to_ms(instant) if instant is not None else None
+
+
+class RoutingTransaction(Transaction):
+    """Routing's transaction: its repositories, built once per transaction (`tx.tickets`…)."""
+
+    @cached_property
+    def tickets(self) -> RoutedTicketRepository:
+        return RoutedTicketRepository(self)
+
+    @cached_property
+    def agents(self) -> AgentRepository:
+        return AgentRepository(self)
+
+    @cached_property
+    def affinities(self) -> AffinityRepository:
+        return AffinityRepository(self)

@@ -1,4 +1,4 @@
-"""Who gets a ticket: eligibility, scoring and queue order, without any I/O."""
+"""Who gets a ticket: eligibility, scoring and queue order; the routed ticket's transitions. Without any I/O."""
 
 from datetime import UTC, datetime, timedelta
 
@@ -8,7 +8,11 @@ from services.routing.domain import (
     Agent,
     AgentProfile,
     EscalationPolicy,
+    InvalidTransition,
+    OfferClosed,
     Presence,
+    RoutedTicket,
+    RoutedTicketState,
     Tier,
     WaitingTicket,
     affinity_agent,
@@ -22,7 +26,16 @@ from services.routing.domain import (
     score,
     supersedes,
 )
-from shared.events import Channel, Priority
+from shared.events import (
+    Channel,
+    OfferOutcome,
+    Priority,
+    TicketAssigned,
+    TicketEscalated,
+    TicketOfferAnswered,
+    TicketOffered,
+    TicketUnassigned,
+)
 
 T0 = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
 
@@ -289,3 +302,145 @@ def test_the_latest_decline_counts_and_the_ticket_is_looked_at_again_when_the_ne
     assert declined.declines_lapse_at(T0 + timedelta(seconds=360), COOLDOWN) is None
     assert again.declines["ada"] == T0 + timedelta(seconds=120)
     assert again.cooling_down(T0 + COOLDOWN, COOLDOWN) == {"ada", "bob"}
+
+
+# --- the routed ticket's transitions --------------------------------------------------------------
+
+ESCALATION = EscalationPolicy.model_validate({"steps": [
+    {"after_seconds": 60, "action": "relax_skill_level"},
+    {"after_seconds": 120, "action": "widen_to_l2"},
+    {"after_seconds": 3600, "action": "supervisor_queue"},
+]})
+
+
+def routed(state=RoutedTicketState.WAITING, **fields) -> RoutedTicket:
+    queued = RoutedTicket.queue(
+        ticket("billing", ticket_id="T-1", language="pt-BR"), ESCALATION, correlation_id="corr-1", causation_id="ev-1"
+    )
+    return queued.model_copy(update={"state": state, **fields})
+
+
+def test_a_ticket_joins_the_queue_waiting_matched_on_its_primary_language_its_escalation_scheduled():
+    queued = routed()
+    assert (queued.state, queued.language, queued.queued_at, queued.version) == (
+        RoutedTicketState.WAITING, "pt", T0, 1)
+    assert queued.next_escalation_at == T0 + timedelta(seconds=60) and queued.correlation_id == "corr-1"
+
+
+def test_an_offer_reserves_the_ticket_for_an_agent_and_is_stored_only_if_nobody_took_it_meanwhile():
+    offer = routed().offer("ada", "best of 1", "o-1", T0, timedelta(seconds=120))
+
+    assert offer.unchanged == ("state", "version") and offer.before.state is RoutedTicketState.WAITING
+    assert (offer.after.state, offer.after.assignee_id, offer.after.offer_id, offer.after.offer_ids) == (
+        RoutedTicketState.OFFERED, "ada", "o-1", ["o-1"])
+    assert offer.facts == (
+        TicketOffered(ticket_id="T-1", offer_id="o-1", agent_id="ada", expires_at=T0 + timedelta(seconds=120)),)
+    assert offer.after.slot_holder == "ada"
+
+
+def test_an_accepted_offer_assigns_the_ticket_and_says_so_twice():
+    offered = routed().offer("ada", "best of 1", "o-1", T0, timedelta(seconds=120)).after
+    accepted = offered.accept("o-1", T0 + timedelta(seconds=5))
+
+    at = T0 + timedelta(seconds=5)
+    assert accepted.unchanged == ("state", "offer_id")
+    assert (accepted.after.state, accepted.after.offer_id, accepted.after.assigned_at) == (
+        RoutedTicketState.ASSIGNED, None, at)
+    assert accepted.facts == (
+        TicketOfferAnswered(ticket_id="T-1", offer_id="o-1", agent_id="ada", outcome=OfferOutcome.ACCEPTED,
+                            answered_at=at),
+        TicketAssigned(ticket_id="T-1", agent_id="ada", reason="accepted an offer: best of 1", assigned_at=at),
+    )
+
+
+@pytest.mark.parametrize(
+    ("offer_id", "after_seconds", "message"),
+    [("o-old", 5, "offer o-old is no longer open"), ("o-1", 120, "offer o-1 expired")],
+)
+def test_an_offer_answered_elsewhere_or_past_its_expiry_is_closed(offer_id, after_seconds, message):
+    offered = routed().offer("ada", "best of 1", "o-1", T0, timedelta(seconds=120)).after
+    with pytest.raises(OfferClosed, match=message):
+        offered.accept(offer_id, T0 + timedelta(seconds=after_seconds))
+    with pytest.raises(OfferClosed, match=message):
+        offered.reject(offer_id, T0 + timedelta(seconds=after_seconds), COOLDOWN)
+
+
+@pytest.mark.parametrize("outcome", [OfferOutcome.REJECTED, OfferOutcome.EXPIRED])
+def test_a_returned_offer_puts_the_ticket_back_and_keeps_the_agent_away_for_the_cooldown(outcome):
+    offered = routed().offer("ada", "best of 1", "o-1", T0, timedelta(seconds=120)).after
+    at = T0 + timedelta(seconds=10)
+    returned = offered.reject("o-1", at, COOLDOWN) if outcome is OfferOutcome.REJECTED else offered.return_offer(
+        outcome, at, COOLDOWN)
+
+    after = returned.after
+    assert (after.state, after.assignee_id, after.offer_id, after.offer_ids) == (
+        RoutedTicketState.WAITING, None, None, ["o-1"])
+    assert after.declines == {"ada": at} and after.decline_lapse_at == at + COOLDOWN
+    assert after.queued_at == T0, "its place in the queue is kept"
+    assert returned.facts == (
+        TicketOfferAnswered(ticket_id="T-1", offer_id="o-1", agent_id="ada", outcome=outcome, answered_at=at),)
+    assert returned.unchanged == ("state", "offer_id")
+
+
+def test_assigning_takes_a_waiting_ticket_only():
+    assigned = routed().assign("ada", "best of 3", T0)
+    assert assigned.facts == (TicketAssigned(ticket_id="T-1", agent_id="ada", reason="best of 3", assigned_at=T0),)
+    assert (assigned.after.state, assigned.after.slot_holder) == (RoutedTicketState.ASSIGNED, "ada")
+    with pytest.raises(InvalidTransition, match="T-1 is assigned, not waiting"):
+        assigned.after.assign("bob", "best of 3", T0)
+
+
+def test_an_agent_leaving_sends_an_assigned_ticket_back_with_its_original_age_and_a_fresh_escalation():
+    assigned = routed(RoutedTicketState.ASSIGNED, assignee_id="ada", escalation_step=2)
+    later = T0 + timedelta(minutes=30)
+    unassigned = assigned.unassign(Presence.OFFLINE, later, ESCALATION)
+
+    after = unassigned.after
+    assert (after.state, after.assignee_id, after.previous_assignee_id) == (RoutedTicketState.WAITING, None, "ada")
+    assert (after.created_at, after.queued_at, after.escalation_step) == (T0, later, 0)
+    assert after.next_escalation_at == later + timedelta(seconds=60)
+    assert unassigned.facts == (TicketUnassigned(
+        ticket_id="T-1", agent_id="ada", reason="agent went offline; back to the queue with its original age",
+        unassigned_at=later),)
+    assert unassigned.unchanged == ("state", "assignee_id")
+    assert routed().unassign(Presence.OFFLINE, later, ESCALATION) is None, "only an assigned ticket"
+
+
+def test_a_finished_ticket_leaves_the_queue_or_its_agent_once():
+    held = routed(RoutedTicketState.ASSIGNED, assignee_id="ada")
+    finished = held.finish("solved", T0)
+    assert (finished.after.state, finished.after.finished_as, finished.after.slot_holder) == (
+        RoutedTicketState.DONE, "solved", None)
+    assert held.slot_holder == "ada" and finished.facts == ()
+    assert finished.after.finish("closed", T0) is None
+
+
+def test_a_reopened_ticket_waits_for_its_previous_agent_with_its_declines_forgotten():
+    done = routed(RoutedTicketState.DONE, assignee_id="ada", declines={"bob": T0})
+    later = T0 + timedelta(hours=1)
+
+    reopened = done.reopen(None, later, ESCALATION).after
+    assert (reopened.state, reopened.assignee_id, reopened.return_to) == (RoutedTicketState.WAITING, None, "ada")
+    assert (reopened.declines, reopened.decline_lapse_at, reopened.queued_at) == ({}, None, later)
+    assert done.reopen("cid", later, ESCALATION).after.return_to == "cid", "the event names the previous agent"
+    assert routed().reopen("ada", later, ESCALATION) is None, "only a done ticket reopens"
+
+
+def test_an_sla_warning_moves_a_ticket_up_once_and_only_while_it_waits_or_is_offered():
+    warned = routed().warn_sla()
+    assert warned.after.urgency == routed().urgency + 1 and warned.unchanged == ()
+    assert warned.after.warn_sla() is None
+    assert routed(RoutedTicketState.ASSIGNED).warn_sla() is None
+    assert routed().reprioritise(Priority.URGENT).after.urgency == Priority.URGENT.rank
+
+
+def test_escalation_applies_the_steps_that_came_due_one_fact_each_and_schedules_the_next():
+    escalated = routed().escalate(T0 + timedelta(seconds=150), ESCALATION)
+    assert [(fact.step, fact.action) for fact in escalated.facts] == [(1, "relax_skill_level"), (2, "widen_to_l2")]
+    assert all(isinstance(fact, TicketEscalated) for fact in escalated.facts)
+    assert (escalated.after.escalation_step, escalated.after.next_escalation_at) == (2, T0 + timedelta(seconds=3600))
+    assert escalated.unchanged == ("state", "escalation_step")
+
+    early = routed(escalation_step=2).escalate(T0 + timedelta(seconds=150), ESCALATION)
+    assert (early.facts, early.after.next_escalation_at, early.unchanged) == (
+        (), T0 + timedelta(seconds=3600), ("state",))
