@@ -29,6 +29,7 @@ from shared.consumer import ConsumerLagMonitor, EventConsumer, Inbox, Prefetch, 
 from shared.access import KeyPolicy
 from shared.http import api_key_guard, install_http_conventions, scope_guard
 from shared.kafka_admin import ensure_topics
+from shared.kafka_binding import ContentMode
 from shared.logging import configure_logging, correlated, safe_correlation_id
 from shared.metrics import MongoCommandCounter, PlatformMetrics
 from shared.mongo import Lease, Transaction, UnitOfWork
@@ -99,6 +100,7 @@ class ServiceKit:
             Lease(uow, "outbox-relay", instance_id, ttl_seconds=10),
             metrics,
             poll_interval_seconds=settings.outbox_poll_interval_seconds,
+            content_mode=ContentMode(settings.cloudevents_mode),
         )
         uow.after_commit(relay.wake)
         return cls(
@@ -272,7 +274,11 @@ class ServiceKit:
                 title=f"{subscription.topic}:{self.consumer_group}",
                 description=f"{self.consumer_group} consumes "
                 + ", ".join(payload.EVENT_TYPE for payload in payloads)
-                + f"; other types are ignored. Messages it cannot process go to {topics.dead_letter(subscription.topic)}.",
+                + "; other types are ignored. It reads CloudEvents in either Kafka content mode: structured (the "
+                "whole event as the value, `content-type: application/cloudevents+json`) or binary (`data` as the value, "
+                "the other attributes in `ce_` headers). `specversion`, `id`, `source` and `type` are required; an event "
+                "with the `source` and `id` of one processed before is a duplicate and is skipped. Messages it cannot "
+                f"process go to {topics.dead_letter(subscription.topic)} with the reason in `dlq-*` headers.",
             )(handle)
         for topic, payloads in publishes.items():
             docs.publisher(
@@ -281,7 +287,8 @@ class ServiceKit:
                 schema=contract.message_schema(tuple(payloads)),
                 description=f"switchboard-{self.name} publishes "
                 + ", ".join(payload.EVENT_TYPE for payload in payloads)
-                + " (CloudEvents, structured JSON; the Kafka key is the event's subject).",
+                + " (CloudEvents in structured mode, or binary mode with `CLOUDEVENTS_MODE=binary`; the Kafka key is "
+                "the event's subject).",
             )
         return AsyncAPI(docs, title=f"Switchboard {self.name}", version="1.0.0", description=description)
 

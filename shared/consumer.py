@@ -1,8 +1,9 @@
 """Consuming events: one transaction per polled batch, idempotent, retry-then-dead-letter.
 
-- Each batch is applied in one MongoDB transaction, with the ids of the events it processed
-  recorded in the service's inbox, so a redelivered event is skipped and offsets are committed
-  once per batch.
+- Records are read in either CloudEvents content mode (`shared.kafka_binding`).
+- Each batch is applied in one MongoDB transaction, with the `source` and `id` of the events it
+  processed recorded in the service's inbox, so a redelivered event is skipped and offsets are
+  committed once per batch.
 - Before the handlers, the service's `Prefetch` reads what the batch needs with one query per
   collection, so a batch costs a few round trips whatever its size.
 - If the batch fails, its events are retried one by one with backoff, so one poison message
@@ -15,6 +16,7 @@
 """
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -31,8 +33,9 @@ from shared import topics
 from shared.clock import now_ms
 from shared.dead_letters import park
 from shared.envelope import Envelope
-from shared.events import InvalidEvent, Payload, UnknownEventType, parse_event
+from shared.events import InvalidEvent, Payload, UnknownEventType
 from shared.kafka_admin import end_offsets
+from shared.kafka_binding import read_event
 from shared.logging import correlated
 from shared.metrics import PlatformMetrics
 from shared.mongo import Transaction, UnitOfWork
@@ -59,8 +62,19 @@ class Subscription:
     handlers: Mapping[type[Payload], Handler]
 
 
+def event_key(event: Envelope) -> tuple[str, str]:
+    """What makes an event the same event, as CloudEvents defines it: its `source` and `id`."""
+    return event.source, event.id
+
+
 class Inbox:
-    """Ids of the events a consumer group has processed, kept long enough to outlive redelivery."""
+    """The events (by `source` and `id`) a consumer group has processed, kept long enough to outlive
+    redelivery.
+
+    Records written before events were told apart by `source` too are keyed `<group>:<id>`; until
+    they expire (`retention_seconds` after they were written) that key also counts as seen, so an
+    upgrade does not process again what the previous version processed.
+    """
 
     def __init__(self, db: AsyncDatabase, retention_seconds: float = 7 * 24 * 3600) -> None:
         self.collection = db["inbox"]
@@ -71,12 +85,13 @@ class Inbox:
 
     async def unseen(self, transaction: Transaction, group: str, events: Sequence[Envelope]) -> list[Envelope]:
         """The events not processed yet, each once, and marks them processed in `transaction`."""
-        by_key = {f"{group}:{event.id}": event for event in events}
+        by_key = {json.dumps([group, *event_key(event)]): event for event in events}
+        legacy_keys = {f"{group}:{event.id}": key for key, event in by_key.items()}
         seen = await self.collection.find(
-            {"_id": {"$in": list(by_key)}}, {"_id": 1}, session=transaction.session
+            {"_id": {"$in": [*by_key, *legacy_keys]}}, {"_id": 1}, session=transaction.session
         ).to_list()
         for row in seen:
-            by_key.pop(row["_id"])
+            by_key.pop(legacy_keys.get(row["_id"], row["_id"]), None)
         if by_key:
             expires_ms = now_ms() + self._retention_ms
             await self.collection.insert_many(
@@ -149,7 +164,7 @@ class EventConsumer:
         wanted: list[tuple[ConsumerRecord, Envelope]] = []
         for record in records:
             try:
-                event = parse_event(record.value)
+                event = read_event(record.value, record.headers)
             except UnknownEventType:
                 self._count(record.topic, "unknown", "ignored")  # outside input: keep label values bounded
                 continue
@@ -173,12 +188,12 @@ class EventConsumer:
 
     async def _apply(self, transaction: Transaction, batch: Sequence[tuple[ConsumerRecord, Envelope]]) -> None:
         fresh = await self._inbox.unseen(transaction, self._group, [event for _, event in batch])
-        fresh_ids = {event.id for event in fresh}
+        fresh_keys = {event_key(event) for event in fresh}
         if fresh and self._prefetch is not None:
             await self._prefetch(transaction, fresh)
         for record, event in batch:
-            if event.id in fresh_ids:
-                fresh_ids.discard(event.id)  # a batch may carry the same event twice
+            if event_key(event) in fresh_keys:
+                fresh_keys.discard(event_key(event))  # a batch may carry the same event twice
                 with correlated(event.correlationid):
                     await self._handlers[record.topic, type(event.data)](transaction, event)
                 self._count(record.topic, event.type, "processed")

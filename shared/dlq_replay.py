@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from shared.kafka_admin import end_offsets
-from shared.outbox import CONTENT_TYPE_HEADER
+from shared.kafka_binding import CONTENT_TYPE, STRUCTURED_CONTENT_TYPE
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,7 @@ async def replay(
                             record.value,
                             key=record.key,
                             headers=[
-                                *((name, value.encode()) for name, value in CONTENT_TYPE_HEADER.items()),
+                                (CONTENT_TYPE, STRUCTURED_CONTENT_TYPE.encode()),
                                 ("dlq-replayed-from", f"{record.topic}/{record.partition}/{record.offset}".encode()),
                             ],
                         )

@@ -190,3 +190,32 @@ async def test_a_ticket_opened_in_a_transaction_can_be_edited_in_it(intake_store
     assert await uow.run(open_then_edit)
     stored = await db["tickets"].find_one({"_id": ticket.id})
     assert (stored["priority"], stored["version"]) == ("urgent", ticket.version + 1)
+
+
+def submitted_by(source: str, event_id: str, customer_id: str) -> ConsumerRecord:
+    event = new_event(submit(customer_id), source=source, subject=customer_id).model_copy(update={"id": event_id})
+    return consumer_records(lambda _: topics.INBOUND, [event])[0]
+
+
+async def test_an_event_is_the_same_event_by_its_source_and_id(intake_store):
+    intake, uow, db, _ = intake_store
+    broker = DeadLetterSink()
+    customer = new_customers(1)[0]
+
+    await consumer(intake, uow, broker).consume([submitted_by("crm/acme", "42", customer), submitted_by("shop", "42", customer)])
+    await consumer(intake, uow, broker).consume([submitted_by("crm/acme", "42", customer)])
+
+    assert len(await tickets_of(db, [customer])) == 2, "one ticket per source; the redelivery opened none"
+    assert broker.dead_letters == []
+
+
+async def test_an_event_processed_before_the_inbox_knew_sources_is_still_a_duplicate(intake_store):
+    """An upgrade keeps the inbox: records keyed `<group>:<id>` count as seen until they expire."""
+    intake, uow, db, _ = intake_store
+    customer = new_customers(1)[0]
+    event_id = str(uuid.uuid4())
+    await db["inbox"].insert_one({"_id": f"switchboard-intake:{event_id}", "expires_ms": 2**62})
+
+    await consumer(intake, uow, DeadLetterSink()).consume([submitted_by("crm/acme", event_id, customer)])
+
+    assert await tickets_of(db, [customer]) == []
