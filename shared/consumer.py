@@ -7,8 +7,9 @@
 - Before the handlers, the service's `Prefetch` reads what the batch needs with one query per
   collection, so a batch costs a few round trips whatever its size.
 - If the batch fails, its events are retried one by one with backoff, so one poison message
-  cannot hold back the others; after the last attempt it goes to `<topic>.dlq` with the reason,
-  the consumer group and the attempt count in its headers, and the partition moves on.
+  cannot hold back the others; after the last attempt it goes to `<topic>.dlq`, whole, with the
+  reason, the consumer group and the attempt count in headers beside its own, and the partition
+  moves on.
 - A message that is not a valid event, or that a handler rejects (`RejectedEvent`), is
   dead-lettered at once: retrying cannot fix it.
 - When MongoDB or Kafka itself is unreachable, nothing is dead-lettered: the batch is not
@@ -16,6 +17,7 @@
 """
 
 import asyncio
+import dataclasses
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -31,7 +33,7 @@ from pymongo.errors import ConnectionFailure
 
 from shared import topics
 from shared.clock import now_ms
-from shared.dead_letters import park
+from shared.dead_letters import DeadLetters
 from shared.envelope import Envelope
 from shared.events import InvalidEvent, Payload, UnknownEventType
 from shared.kafka_admin import end_offsets
@@ -118,6 +120,7 @@ class EventConsumer:
         uow: UnitOfWork,
         inbox: Inbox,
         broker: KafkaBroker,
+        dead_letters: DeadLetters,
         metrics: PlatformMetrics,
         max_attempts: int,
         backoff_seconds: float,
@@ -133,6 +136,7 @@ class EventConsumer:
         self._uow = uow
         self._inbox = inbox
         self._broker = broker
+        self._dead_letters = dead_letters
         self._metrics = metrics
         self._max_attempts = max_attempts
         self._backoff = backoff_seconds
@@ -146,6 +150,8 @@ class EventConsumer:
             max_records=batch_size,
             auto_offset_reset="earliest",
             ack_policy=AckPolicy.NACK_ON_ERROR,
+            parser=_parse_batch_whatever_its_headers,
+            decoder=_records_as_they_are,
             title=self._group,
             description="Handles " + ", ".join(f"{payload.EVENT_TYPE} on {topic}" for topic, payload in self._handlers),
         )
@@ -220,21 +226,41 @@ class EventConsumer:
                 await asyncio.sleep(self._backoff * 2 ** (attempt - 1))
 
     async def _dead_letter(self, record: ConsumerRecord, error: str, *, attempts: int, reason: str) -> None:
-        await park(
-            self._broker,
+        await self._dead_letters.park(
             record.value,
             topic=record.topic,
             key=record.key,
+            headers=record.headers,
             error=error,
             consumer_group=self._group,
             attempts=attempts,
-            headers={"dlq-original-partition": str(record.partition), "dlq-original-offset": str(record.offset)},
+            details={"dlq-original-partition": str(record.partition), "dlq-original-offset": str(record.offset)},
         )
         self._metrics.dead_letters.labels(topic=record.topic, consumer_group=self._group, reason=reason).inc()
         log.warning("dead-lettered %s[%d]@%d: %s", record.topic, record.partition, record.offset, error[:300])
 
     def _count(self, topic: str, event_type: str, outcome: str) -> None:
         self._metrics.events_consumed.labels(topic=topic, type=event_type, outcome=outcome).inc()
+
+
+async def _parse_batch_whatever_its_headers(records: tuple[ConsumerRecord, ...], parse: Callable) -> KafkaMessage:
+    """FastStream's batch parser decodes every header value as UTF-8 text: a record with a binary header
+    (or a null one) would fail its whole batch, which would be redelivered and fail again, forever.
+    It is given copies with readable headers; the message keeps the records themselves, which are all
+    the consumer reads (and parks whole)."""
+    message = await parse(tuple(_with_readable_headers(record) for record in records))
+    message.raw_message = records
+    return message
+
+
+def _with_readable_headers(record: ConsumerRecord) -> ConsumerRecord:
+    readable = tuple((name, (value or b"").decode(errors="replace").encode()) for name, value in record.headers)
+    return record if readable == tuple(record.headers) else dataclasses.replace(record, headers=readable)
+
+
+async def _records_as_they_are(message: KafkaMessage) -> object:
+    """No decoding: the consumer reads the records (`raw_message`) in their content mode itself."""
+    return message.body
 
 
 class ConsumerLagMonitor:
