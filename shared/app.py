@@ -27,8 +27,10 @@ from pymongo import AsyncMongoClient
 from shared import contract, topics
 from shared.consumer import ConsumerLagMonitor, EventConsumer, Inbox, Prefetch, Subscription
 from shared.access import KeyPolicy
+from shared.dead_letters import DeadLetters
 from shared.http import api_key_guard, install_http_conventions, scope_guard
 from shared.kafka_admin import ensure_topics
+from shared.kafka_binding import ContentMode
 from shared.logging import configure_logging, correlated, safe_correlation_id
 from shared.metrics import MongoCommandCounter, PlatformMetrics
 from shared.mongo import Lease, Transaction, UnitOfWork
@@ -51,6 +53,7 @@ class ServiceKit:
     metrics: PlatformMetrics
     mongo: AsyncMongoClient
     broker: KafkaBroker
+    dead_letters: DeadLetters
     outbox: Outbox
     relay: OutboxRelay
     inbox: Inbox
@@ -99,6 +102,7 @@ class ServiceKit:
             Lease(uow, "outbox-relay", instance_id, ttl_seconds=10),
             metrics,
             poll_interval_seconds=settings.outbox_poll_interval_seconds,
+            content_mode=ContentMode(settings.cloudevents_mode),
         )
         uow.after_commit(relay.wake)
         return cls(
@@ -108,6 +112,7 @@ class ServiceKit:
             metrics=metrics,
             mongo=mongo,
             broker=broker,
+            dead_letters=DeadLetters(settings.kafka_bootstrap_servers, client_id=f"switchboard-{name}-dead-letters"),
             outbox=outbox,
             relay=relay,
             inbox=Inbox(db),
@@ -158,6 +163,7 @@ class ServiceKit:
                 uow=self.uow,
                 inbox=self.inbox,
                 broker=self.broker,
+                dead_letters=self.dead_letters,
                 metrics=self.metrics,
                 max_attempts=self.settings.consumer_max_attempts,
                 backoff_seconds=self.settings.consumer_retry_backoff_seconds,
@@ -185,6 +191,7 @@ class ServiceKit:
             if self.settings.outbox_replay_on_start_seconds:
                 await self.relay.replay_since(self.settings.outbox_replay_on_start_seconds)
             await self.broker.start()
+            await self.dead_letters.start()
             chores = (self.relay.purge_sent, lambda: self.uow.run(self.inbox.purge_expired), *housekeeping)
             tasks = [asyncio.create_task(job()) for job in (self.relay.run, *background)]
             tasks.extend(asyncio.create_task(repeat(HOUSEKEEPING_INTERVAL_SECONDS, chore)()) for chore in chores)
@@ -194,6 +201,7 @@ class ServiceKit:
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
+                await self.dead_letters.stop()
                 await self.broker.stop()
                 await self.mongo.close()
                 if self.tracer_provider is not None:
@@ -272,7 +280,11 @@ class ServiceKit:
                 title=f"{subscription.topic}:{self.consumer_group}",
                 description=f"{self.consumer_group} consumes "
                 + ", ".join(payload.EVENT_TYPE for payload in payloads)
-                + f"; other types are ignored. Messages it cannot process go to {topics.dead_letter(subscription.topic)}.",
+                + "; other types are ignored. It reads CloudEvents in either Kafka content mode: structured (the "
+                "whole event as the value, `content-type: application/cloudevents+json`) or binary (`data` as the value, "
+                "the other attributes in `ce_` headers). `specversion`, `id`, `source` and `type` are required; an event "
+                "with the `source` and `id` of one processed before is a duplicate and is skipped. Messages it cannot "
+                f"process go to {topics.dead_letter(subscription.topic)}, whole, with the reason in `dlq-*` headers.",
             )(handle)
         for topic, payloads in publishes.items():
             docs.publisher(
@@ -281,7 +293,8 @@ class ServiceKit:
                 schema=contract.message_schema(tuple(payloads)),
                 description=f"switchboard-{self.name} publishes "
                 + ", ".join(payload.EVENT_TYPE for payload in payloads)
-                + " (CloudEvents, structured JSON; the Kafka key is the event's subject).",
+                + " (CloudEvents in structured mode, or binary mode with `CLOUDEVENTS_MODE=binary`; the Kafka key is "
+                "the event's subject).",
             )
         return AsyncAPI(docs, title=f"Switchboard {self.name}", version="1.0.0", description=description)
 

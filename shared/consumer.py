@@ -1,13 +1,15 @@
 """Consuming events: one transaction per polled batch, idempotent, retry-then-dead-letter.
 
-- Each batch is applied in one MongoDB transaction, with the ids of the events it processed
-  recorded in the service's inbox, so a redelivered event is skipped and offsets are committed
-  once per batch.
+- Records are read in either CloudEvents content mode (`shared.kafka_binding`).
+- Each batch is applied in one MongoDB transaction, with the `source` and `id` of the events it
+  processed recorded in the service's inbox, so a redelivered event is skipped and offsets are
+  committed once per batch.
 - Before the handlers, the service's `Prefetch` reads what the batch needs with one query per
   collection, so a batch costs a few round trips whatever its size.
 - If the batch fails, its events are retried one by one with backoff, so one poison message
-  cannot hold back the others; after the last attempt it goes to `<topic>.dlq` with the reason,
-  the consumer group and the attempt count in its headers, and the partition moves on.
+  cannot hold back the others; after the last attempt it goes to `<topic>.dlq`, whole, with the
+  reason, the consumer group and the attempt count in headers beside its own, and the partition
+  moves on.
 - A message that is not a valid event, or that a handler rejects (`RejectedEvent`), is
   dead-lettered at once: retrying cannot fix it.
 - When MongoDB or Kafka itself is unreachable, nothing is dead-lettered: the batch is not
@@ -15,6 +17,8 @@
 """
 
 import asyncio
+import dataclasses
+import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,10 +33,11 @@ from pymongo.errors import ConnectionFailure
 
 from shared import topics
 from shared.clock import now_ms
-from shared.dead_letters import park
+from shared.dead_letters import DeadLetters
 from shared.envelope import Envelope
-from shared.events import InvalidEvent, Payload, UnknownEventType, parse_event
+from shared.events import InvalidEvent, Payload, UnknownEventType
 from shared.kafka_admin import end_offsets
+from shared.kafka_binding import read_event
 from shared.logging import correlated
 from shared.metrics import PlatformMetrics
 from shared.mongo import Transaction, UnitOfWork
@@ -63,8 +68,19 @@ class Subscription:
     handlers: Mapping[type[Payload], Handler]
 
 
+def event_key(event: Envelope) -> tuple[str, str]:
+    """What makes an event the same event, as CloudEvents defines it: its `source` and `id`."""
+    return event.source, event.id
+
+
 class Inbox:
-    """Ids of the events a consumer group has processed, kept long enough to outlive redelivery."""
+    """The events (by `source` and `id`) a consumer group has processed, kept long enough to outlive
+    redelivery.
+
+    Records written before events were told apart by `source` too are keyed `<group>:<id>`; until
+    they expire (`retention_seconds` after they were written) that key also counts as seen, so an
+    upgrade does not process again what the previous version processed.
+    """
 
     def __init__(self, db: AsyncDatabase, retention_seconds: float = 7 * 24 * 3600) -> None:
         self.collection = db["inbox"]
@@ -75,12 +91,13 @@ class Inbox:
 
     async def unseen(self, transaction: Transaction, group: str, events: Sequence[Envelope]) -> list[Envelope]:
         """The events not processed yet, each once, and marks them processed in `transaction`."""
-        by_key = {f"{group}:{event.id}": event for event in events}
+        by_key = {json.dumps([group, *event_key(event)]): event for event in events}
+        legacy_keys = {f"{group}:{event.id}": key for key, event in by_key.items()}
         seen = await self.collection.find(
-            {"_id": {"$in": list(by_key)}}, {"_id": 1}, session=transaction.session
+            {"_id": {"$in": [*by_key, *legacy_keys]}}, {"_id": 1}, session=transaction.session
         ).to_list()
         for row in seen:
-            by_key.pop(row["_id"])
+            by_key.pop(legacy_keys.get(row["_id"], row["_id"]), None)
         if by_key:
             expires_ms = now_ms() + self._retention_ms
             await self.collection.insert_many(
@@ -107,6 +124,7 @@ class EventConsumer:
         uow: UnitOfWork,
         inbox: Inbox,
         broker: KafkaBroker,
+        dead_letters: DeadLetters,
         metrics: PlatformMetrics,
         max_attempts: int,
         backoff_seconds: float,
@@ -122,6 +140,7 @@ class EventConsumer:
         self._uow = uow
         self._inbox = inbox
         self._broker = broker
+        self._dead_letters = dead_letters
         self._metrics = metrics
         self._max_attempts = max_attempts
         self._backoff = backoff_seconds
@@ -136,6 +155,8 @@ class EventConsumer:
             fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
             auto_offset_reset="earliest",
             ack_policy=AckPolicy.NACK_ON_ERROR,
+            parser=_parse_batch_whatever_its_headers,
+            decoder=_records_as_they_are,
             title=self._group,
             description="Handles " + ", ".join(f"{payload.EVENT_TYPE} on {topic}" for topic, payload in self._handlers),
         )
@@ -154,7 +175,7 @@ class EventConsumer:
         wanted: list[tuple[ConsumerRecord, Envelope]] = []
         for record in records:
             try:
-                event = parse_event(record.value)
+                event = read_event(record.value, record.headers)
             except UnknownEventType:
                 self._count(record.topic, "unknown", "ignored")  # outside input: keep label values bounded
                 continue
@@ -178,12 +199,12 @@ class EventConsumer:
 
     async def _apply(self, transaction: Transaction, batch: Sequence[tuple[ConsumerRecord, Envelope]]) -> None:
         fresh = await self._inbox.unseen(transaction, self._group, [event for _, event in batch])
-        fresh_ids = {event.id for event in fresh}
+        fresh_keys = {event_key(event) for event in fresh}
         if fresh and self._prefetch is not None:
             await self._prefetch(transaction, fresh)
         for record, event in batch:
-            if event.id in fresh_ids:
-                fresh_ids.discard(event.id)  # a batch may carry the same event twice
+            if event_key(event) in fresh_keys:
+                fresh_keys.discard(event_key(event))  # a batch may carry the same event twice
                 with correlated(event.correlationid):
                     await self._handlers[record.topic, type(event.data)](transaction, event)
                 self._count(record.topic, event.type, "processed")
@@ -210,21 +231,41 @@ class EventConsumer:
                 await asyncio.sleep(self._backoff * 2 ** (attempt - 1))
 
     async def _dead_letter(self, record: ConsumerRecord, error: str, *, attempts: int, reason: str) -> None:
-        await park(
-            self._broker,
+        await self._dead_letters.park(
             record.value,
             topic=record.topic,
             key=record.key,
+            headers=record.headers,
             error=error,
             consumer_group=self._group,
             attempts=attempts,
-            headers={"dlq-original-partition": str(record.partition), "dlq-original-offset": str(record.offset)},
+            details={"dlq-original-partition": str(record.partition), "dlq-original-offset": str(record.offset)},
         )
         self._metrics.dead_letters.labels(topic=record.topic, consumer_group=self._group, reason=reason).inc()
         log.warning("dead-lettered %s[%d]@%d: %s", record.topic, record.partition, record.offset, error[:300])
 
     def _count(self, topic: str, event_type: str, outcome: str) -> None:
         self._metrics.events_consumed.labels(topic=topic, type=event_type, outcome=outcome).inc()
+
+
+async def _parse_batch_whatever_its_headers(records: tuple[ConsumerRecord, ...], parse: Callable) -> KafkaMessage:
+    """FastStream's batch parser decodes every header value as UTF-8 text: a record with a binary header
+    (or a null one) would fail its whole batch, which would be redelivered and fail again, forever.
+    It is given copies with readable headers; the message keeps the records themselves, which are all
+    the consumer reads (and parks whole)."""
+    message = await parse(tuple(_with_readable_headers(record) for record in records))
+    message.raw_message = records
+    return message
+
+
+def _with_readable_headers(record: ConsumerRecord) -> ConsumerRecord:
+    readable = tuple((name, (value or b"").decode(errors="replace").encode()) for name, value in record.headers)
+    return record if readable == tuple(record.headers) else dataclasses.replace(record, headers=readable)
+
+
+async def _records_as_they_are(message: KafkaMessage) -> object:
+    """No decoding: the consumer reads the records (`raw_message`) in their content mode itself."""
+    return message.body
 
 
 class ConsumerLagMonitor:

@@ -4,8 +4,9 @@
     python -m shared.dlq_replay support.tickets.v1.dlq               # replay everything not replayed yet
     python -m shared.dlq_replay support.tickets.v1.dlq --consumer-group switchboard-routing --reason failed
 
-Each message goes back unchanged, with its key (so an entity's order holds), to the topic in its
-`dlq-original-topic` header, with a `dlq-replayed-from` header (`<dlq>/<partition>/<offset>`).
+Each message goes back as it first came: its value, its key (so an entity's order holds) and its
+own headers, byte for byte, without the `dlq-*` headers parking added, to the topic in its
+`dlq-original-topic` header, marked with one `dlq-replayed-from` header (`<dlq>/<partition>/<offset>`).
 Replaying is safe: every consumer group of the topic receives it again, and those that had
 processed the event drop it through their inbox; only the group that failed does the work.
 
@@ -24,8 +25,8 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from shared.dead_letters import without_dead_letter_headers
 from shared.kafka_admin import end_offsets
-from shared.outbox import CONTENT_TYPE_HEADER
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class Replayed:
 
 
 def _headers(record) -> dict[str, str]:
-    return {name: value.decode(errors="replace") for name, value in record.headers or ()}
+    return {name: (value or b"").decode(errors="replace") for name, value in record.headers or ()}
 
 
 async def replay(
@@ -99,7 +100,7 @@ async def replay(
                             record.value,
                             key=record.key,
                             headers=[
-                                *((name, value.encode()) for name, value in CONTENT_TYPE_HEADER.items()),
+                                *without_dead_letter_headers(record.headers),
                                 ("dlq-replayed-from", f"{record.topic}/{record.partition}/{record.offset}".encode()),
                             ],
                         )

@@ -1,13 +1,17 @@
-"""The one envelope every event travels in: CloudEvents 1.0, structured-mode JSON.
+"""The one envelope every event travels in: CloudEvents 1.0 (how it rides in a Kafka record, in either
+content mode, is `shared.kafka_binding`).
 
-Outside systems can read and write Switchboard events with any CloudEvents tooling. The
+Outside systems can read and write Switchboard events with any CloudEvents tooling, so the envelope
+asks of them what the CloudEvents spec asks and no more: `specversion`, `id` (any non-empty string,
+unique per `source`), `source` and `type`. Nothing a sender left out is made up on input, except
+`time`, `datacontenttype` and our `correlationid` extension, which the spec leaves optional. The
 `data` payload is typed per event `type` (see `shared.events`); unknown top-level fields are
 ignored so that additive changes never break a consumer.
 """
 
 from datetime import datetime
 from typing import Generic, TypeVar
-from uuid import UUID, uuid4
+from uuid import uuid4
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -23,14 +27,22 @@ CONTENT_TYPE = "application/json"
 class Envelope(BaseModel, Generic[DataT]):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    specversion: str = Field(default=SPEC_VERSION, pattern=r"^1\.0$")
-    id: UUID = Field(default_factory=uuid4)
+    specversion: str = Field(pattern=r"^1\.0$")
+    id: str = Field(
+        min_length=1, max_length=200, description="Unique per `source`: an event seen again with the same `source` "
+        "and `id` is a duplicate, and is processed once."
+    )
     source: str = Field(min_length=1, max_length=200)
     type: str = Field(min_length=1, max_length=200)
     time: AwareDatetime = Field(default_factory=utc_now)
     subject: str = Field(min_length=1, max_length=200, description="The entity's id; also the Kafka key.")
     datacontenttype: str = CONTENT_TYPE
-    correlationid: str = Field(min_length=1, max_length=200)
+    correlationid: str = Field(
+        default_factory=lambda attributes: attributes.get("id"),
+        min_length=1,
+        max_length=200,
+        description="The story this event belongs to; when left out, the event's own `id` (it starts one).",
+    )
     causationid: str | None = Field(default=None, max_length=200)
     data: DataT
 
@@ -55,15 +67,16 @@ def new_event(
 
     The payload class names its own CloudEvents `type` in `EVENT_TYPE` (see `shared.events`).
     """
-    event_id = uuid4()
-    correlation = cause.correlationid if cause else correlation_id or current_correlation_id.get() or str(event_id)
+    event_id = str(uuid4())
+    correlation = cause.correlationid if cause else correlation_id or current_correlation_id.get() or event_id
     return Envelope[type(data)](
+        specversion=SPEC_VERSION,
         id=event_id,
         source=source,
         type=data.EVENT_TYPE,
         time=time or utc_now(),
         subject=subject,
         correlationid=correlation,
-        causationid=str(cause.id) if cause else causation_id,
+        causationid=cause.id if cause else causation_id,
         data=data,
     )

@@ -426,4 +426,5 @@ def _describe(error: ValidationError) -> str:
     return "; ".join(
         f"{'.'.join(str(part) for part in problem['loc']) or 'message'}: {problem['msg']}"
         for problem in error.errors(include_url=False)
+        if problem["type"] != "default_factory_not_called"  # `correlationid` could not default: the `id` problem says why
     )

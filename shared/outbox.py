@@ -9,13 +9,12 @@ from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
 from shared.clock import now_ms
+from shared.kafka_binding import ContentMode, encode
 from shared.metrics import PlatformMetrics
 from shared.mongo import Lease, Transaction, UnitOfWork
 from shared.mongo_filters import eq
 
 log = logging.getLogger(__name__)
-
-CONTENT_TYPE_HEADER = {"content-type": "application/cloudevents+json; charset=UTF-8"}
 
 
 class Outbox:
@@ -57,6 +56,8 @@ class OutboxRelay:
     is at-least-once: a crash between publishing and marking re-sends the same event ids, which
     consumers drop through their inbox.
 
+    Events are stored in the JSON event format and sent in `content_mode` (structured by default).
+
     A commit in this process wakes the relay at once; otherwise it looks again after the poll
     interval, and when it keeps finding nothing it waits longer each time, up to `IDLE_BACKOFF`
     polls, so an idle service costs next to nothing: a look that finds nothing is one indexed read,
@@ -74,6 +75,7 @@ class OutboxRelay:
         metrics: PlatformMetrics,
         *,
         poll_interval_seconds: float,
+        content_mode: ContentMode = ContentMode.STRUCTURED,
         batch_size: int = 500,
         retention_seconds: float = 24 * 3600,
     ) -> None:
@@ -83,6 +85,7 @@ class OutboxRelay:
         self._lease = lease
         self._metrics = metrics
         self._poll_interval = poll_interval_seconds
+        self._content_mode = content_mode
         self._batch_size = batch_size
         self._retention_ms = int(retention_seconds * 1000)
         self._wakeup = asyncio.Event()
@@ -126,17 +129,19 @@ class OutboxRelay:
         self._metrics.outbox_lag.set((now_ms() - pending[0]["created_ms"]) / 1000 if pending else 0)
         if not pending:
             return 0
-        confirmations = [
-            await self._broker.publish(
-                row["value"].encode(),
-                row["topic"],
-                key=row["key"].encode(),
-                headers=CONTENT_TYPE_HEADER,
-                correlation_id=row["correlation_id"],
-                no_confirm=True,
+        confirmations = []
+        for row in pending:
+            value, headers = encode(row["value"].encode(), self._content_mode)
+            confirmations.append(
+                await self._broker.publish(
+                    value,
+                    row["topic"],
+                    key=row["key"].encode(),
+                    headers=headers,
+                    correlation_id=row["correlation_id"],
+                    no_confirm=True,
+                )
             )
-            for row in pending
-        ]
         await asyncio.gather(*confirmations)
         await self._uow.run(lambda tx: self._mark_sent(tx, [row["_id"] for row in pending]))
         for row in pending:

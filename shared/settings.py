@@ -39,6 +39,10 @@ class ServiceSettings(BaseSettings):
         description="Re-publish the events sent in this many past seconds at start (the launcher sets it when "
         "it starts a fresh in-memory broker); consumers' inboxes drop the ones they had processed.",
     )
+    cloudevents_mode: Literal["structured", "binary"] = Field(
+        default="structured",
+        description="The CloudEvents Kafka content mode of the events a service publishes; it reads both.",
+    )
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = Field(
         default="json", description="json: one JSON object a line, with the correlation id; text: for reading by eye."

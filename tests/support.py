@@ -97,11 +97,13 @@ class RunningPlatform:
                         return ticket["assignee_id"]
                     await asyncio.sleep(0.1)
 
-    async def publish(self, topic: str, value: bytes, key: bytes | None = None) -> None:
+    async def publish(
+        self, topic: str, value: bytes | None, key: bytes | None = None, headers: list[tuple[str, bytes]] | None = None
+    ) -> None:
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap)
         await producer.start()
         try:
-            await producer.send_and_wait(topic, value, key=key)
+            await producer.send_and_wait(topic, value, key=key, headers=headers)
         finally:
             await producer.stop()
 
@@ -170,17 +172,17 @@ class CommandNames(monitoring.CommandListener):
 
 
 class DeadLetterSink:
-    """The broker of an `EventConsumer` under test: dead-lettering is the only use it makes of one."""
+    """The `DeadLetters` of an `EventConsumer` under test: it keeps what it is asked to park."""
 
     def __init__(self) -> None:
         self.dead_letters: list[dict] = []
 
-    async def publish(self, value, topic, **kwargs) -> None:
-        self.dead_letters.append({"topic": topic, **kwargs})
+    async def park(self, value, **record) -> None:
+        self.dead_letters.append({"value": value, **record})
 
 
 def event_consumer(
-    subscriptions: list[Subscription], *, group: str, uow: UnitOfWork, broker: DeadLetterSink, prefetch: Prefetch
+    subscriptions: list[Subscription], *, group: str, uow: UnitOfWork, dead_letters: DeadLetterSink, prefetch: Prefetch
 ) -> EventConsumer:
     """A service's consumer, fed records by the test instead of a broker (`consume`), retrying fast."""
     return EventConsumer(
@@ -188,7 +190,8 @@ def event_consumer(
         group=group,
         uow=uow,
         inbox=Inbox(uow.db),
-        broker=broker,
+        broker=None,
+        dead_letters=dead_letters,
         metrics=PlatformMetrics(CollectorRegistry()),
         max_attempts=3,
         backoff_seconds=0.01,

@@ -72,7 +72,7 @@ def build_app(settings: NotifySettings | None = None) -> FastAPI:
             rate_window=timedelta(seconds=settings.rate_limit_window_seconds),
             claim_ttl=timedelta(seconds=settings.delivery_claim_seconds),
         ),
-        broker=kit.broker,
+        dead_letters=kit.dead_letters,
         dead_letter_lease=kit.lease("notify-dead-letters", ttl_seconds=30),
         replica=f"{socket.gethostname()}:{settings.http_port}",
     )

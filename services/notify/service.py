@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from faststream.kafka import KafkaBroker
 from prometheus_client import CollectorRegistry, Counter
 
 from services.notify.domain import (
@@ -46,7 +45,7 @@ from services.notify.rules import SUPPORTED_EVENTS, RuleBook
 from shared import topics
 from shared.clock import to_ms, utc_now
 from shared.consumer import Subscription
-from shared.dead_letters import park
+from shared.dead_letters import DeadLetters
 from shared.envelope import Envelope, new_event
 from shared.events import (
     NotificationFailed,
@@ -59,6 +58,7 @@ from shared.events import (
     TicketUnassigned,
 )
 from shared.group_commit import GroupCommit
+from shared.kafka_binding import CONTENT_TYPE, STRUCTURED_CONTENT_TYPE
 from shared.mongo import Lease, Transaction, UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ class Notifications:
         config: PlanConfig,
         metrics: NotifyMetrics,
         limits: Limits = Limits(),
-        broker: KafkaBroker | None = None,
+        dead_letters: DeadLetters | None = None,
         dead_letter_lease: Lease | None = None,
         replica: str,
     ) -> None:
@@ -145,7 +145,7 @@ class Notifications:
         self._config = config
         self._metrics = metrics
         self._limits = limits
-        self._broker = broker
+        self._dead_letters = dead_letters
         self._dead_letter_lease = dead_letter_lease
         self._replica = replica
         """Names this replica's claims; the same after a restart (host and port, not process id)."""
@@ -396,24 +396,21 @@ class Notifications:
         `shared.dlq_replay` is harmless (consumers drop the repeat by its id) and never puts a
         notification on a topic that carries tickets.
         """
-        if self._broker is None or not await DeliveryRepository(self._uow.db).has_unpublished_dead_letters():
+        if self._dead_letters is None or not await DeliveryRepository(self._uow.db).has_unpublished_dead_letters():
             return 0
         if self._dead_letter_lease is not None and not await self._dead_letter_lease.acquire():
             return 0
         rows = await self._uow.run(lambda tx: DeliveryRepository(tx.db, tx.session).unpublished_dead_letters(50))
         for row in rows:
-            await park(
-                self._broker,
+            await self._dead_letters.park(
                 row.value.encode(),
                 topic=topics.NOTIFICATIONS,
                 key=row.ticket_id.encode(),
+                headers=[(CONTENT_TYPE, STRUCTURED_CONTENT_TYPE.encode())],
                 error=row.error,
                 consumer_group=CONSUMER_GROUP,
                 attempts=row.attempts,
-                headers={
-                    "content-type": "application/cloudevents+json; charset=UTF-8",
-                    "dlq-notification-id": row.delivery_id,
-                },
+                details={"dlq-notification-id": row.delivery_id},
             )
             await self._uow.run(lambda tx, row=row: DeliveryRepository(tx.db, tx.session).dead_letter_published(row.delivery_id))
         return len(rows)

@@ -43,14 +43,14 @@ async def intake_store(tmp_path_factory):
             await client.close()
 
 
-def consumer(intake: Intake, uow: UnitOfWork, broker: DeadLetterSink, prefetch=None) -> EventConsumer:
+def consumer(intake: Intake, uow: UnitOfWork, sink: DeadLetterSink, prefetch=None) -> EventConsumer:
     subscriptions = [
         Subscription(topics.INBOUND, {TicketSubmit: intake.on_submit_command}),
         Subscription(topics.ROUTING, {TicketAssigned: intake.on_assigned, TicketUnassigned: intake.on_unassigned}),
         Subscription(topics.SLA, {SlaClockStarted: intake.on_sla_event}),
     ]
     return event_consumer(
-        subscriptions, group="switchboard-intake", uow=uow, broker=broker, prefetch=prefetch or intake.prefetch
+        subscriptions, group="switchboard-intake", uow=uow, dead_letters=sink, prefetch=prefetch or intake.prefetch
     )
 
 
@@ -86,12 +86,12 @@ async def tickets_of(db, customers: list[str]) -> list[dict]:
 
 async def test_a_batch_costs_the_same_few_commands_whether_it_carries_ten_tickets_or_fifty(intake_store):
     intake, uow, db, commands = intake_store
-    broker = DeadLetterSink()
+    sink = DeadLetterSink()
     costs = {}
     for size in (10, 50):
         customers = new_customers(size)
         commands.names.clear()
-        await consumer(intake, uow, broker).consume(records(*(submit(customer) for customer in customers)))
+        await consumer(intake, uow, sink).consume(records(*(submit(customer) for customer in customers)))
         submitted = Counter(commands.names)
 
         tickets = [ticket["_id"] for ticket in await tickets_of(db, customers)]
@@ -101,7 +101,7 @@ async def test_a_batch_costs_the_same_few_commands_whether_it_carries_ten_ticket
             for ticket in tickets
             for payload in (clock_started(ticket, "first_reply"), assigned(ticket), clock_started(ticket, "resolution"))
         )
-        await consumer(intake, uow, broker).consume(records(*followed_up))
+        await consumer(intake, uow, sink).consume(records(*followed_up))
         costs[size] = (submitted, Counter(commands.names))
 
         assert len(tickets) == size
@@ -116,17 +116,17 @@ async def test_a_batch_costs_the_same_few_commands_whether_it_carries_ten_ticket
     print(costs)
     assert costs[10] == costs[50]
     assert sum(costs[50][0].values()) <= 10 and sum(costs[50][1].values()) <= 10
-    assert broker.dead_letters == []
+    assert sink.dead_letters == []
 
 
 async def test_what_an_event_wrote_is_what_the_next_one_in_its_batch_reads(intake_store):
     intake, uow, db, _ = intake_store
-    broker = DeadLetterSink()
+    sink = DeadLetterSink()
     customer, other = new_customers(2)
-    await consumer(intake, uow, broker).consume(records(submit(customer), submit(other)))
+    await consumer(intake, uow, sink).consume(records(submit(customer), submit(other)))
     first, others = [(await tickets_of(db, [someone]))[0]["_id"] for someone in (customer, other)]
 
-    await consumer(intake, uow, broker).consume(
+    await consumer(intake, uow, sink).consume(
         records(clock_started(first, "first_reply"), assigned(first, "agent-7"), submit(customer), assigned(others))
     )
 
@@ -135,14 +135,14 @@ async def test_what_an_event_wrote_is_what_the_next_one_in_its_batch_reads(intak
     assert tickets[0]["assignee_id"] == "agent-7" and tickets[0]["sla"]["first_reply"]["state"] == "running"
     assert tickets[1]["previous_agent_id"] == "agent-7", "the customer's next ticket knows the agent just assigned"
     assert (await db["tickets"].find_one({"_id": others}))["assignee_id"] == "agent-1"
-    assert broker.dead_letters == []
+    assert sink.dead_letters == []
 
 
 async def test_a_batch_that_read_a_ticket_since_changed_is_applied_again_event_by_event_exactly_once(intake_store):
     intake, uow, db, _ = intake_store
-    broker = DeadLetterSink()
+    sink = DeadLetterSink()
     customers = new_customers(2)
-    await consumer(intake, uow, broker).consume(records(*(submit(customer) for customer in customers)))
+    await consumer(intake, uow, sink).consume(records(*(submit(customer) for customer in customers)))
     raced, calm = [(await tickets_of(db, [customer]))[0]["_id"] for customer in customers]
 
     races = []
@@ -155,14 +155,14 @@ async def test_a_batch_that_read_a_ticket_since_changed_is_applied_again_event_b
             await db["tickets"].update_one({"_id": raced}, {"$inc": {"version": 1}}, session=tx.session)
 
     batch = records(assigned(raced), clock_started(raced, "first_reply"), assigned(calm))
-    await consumer(intake, uow, broker, prefetch_then_lose_a_race).consume(batch)
+    await consumer(intake, uow, sink, prefetch_then_lose_a_race).consume(batch)
 
     assert races == [raced]
     stored = {ticket["_id"]: ticket for ticket in await tickets_of(db, customers)}
     assert (stored[raced]["assignee_id"], stored[raced]["version"]) == ("agent-1", 2), "the race left nothing"
     assert stored[raced]["sla"]["first_reply"]["state"] == "running"
     assert (stored[calm]["assignee_id"], stored[calm]["version"]) == ("agent-1", 2)
-    assert broker.dead_letters == []
+    assert sink.dead_letters == []
 
 
 async def test_requests_sharing_a_transaction_see_what_the_earlier_ones_queued(intake_store):
@@ -190,3 +190,32 @@ async def test_a_ticket_opened_in_a_transaction_can_be_edited_in_it(intake_store
     assert await uow.run(open_then_edit)
     stored = await db["tickets"].find_one({"_id": ticket.id})
     assert (stored["priority"], stored["version"]) == ("urgent", ticket.version + 1)
+
+
+def submitted_by(source: str, event_id: str, customer_id: str) -> ConsumerRecord:
+    event = new_event(submit(customer_id), source=source, subject=customer_id).model_copy(update={"id": event_id})
+    return consumer_records(lambda _: topics.INBOUND, [event])[0]
+
+
+async def test_an_event_is_the_same_event_by_its_source_and_id(intake_store):
+    intake, uow, db, _ = intake_store
+    sink = DeadLetterSink()
+    customer = new_customers(1)[0]
+
+    await consumer(intake, uow, sink).consume([submitted_by("crm/acme", "42", customer), submitted_by("shop", "42", customer)])
+    await consumer(intake, uow, sink).consume([submitted_by("crm/acme", "42", customer)])
+
+    assert len(await tickets_of(db, [customer])) == 2, "one ticket per source; the redelivery opened none"
+    assert sink.dead_letters == []
+
+
+async def test_an_event_processed_before_the_inbox_knew_sources_is_still_a_duplicate(intake_store):
+    """An upgrade keeps the inbox: records keyed `<group>:<id>` count as seen until they expire."""
+    intake, uow, db, _ = intake_store
+    customer = new_customers(1)[0]
+    event_id = str(uuid.uuid4())
+    await db["inbox"].insert_one({"_id": f"switchboard-intake:{event_id}", "expires_ms": 2**62})
+
+    await consumer(intake, uow, DeadLetterSink()).consume([submitted_by("crm/acme", event_id, customer)])
+
+    assert await tickets_of(db, [customer]) == []

@@ -43,9 +43,9 @@ async def sla_store(tmp_path_factory):
             await client.close()
 
 
-def consumer(sla: Sla, uow: UnitOfWork, broker: DeadLetterSink, prefetch=None) -> EventConsumer:
+def consumer(sla: Sla, uow: UnitOfWork, sink: DeadLetterSink, prefetch=None) -> EventConsumer:
     subscriptions = [Subscription(topics.TICKETS, sla.handlers())]
-    return event_consumer(subscriptions, group="switchboard-sla", uow=uow, broker=broker, prefetch=prefetch or sla.prefetch)
+    return event_consumer(subscriptions, group="switchboard-sla", uow=uow, dead_letters=sink, prefetch=prefetch or sla.prefetch)
 
 
 def records(*payloads) -> list[ConsumerRecord]:
@@ -81,13 +81,13 @@ async def live_clocks_are_counted_exactly(db) -> bool:
 
 async def test_a_batch_costs_the_same_few_commands_whether_it_carries_ten_tickets_or_a_hundred(sla_store):
     sla, uow, db, commands = sla_store
-    broker = DeadLetterSink()
+    sink = DeadLetterSink()
     costs = {}
     for size in (10, 100):
         tickets = new_tickets(size)
         commands.names.clear()
         batch = records(*(payload for ticket in tickets for payload in (created(ticket), agent_reply(ticket))))
-        await consumer(sla, uow, broker).consume(batch)
+        await consumer(sla, uow, sink).consume(batch)
         costs[size] = Counter(commands.names)
 
         assert (await events_about(db, tickets))["fulfilled"] == size, "every first reply fulfilled its clock"
@@ -96,15 +96,15 @@ async def test_a_batch_costs_the_same_few_commands_whether_it_carries_ten_ticket
 
     assert costs[10] == costs[100]
     assert sum(costs[100].values()) <= 10
-    assert broker.dead_letters == []
+    assert sink.dead_letters == []
     assert await live_clocks_are_counted_exactly(db)
 
 
 async def test_a_batch_that_read_a_clock_since_changed_is_applied_again_event_by_event_exactly_once(sla_store):
     sla, uow, db, _ = sla_store
-    broker = DeadLetterSink()
+    sink = DeadLetterSink()
     raced, calm = new_tickets(2)
-    await consumer(sla, uow, broker).consume(records(created(raced), created(calm)))
+    await consumer(sla, uow, sink).consume(records(created(raced), created(calm)))
 
     races = []
 
@@ -115,12 +115,12 @@ async def test_a_batch_that_read_a_clock_since_changed_is_applied_again_event_by
             races.append(raced)
             await db["clocks"].update_one({"_id": f"{raced}:first_reply"}, {"$inc": {"version": 1}}, session=tx.session)
 
-    await consumer(sla, uow, broker, prefetch_then_lose_a_race).consume(records(agent_reply(raced), agent_reply(calm)))
+    await consumer(sla, uow, sink, prefetch_then_lose_a_race).consume(records(agent_reply(raced), agent_reply(calm)))
 
     assert races == [raced]
     for ticket in (raced, calm):
         assert (await events_about(db, [ticket]))["fulfilled"] == 1
         first_reply = await db["clocks"].find_one({"_id": f"{ticket}:first_reply"})
         assert first_reply["stopped"] is True and first_reply["version"] == 2, "the race's transaction left nothing"
-    assert broker.dead_letters == []
+    assert sink.dead_letters == []
     assert await live_clocks_are_counted_exactly(db)

@@ -70,6 +70,43 @@ def test_an_unknown_type_is_told_apart_from_an_invalid_event():
         parse_event(json.dumps(document).encode())
 
 
+def submitted_document(**attributes) -> dict:
+    """A whole `ticket.submit` as an outside system writes it; `None` leaves an attribute out."""
+    document = {
+        "specversion": "1.0", "id": "order-1042", "source": "webshop/checkout", "type": "support.ticket.submit.v1",
+        "subject": "cust-1042", "data": {"channel": "api", "customer": {"id": "cust-1042"}, "subject": "s", "body": "b"},
+    }
+    document.update(attributes)
+    return {name: value for name, value in document.items() if value is not None}
+
+
+@pytest.mark.parametrize("attribute", ["specversion", "id", "source", "type"])
+def test_each_attribute_cloudevents_requires_is_refused_when_missing_and_named(attribute):
+    with pytest.raises(InvalidEvent) as refused:
+        parse_event(json.dumps(submitted_document(**{attribute: None})).encode())
+
+    assert str(refused.value) == f"{attribute}: Field required", "nothing is made up for it, and only it is named"
+
+
+def test_any_non_empty_string_is_an_id_and_the_correlation_defaults_to_it():
+    event = parse_event(json.dumps(submitted_document(id="crm-case-88213")).encode())
+
+    assert (event.id, event.correlationid) == ("crm-case-88213", "crm-case-88213")
+    with pytest.raises(InvalidEvent, match="^id: String should have at least 1 character$"):
+        parse_event(json.dumps(submitted_document(id="")).encode())
+
+
+def test_a_correlation_id_given_is_kept():
+    assert parse_event(json.dumps(submitted_document(correlationid="order-1042-help")).encode()).correlationid == (
+        "order-1042-help"
+    )
+
+
+def test_only_specversion_1_0_is_read():
+    with pytest.raises(InvalidEvent, match="specversion"):
+        parse_event(json.dumps(submitted_document(specversion="0.3")).encode())
+
+
 @pytest.mark.parametrize(
     ("raw", "reason"),
     [

@@ -128,7 +128,7 @@ async def test_a_handler_runs_with_its_events_correlation_id():
 
     consumer = EventConsumer(
         [Subscription("support.test.v1", {Ping: handler})],
-        group="switchboard-test", uow=None, inbox=FakeInbox(), broker=None,
+        group="switchboard-test", uow=None, inbox=FakeInbox(), broker=None, dead_letters=None,
         metrics=PlatformMetrics(CollectorRegistry()), max_attempts=1, backoff_seconds=0,
     )
     cause = new_event(Ping(), source="switchboard/test", subject="t-1")
