@@ -23,7 +23,7 @@ from services.intake.repository import IntakeTransaction
 from services.routing.domain import RoutedTicketState
 from services.routing.repository import QUEUE_DEPTH, RoutedTicketRepository
 from services.sla.domain import Clock, Metric
-from services.sla.repository import SlaRepository, _clock_document
+from services.sla.repository import SlaTransaction, _clock_document
 from shared.clock import now_ms
 from shared.consumer import Inbox
 from shared.events import Customer, Priority
@@ -110,7 +110,7 @@ class Routing:
 class Sla:
     def __init__(self, db, size: int) -> None:
         self.db, self.clocks, self.size = db, db["clocks"], size
-        self.repository = SlaRepository(db)
+        self.repository = SlaTransaction(db, None).clocks
 
     async def prepare(self) -> None:
         await self.repository.ensure_indexes()
