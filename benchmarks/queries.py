@@ -19,11 +19,11 @@ from types import SimpleNamespace
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
 
-from services.intake.repository import CustomerRepository, MessageRepository, TicketRepository
+from services.intake.repository import IntakeTransaction
 from services.routing.domain import RoutedTicketState
 from services.routing.repository import QUEUE_DEPTH, RoutingTransaction
 from services.sla.domain import Clock, Metric
-from services.sla.repository import SlaRepository, _clock_document
+from services.sla.repository import SlaTransaction, _clock_document
 from shared.clock import now_ms
 from shared.consumer import Inbox
 from shared.events import Customer, Priority
@@ -110,7 +110,7 @@ class Routing:
 class Sla:
     def __init__(self, db, size: int) -> None:
         self.db, self.clocks, self.size = db, db["clocks"], size
-        self.repository = SlaRepository(db)
+        self.repository = SlaTransaction(db, None).clocks
 
     async def prepare(self) -> None:
         await self.repository.ensure_indexes()
@@ -149,7 +149,8 @@ class Intake:
         self.size = size
 
     async def prepare(self) -> None:
-        for repository in (TicketRepository(self.db), MessageRepository(self.db), CustomerRepository(self.db)):
+        repositories = IntakeTransaction(self.db, None)
+        for repository in (repositories.tickets, repositories.messages, repositories.customers):
             await repository.ensure_indexes()
 
     async def grow(self) -> None:
@@ -164,7 +165,8 @@ class Intake:
 
     def cases(self) -> list[tuple[str, Call, Call]]:
         ticket, email = f"T{(self.size - 1) // 3:07d}", f"c{self.size - 1}@example.com"
-        messages, tickets, customers = MessageRepository(self.db), TicketRepository(self.db), CustomerRepository(self.db)
+        repositories = IntakeTransaction(self.db, None)
+        messages, tickets, customers = repositories.messages, repositories.tickets, repositories.customers
 
         async def upsert_by_plain_email() -> None:
             existing = await self.customers.find_one({"email": email})

@@ -73,7 +73,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from services.sla.domain import Clock, Metric, SlaRules, fulfil, start_clock
 from services.sla.metrics import SlaMetrics
 from services.sla.policy import parse_policies
-from services.sla.repository import SlaRepository, _clock_document
+from services.sla.repository import SlaTransaction, _clock_document
 from services.sla.timers import NearHorizon, Timers, TimerSettings
 from shared.clock import from_ms, now_ms
 from shared.launcher.servers import mongo_wire_server
@@ -415,7 +415,7 @@ async def timers_lateness(
     await insert_clocks(db, [bench_clock(rules, f"LATE-{i:06d}", fire) for i, fire in enumerate(fire_at)], settings.batch_size)
     metrics = SlaMetrics(CollectorRegistry())
     metrics.timer_lateness = late = _Lateness()
-    uow = UnitOfWork(client, db, Outbox(db).write, transaction_lock=transaction_lock)
+    uow = UnitOfWork(client, db, Outbox(db).write, transaction_lock=transaction_lock, transaction_type=SlaTransaction)
     lease = Lease(uow, "sla-timers", "benchmark", settings.lease_seconds)
     running = asyncio.create_task(Timers(uow, rules, lease, metrics, "switchboard/sla-benchmark", settings).run())
     deadline = time.monotonic() + (max(fire_at) - time.time() * 1000) / 1000 + 120
@@ -444,7 +444,7 @@ async def sla_durable(
     count, single = len(rows), min(SINGLE_WRITES, len(rows))
     try:
         await client.drop_database(DATABASE)
-        repository = SlaRepository(db)
+        repository = SlaTransaction(db, None).clocks
         await repository.ensure_indexes()
         clocks = [bench_clock(rules, clock_id.split(":")[0], fire) for fire, clock_id, _ in rows]
         started = time.perf_counter()

@@ -22,7 +22,7 @@ from services.intake.domain import (
     TicketClosedForReplies,
 )
 from services.intake.email_inbound import InvalidEmail, JsonEmail, parse_json, parse_raw
-from services.intake.repository import CustomerRepository, InvalidCursor, MessageRepository, TicketRepository
+from services.intake.repository import IntakeTransaction, InvalidCursor
 from services.intake.service import (
     ConcurrentEdit,
     IdempotencyConflict,
@@ -210,8 +210,10 @@ def _version(if_match: str | None) -> int | None:
     return int(raw)
 
 
-def build_routes(intake: Intake, db, settings: IntakeSettings, require_api_key, needs) -> APIRouter:
-    tickets = TicketRepository(db)
+def build_routes(
+    intake: Intake, reads: IntakeTransaction, settings: IntakeSettings, require_api_key, needs
+) -> APIRouter:
+    """`reads`: intake's repositories outside any transaction (`UnitOfWork.reads`), for the GETs."""
     read, write = [needs("tickets:read")], [needs("tickets:write")]
     routes = APIRouter()
     keyed = APIRouter(
@@ -263,7 +265,7 @@ def build_routes(intake: Intake, db, settings: IntakeSettings, require_api_key, 
         """Newest first, filtered; follow `next_cursor` for more."""
         filters = {"status": status_, "assignee_id": assignee_id, "customer.id": customer_id, "priority": priority}
         try:
-            page, next_cursor = await tickets.page(filters, limit=limit, after=cursor)
+            page, next_cursor = await reads.tickets.page(filters, limit=limit, after=cursor)
         except InvalidCursor as invalid:
             return _problem(status.HTTP_422_UNPROCESSABLE_CONTENT, f"query.cursor: {invalid}")
         return TicketPage(tickets=page, next_cursor=next_cursor)
@@ -272,7 +274,7 @@ def build_routes(intake: Intake, db, settings: IntakeSettings, require_api_key, 
         "/tickets/{ticket_id}", response_model=Ticket, responses={**_doc(404), 200: {"headers": _ETAG}}, dependencies=read
     )
     async def get_ticket(ticket_id: Id, response: Response) -> Ticket:
-        ticket = await tickets.get(ticket_id)
+        ticket = await reads.tickets.get(ticket_id)
         if ticket is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no ticket {ticket_id}")
         return _etag(ticket, response)
@@ -330,18 +332,18 @@ def build_routes(intake: Intake, db, settings: IntakeSettings, require_api_key, 
 
     @keyed.get("/tickets/{ticket_id}/messages", response_model=list[Message], responses=_doc(404), dependencies=read)
     async def list_messages(ticket_id: Id) -> list[Message]:
-        if await tickets.get(ticket_id) is None:
+        if await reads.tickets.get(ticket_id) is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no ticket {ticket_id}")
-        return await MessageRepository(db).of_ticket(ticket_id)
+        return await reads.messages.of_ticket(ticket_id)
 
     @keyed.get(
         "/customers/{customer_id}", response_model=CustomerView, tags=["customers"], responses=_doc(404), dependencies=read
     )
     async def get_customer(customer_id: Id) -> CustomerView:
-        profile = await CustomerRepository(db).get(customer_id)
+        profile = await reads.customers.get(customer_id)
         if profile is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no customer {customer_id}")
-        theirs, _ = await tickets.page({"customer.id": customer_id}, limit=200, after=None)
+        theirs, _ = await reads.tickets.page({"customer.id": customer_id}, limit=200, after=None)
         return CustomerView(
             **{**profile, "id": profile["_id"]},
             tickets=[

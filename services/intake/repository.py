@@ -13,10 +13,9 @@ import base64
 import re
 import secrets
 from collections.abc import Iterable, Mapping
+from functools import cached_property
 
 from pymongo import ASCENDING, DESCENDING
-from pymongo.asynchronous.client_session import AsyncClientSession
-from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.operations import InsertOne, ReplaceOne, UpdateOne
 
 from services.intake.domain import TICKET_ID_PATTERN, Message, SlaSummary, Ticket
@@ -89,10 +88,10 @@ def decode_cursor(cursor: str) -> str:
 
 
 class TicketRepository:
-    def __init__(self, db: AsyncDatabase, tx: Transaction | None = None) -> None:
-        self._tickets = db["tickets"]
+    def __init__(self, tx: Transaction) -> None:
+        self._tickets = tx.db["tickets"]
         self._tx = tx
-        self._session = tx.session if tx else None
+        self._session = tx.session
         self._known = KnownDocuments(self._tickets, tx)
 
     async def ensure_indexes(self) -> None:
@@ -169,9 +168,9 @@ class TicketRepository:
 
 
 class MessageRepository:
-    def __init__(self, db: AsyncDatabase, session: AsyncClientSession | None = None) -> None:
-        self._messages = db["messages"]
-        self._session = session
+    def __init__(self, tx: Transaction) -> None:
+        self._messages = tx.db["messages"]
+        self._session = tx.session
 
     async def ensure_indexes(self) -> None:
         await self._messages.create_index([("ticket_id", ASCENDING), ("created_ms", ASCENDING)])
@@ -196,10 +195,10 @@ class MessageRepository:
 class CustomerRepository:
     """Profiles keyed by the caller's customer id, or one intake makes for a customer known only by email."""
 
-    def __init__(self, db: AsyncDatabase, tx: Transaction | None = None) -> None:
-        self._customers = db["customers"]
+    def __init__(self, tx: Transaction) -> None:
+        self._customers = tx.db["customers"]
         self._tx = tx
-        self._session = tx.session if tx else None
+        self._session = tx.session
         self._known = KnownDocuments(self._customers, tx)
 
     async def ensure_indexes(self) -> None:
@@ -248,9 +247,9 @@ class IdempotencyKeys:
     Keys are namespaced: `http:<Idempotency-Key>`, `channel:<channel>:<external id>`, `email:<Message-ID>`.
     """
 
-    def __init__(self, db: AsyncDatabase, session: AsyncClientSession | None = None) -> None:
-        self._keys = db["idempotency_keys"]
-        self._session = session
+    def __init__(self, tx: Transaction) -> None:
+        self._keys = tx.db["idempotency_keys"]
+        self._session = tx.session
 
     async def find(self, key: str) -> dict | None:
         return await self._keys.find_one({"_id": key}, session=self._session)
@@ -284,9 +283,9 @@ class IdempotencyKeys:
 class EmailThreads:
     """Message-IDs of inbound mails and the ticket each belongs to, so replies to them thread."""
 
-    def __init__(self, db: AsyncDatabase, session: AsyncClientSession | None = None) -> None:
-        self._threads = db["email_threads"]
-        self._session = session
+    def __init__(self, tx: Transaction) -> None:
+        self._threads = tx.db["email_threads"]
+        self._session = tx.session
 
     async def ticket_of(self, message_ids: list[str]) -> str | None:
         if not message_ids:
@@ -304,9 +303,9 @@ class EmailThreads:
 class SeenSignatures:
     """Webhook signatures used within the timestamp tolerance: the same signed request twice is a replay."""
 
-    def __init__(self, db: AsyncDatabase, session: AsyncClientSession | None = None) -> None:
-        self._seen = db["webhook_signatures"]
-        self._session = session
+    def __init__(self, tx: Transaction) -> None:
+        self._seen = tx.db["webhook_signatures"]
+        self._session = tx.session
 
     async def ensure_indexes(self) -> None:
         await self._seen.create_index([("expires_ms", ASCENDING)])
@@ -319,3 +318,31 @@ class SeenSignatures:
 
     async def purge_expired(self) -> None:
         await self._seen.delete_many({"expires_ms": {"$lt": now_ms()}}, session=self._session)
+
+
+class IntakeTransaction(Transaction):
+    """A transaction of intake's, carrying its repositories (each built once, on first use)."""
+
+    @cached_property
+    def tickets(self) -> TicketRepository:
+        return TicketRepository(self)
+
+    @cached_property
+    def messages(self) -> MessageRepository:
+        return MessageRepository(self)
+
+    @cached_property
+    def customers(self) -> CustomerRepository:
+        return CustomerRepository(self)
+
+    @cached_property
+    def idempotency_keys(self) -> IdempotencyKeys:
+        return IdempotencyKeys(self)
+
+    @cached_property
+    def email_threads(self) -> EmailThreads:
+        return EmailThreads(self)
+
+    @cached_property
+    def seen_signatures(self) -> SeenSignatures:
+        return SeenSignatures(self)

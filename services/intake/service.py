@@ -24,15 +24,7 @@ from services.intake.domain import (
     open_ticket,
 )
 from services.intake.email_inbound import InboundEmail
-from services.intake.repository import (
-    CustomerRepository,
-    EmailThreads,
-    IdempotencyKeys,
-    MessageRepository,
-    SeenSignatures,
-    TicketRepository,
-    customer_of,
-)
+from services.intake.repository import IntakeTransaction, customer_of
 from services.intake.triage import Triage, TriageInput
 from shared import topics
 from shared.clock import now_ms, to_ms, utc_now
@@ -51,7 +43,7 @@ from shared.events import (
     TicketUnassigned,
 )
 from shared.group_commit import GroupCommit
-from shared.mongo import Transaction, UnitOfWork
+from shared.mongo import UnitOfWork
 
 
 class IdempotencyConflict(Exception):
@@ -108,7 +100,7 @@ def fingerprint_of(submission: TicketSubmit) -> str:
 class Intake:
     def __init__(
         self,
-        uow: UnitOfWork,
+        uow: UnitOfWork[IntakeTransaction],
         source: str,
         triage: Triage | None = None,
         *,
@@ -129,13 +121,13 @@ class Intake:
         fingerprint = fingerprint_of(submission)
         keys = [key for key in (f"http:{idempotency_key}" if idempotency_key else None, _channel_key(submission)) if key]
 
-        async def work(tx: Transaction) -> Submitted:
+        async def work(tx: IntakeTransaction) -> Submitted:
             for key in keys:
                 if earlier := await self._replay(tx, key, fingerprint):
                     return earlier
             ticket = await self._open(tx, submission, cause=None)
             for key in keys:
-                await IdempotencyKeys(tx.db, tx.session).remember(
+                await tx.idempotency_keys.remember(
                     key,
                     fingerprint=fingerprint,
                     ticket_id=ticket.id,
@@ -152,7 +144,7 @@ class Intake:
             # A concurrent request with the same key won the race: answer with its ticket.
             return await self._requests.run(lambda tx: self._replay(tx, keys[0], fingerprint))
 
-    async def on_submit_command(self, tx: Transaction, event: Envelope[TicketSubmit]) -> None:
+    async def on_submit_command(self, tx: IntakeTransaction, event: Envelope[TicketSubmit]) -> None:
         """`ticket.submit` from another system; the inbox drops redeliveries, the channel key resends."""
         key = _channel_key(event.data)
         fingerprint = fingerprint_of(event.data)
@@ -167,16 +159,16 @@ class Intake:
         except InvalidSubmission as invalid:
             raise RejectedEvent(str(invalid)) from None
         if key:
-            await IdempotencyKeys(tx.db, tx.session).remember(
+            await tx.idempotency_keys.remember(
                 key, fingerprint=fingerprint, ticket_id=ticket.id, at_ms=to_ms(ticket.created_at)
             )
 
     async def _open(
-        self, tx: Transaction, submission: TicketSubmit, cause: Envelope | None, follow_up_of: Ticket | None = None
+        self, tx: IntakeTransaction, submission: TicketSubmit, cause: Envelope | None, follow_up_of: Ticket | None = None
     ) -> Ticket:
         now = utc_now()
         domain.channel_metadata(submission.channel, submission.metadata)  # refuse before writing anything
-        profile = await CustomerRepository(tx.db, tx).upsert(submission.customer, to_ms(now))
+        profile = await tx.customers.upsert(submission.customer, to_ms(now))
         customer = customer_of(profile)
         triaged = None
         if self._triage is not None:
@@ -203,7 +195,7 @@ class Intake:
             previous_agent_id=previous_agent,
             follow_up_of=follow_up_of.id if follow_up_of else None,
         )
-        await TicketRepository(tx.db, tx).add(ticket)
+        await tx.tickets.add(ticket)
         created = TicketCreated(
             ticket_id=ticket.id,
             channel=ticket.channel,
@@ -224,15 +216,15 @@ class Intake:
         tx.on_commit(lambda: self._on_created(ticket))
         return ticket
 
-    async def _replay(self, tx: Transaction, key: str, fingerprint: str) -> Submitted | None:
-        earlier = await IdempotencyKeys(tx.db, tx.session).find(key)
+    async def _replay(self, tx: IntakeTransaction, key: str, fingerprint: str) -> Submitted | None:
+        earlier = await tx.idempotency_keys.find(key)
         if earlier is None:
             return None
         if earlier["fingerprint"] != fingerprint:
             raise IdempotencyConflict
         if earlier.get("answer"):
             return Submitted(Ticket.model_validate(earlier["answer"]), replayed=True)
-        ticket = await TicketRepository(tx.db, tx).get(earlier["ticket_id"])
+        ticket = await tx.tickets.get(earlier["ticket_id"])
         return Submitted(ticket, replayed=True)
 
     # --- the lifecycle ---------------------------------------------------------------------
@@ -242,7 +234,7 @@ class Intake:
     ) -> MessageAdded:
         """A reply or note; a customer's reply to a closed (or long-solved) ticket opens a follow-up instead."""
 
-        async def work(tx: Transaction) -> MessageAdded:
+        async def work(tx: IntakeTransaction) -> MessageAdded:
             ticket = await self._load(tx, ticket_id)
             return await self._add_message(tx, ticket, author_type, author_id, body, public, cause=None)
 
@@ -250,7 +242,7 @@ class Intake:
 
     async def _add_message(
         self,
-        tx: Transaction,
+        tx: IntakeTransaction,
         ticket: Ticket,
         author_type: AuthorType,
         author_id: str | None,
@@ -286,7 +278,7 @@ class Intake:
             created_at=now,
         )
         change = domain.add_message(ticket, message, now, self._reopen_window)
-        await MessageRepository(tx.db, tx.session).add(message)
+        await tx.messages.add(message)
         await self._store(tx, change, cause)
         return MessageAdded(change.ticket, message)
 
@@ -299,7 +291,7 @@ class Intake:
         tags: list[str] | None,
         expected_version: int | None,
     ) -> Ticket:
-        async def work(tx: Transaction) -> Ticket:
+        async def work(tx: IntakeTransaction) -> Ticket:
             ticket = await self._load(tx, ticket_id)
             if expected_version is not None and ticket.version != expected_version:
                 raise VersionMismatch(ticket.version)
@@ -310,11 +302,11 @@ class Intake:
         return await self._with_retries(work, retry=expected_version is None)
 
     async def rate(self, ticket_id: str, score: int, comment: str | None) -> Ticket:
-        async def work(tx: Transaction) -> Ticket:
+        async def work(tx: IntakeTransaction) -> Ticket:
             ticket = await self._load(tx, ticket_id)
             now = utc_now()
             rated = domain.rate(ticket, score, comment, now)
-            if not await TicketRepository(tx.db, tx).replace(rated, expected_version=ticket.version):
+            if not await tx.tickets.replace(rated, expected_version=ticket.version):
                 raise ConcurrentEdit(ticket.id)
             received = TicketCsatReceived(
                 ticket_id=ticket.id, score=score, comment=comment, assignee_id=ticket.assignee_id, rated_at=now
@@ -328,22 +320,22 @@ class Intake:
         """Housekeeping: solved tickets whose reopen window is over become closed."""
         cutoff = now_ms() - int(self._reopen_window.total_seconds() * 1000)
 
-        async def work(tx: Transaction) -> None:
-            for ticket in await TicketRepository(tx.db, tx).solved_before(cutoff):
+        async def work(tx: IntakeTransaction) -> None:
+            for ticket in await tx.tickets.solved_before(cutoff):
                 await self._store(tx, domain.close_if_due(ticket, utc_now(), self._reopen_window), cause=None)
 
         await self._uow.run(work)
 
-    async def _store(self, tx: Transaction, change: Change, cause: Envelope | None) -> None:
+    async def _store(self, tx: IntakeTransaction, change: Change, cause: Envelope | None) -> None:
         if not change.changed:
             return
-        if not await TicketRepository(tx.db, tx).replace(change.ticket, expected_version=change.ticket.version - 1):
+        if not await tx.tickets.replace(change.ticket, expected_version=change.ticket.version - 1):
             raise ConcurrentEdit(change.ticket.id)
         for fact in change.facts:
             tx.publish(topics.TICKETS, new_event(fact, source=self._source, subject=change.ticket.id, cause=cause))
 
-    async def _load(self, tx: Transaction, ticket_id: str) -> Ticket:
-        ticket = await TicketRepository(tx.db, tx).get(ticket_id)
+    async def _load(self, tx: IntakeTransaction, ticket_id: str) -> Ticket:
+        ticket = await tx.tickets.get(ticket_id)
         if ticket is None:
             raise TicketNotFound(f"no ticket {ticket_id}")
         return ticket
@@ -363,14 +355,14 @@ class Intake:
         """A new ticket, or a reply threaded into its ticket; the same Message-ID twice gives the first answer."""
         key = f"email:{email.message_id}" if email.message_id else None
 
-        async def work(tx: Transaction) -> EmailReceived:
-            if not await SeenSignatures(tx.db, tx.session).first_use(signature, signature_expires_ms):
+        async def work(tx: IntakeTransaction) -> EmailReceived:
+            if not await tx.seen_signatures.first_use(signature, signature_expires_ms):
                 raise ReplayedWebhook("this signed request was already received")
-            keys = IdempotencyKeys(tx.db, tx.session)
+            keys = tx.idempotency_keys
             if key and (earlier := await keys.find(key)):
                 return EmailReceived(earlier["ticket_id"], earlier.get("message_id"), earlier["action"], replayed=True)
-            threads = EmailThreads(tx.db, tx.session)
-            tickets = TicketRepository(tx.db, tx)
+            threads = tx.email_threads
+            tickets = tx.tickets
             ticket = None
             thread_id = await threads.ticket_of(email.replied_to) or email.ticket_reference()
             if thread_id:
@@ -414,43 +406,43 @@ class Intake:
         return await self._with_retries(work)
 
     async def purge_seen_signatures(self) -> None:
-        await self._uow.run(lambda tx: SeenSignatures(tx.db, tx.session).purge_expired())
+        await self._uow.run(lambda tx: tx.seen_signatures.purge_expired())
 
     # --- the consumer's batches ------------------------------------------------------------
 
-    async def prefetch(self, tx: Transaction, events: Sequence[Envelope]) -> None:
+    async def prefetch(self, tx: IntakeTransaction, events: Sequence[Envelope]) -> None:
         """What a consumer batch's handlers read, in one query per collection: the tickets routing's and sla's
         events are about, then the customers of the submissions and of the tickets being assigned."""
-        tickets = TicketRepository(tx.db, tx)
+        tickets = tx.tickets
         await tickets.prefetch(event.data.ticket_id for event in events if not isinstance(event.data, TicketSubmit))
         customers = [event.data.customer for event in events if isinstance(event.data, TicketSubmit)]
         for event in events:
             if isinstance(event.data, TicketAssigned) and (ticket := await tickets.get(event.data.ticket_id)):
                 customers.append(ticket.customer)
-        await CustomerRepository(tx.db, tx).prefetch(customer.id for customer in customers if customer.id)
+        await tx.customers.prefetch(customer.id for customer in customers if customer.id)
 
     # --- routing's events ------------------------------------------------------------------
 
-    async def on_assigned(self, tx: Transaction, event: Envelope[TicketAssigned]) -> None:
+    async def on_assigned(self, tx: IntakeTransaction, event: Envelope[TicketAssigned]) -> None:
         """The ticket's replacement is queued: a version changed meanwhile fails the batch, which is retried."""
-        tickets = TicketRepository(tx.db, tx)
+        tickets = tx.tickets
         ticket = await tickets.get(event.data.ticket_id)
         if ticket is None:
             raise RejectedEvent(f"unknown ticket {event.data.ticket_id}")
         tickets.replace_later(domain.assign(ticket, event.data.agent_id, utc_now()), expected_version=ticket.version)
         if ticket.customer.id:
-            await CustomerRepository(tx.db, tx).remember_agent(ticket.customer.id, event.data.agent_id, ticket.id)
+            await tx.customers.remember_agent(ticket.customer.id, event.data.agent_id, ticket.id)
 
-    async def on_sla_event(self, tx: Transaction, event: Envelope[SlaClockEvent]) -> None:
+    async def on_sla_event(self, tx: IntakeTransaction, event: Envelope[SlaClockEvent]) -> None:
         """Project sla's clocks onto the ticket view; a ticket intake does not know is no one's concern here."""
         if not _METRIC.fullmatch(event.data.metric):
             raise RejectedEvent(f"metric {event.data.metric[:50]!r} is not a metric name")
-        await TicketRepository(tx.db, tx).project_sla(
+        await tx.tickets.project_sla(
             event.data.ticket_id, event.data.metric, lambda current: domain.project_sla(current, event.data)
         )
 
-    async def on_unassigned(self, tx: Transaction, event: Envelope[TicketUnassigned]) -> None:
-        tickets = TicketRepository(tx.db, tx)
+    async def on_unassigned(self, tx: IntakeTransaction, event: Envelope[TicketUnassigned]) -> None:
+        tickets = tx.tickets
         ticket = await tickets.get(event.data.ticket_id)
         if ticket is None:
             raise RejectedEvent(f"unknown ticket {event.data.ticket_id}")

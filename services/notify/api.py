@@ -10,11 +10,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from pydantic import BaseModel
-from pymongo.asynchronous.database import AsyncDatabase
 
 from services.notify.domain import DeliveryChannel, DeliveryState, RecipientRole
 from services.notify.planner import AgentContact, Preferences
-from services.notify.repository import Contacts, DeliveryRepository, PreferenceStore
+from services.notify.repository import NotifyTransaction
 from shared.outbound import HostUnresolved, OutboundPolicy, OutboundRefused
 
 Id = Annotated[str, Path(min_length=1, max_length=100)]
@@ -42,13 +41,14 @@ class TicketNotifications(BaseModel):
 
 
 def build_routes(
-    db: AsyncDatabase, require_api_key, needs, kinds: Collection[str], outbound: OutboundPolicy
+    store: NotifyTransaction, require_api_key, needs, kinds: Collection[str], outbound: OutboundPolicy
 ) -> APIRouter:
-    """`kinds` are the rules' kinds: the only ones a customer can opt out of or in to; `outbound` judges
-    agents' webhook URLs."""
+    """`store`: notify's repositories outside any transaction (`UnitOfWork.reads`): each route reads or
+    writes one document. `kinds` are the rules' kinds: the only ones a customer can opt out of or in to;
+    `outbound` judges agents' webhook URLs."""
     routes = APIRouter(prefix="/v1", tags=["notifications"], dependencies=[Depends(require_api_key)])
     read, write, agents = [needs("tickets:read")], [needs("tickets:write")], [needs("agents")]
-    deliveries, contacts, preferences = DeliveryRepository(db), Contacts(db), PreferenceStore(db)
+    deliveries, contacts, preferences = store.deliveries, store.contacts, store.preferences
 
     @routes.get("/notifications", response_model=TicketNotifications, dependencies=read)
     async def list_notifications(

@@ -14,7 +14,7 @@ from services.notify.api import build_routes
 from services.notify.domain import DeliveryChannel, RetryPolicy
 from services.notify.mailer import SmtpMailer, parse_smtp_url
 from services.notify.planner import SAMPLE_CONTEXT, PlanConfig
-from services.notify.repository import DeliveryRepository
+from services.notify.repository import NotifyTransaction
 from services.notify.rules import load_rules
 from services.notify.service import Channels, Limits, Notifications, NotifyMetrics
 from services.notify.settings import NotifySettings
@@ -38,7 +38,7 @@ def build_app(settings: NotifySettings | None = None) -> FastAPI:
             except HostUnresolved:
                 pass  # DNS may be down for a while: each send checks again
     poster = SignedPoster(settings.webhook_signing_key.get_secret_value(), outbound)
-    kit = ServiceKit.create("notify", settings)
+    kit = ServiceKit.create("notify", settings, transaction_type=NotifyTransaction)
     notifications = Notifications(
         kit.uow,
         kit.source,
@@ -76,13 +76,13 @@ def build_app(settings: NotifySettings | None = None) -> FastAPI:
         dead_letter_lease=kit.lease("notify-dead-letters", ttl_seconds=30),
         replica=f"{socket.gethostname()}:{settings.http_port}",
     )
-    deliveries = DeliveryRepository(kit.db)
+    store = kit.uow.reads
     return kit.create_app(
         description="Tells customers, agents and supervisors what they need to know about tickets: "
         "by email, webhook or SMS, by the rules in its rules file.",
-        api=build_routes(kit.db, kit.require_api_key(), kit.needs, rules.kinds, outbound),
+        api=build_routes(store, kit.require_api_key(), kit.needs, rules.kinds, outbound),
         subscriptions=notifications.subscriptions(),
         prefetch=notifications.prefetch,
-        ensure_indexes=[deliveries.ensure_indexes],
+        ensure_indexes=[store.deliveries.ensure_indexes],
         background=[notifications.run_sender],
     )

@@ -7,7 +7,7 @@ the delivery; if that replica dies, the delivery becomes claimable again. `claim
 claim, so a replica claiming a batch tells which of it are its own. `claimed_by` names the replica,
 so one that restarts takes back at once what it held when it died, instead of waiting for the lease.
 
-The consumer's adapters (`OwedDeliveries`, `TicketViews`, and `Contacts` and `PreferenceStore` given
+The consumer's adapters (`OwedDeliveries`, `TicketViews`, and `Contacts` and `PreferenceStore` within
 a transaction) read through the transaction's cache and queue their writes, so a batch of events
 costs one round trip per collection rather than several per event.
 """
@@ -15,10 +15,9 @@ costs one round trip per collection rather than several per event.
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 
 from pymongo import ASCENDING, UpdateOne
-from pymongo.asynchronous.client_session import AsyncClientSession
-from pymongo.asynchronous.database import AsyncDatabase
 
 from services.notify.domain import DIGEST_KIND, Delivery, DeliveryState
 from services.notify.planner import AgentContact, Preferences, TicketView
@@ -71,9 +70,9 @@ def _due(now_ms: int) -> dict:
 class DeliveryRepository:
     """Deliveries as the sender, the dead-letter relay and the API read and write them: one command each."""
 
-    def __init__(self, db: AsyncDatabase, session: AsyncClientSession | None = None) -> None:
-        self._deliveries = db["deliveries"]
-        self._session = session
+    def __init__(self, tx: Transaction) -> None:
+        self._deliveries = tx.db["deliveries"]
+        self._session = tx.session
 
     async def ensure_indexes(self) -> None:
         await self._deliveries.create_index([("state", ASCENDING), ("next_attempt_ms", ASCENDING)])
@@ -294,10 +293,10 @@ class TicketViews:
 
 
 class Contacts:
-    """Agents' contacts: the API writes them; a consumer's transaction (`tx`) reads them through its cache."""
+    """Agents' contacts: the API writes them; a consumer's transaction reads them through its cache."""
 
-    def __init__(self, db: AsyncDatabase, tx: Transaction | None = None) -> None:
-        self._contacts = db["agent_contacts"]
+    def __init__(self, tx: Transaction) -> None:
+        self._contacts = tx.db["agent_contacts"]
         self._known = KnownDocuments(self._contacts, tx)
 
     async def load(self, agent_ids: Iterable[str]) -> None:
@@ -315,10 +314,10 @@ class Contacts:
 
 
 class PreferenceStore:
-    """Customers' preferences: the API writes them; a consumer's transaction (`tx`) reads them through its cache."""
+    """Customers' preferences: the API writes them; a consumer's transaction reads them through its cache."""
 
-    def __init__(self, db: AsyncDatabase, tx: Transaction | None = None) -> None:
-        self._preferences = db["preferences"]
+    def __init__(self, tx: Transaction) -> None:
+        self._preferences = tx.db["preferences"]
         self._known = KnownDocuments(self._preferences, tx)
 
     async def load(self, customer_ids: Iterable[str]) -> None:
@@ -334,3 +333,29 @@ class PreferenceStore:
 
     async def put(self, customer_id: str, preferences: Preferences) -> None:
         await self._preferences.update_one({"_id": customer_id}, {"$set": preferences.model_dump(mode="json")}, upsert=True)
+
+
+class NotifyTransaction(Transaction):
+    """A transaction of notify's, carrying its repositories (each built once, on first use): `deliveries` as
+    the sender and the API write them, one command each; `owed`, the same deliveries as the consumer decides
+    them, through the transaction's cache."""
+
+    @cached_property
+    def deliveries(self) -> DeliveryRepository:
+        return DeliveryRepository(self)
+
+    @cached_property
+    def owed(self) -> OwedDeliveries:
+        return OwedDeliveries(self)
+
+    @cached_property
+    def tickets(self) -> TicketViews:
+        return TicketViews(self)
+
+    @cached_property
+    def contacts(self) -> Contacts:
+        return Contacts(self)
+
+    @cached_property
+    def preferences(self) -> PreferenceStore:
+        return PreferenceStore(self)

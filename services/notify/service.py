@@ -40,7 +40,7 @@ from services.notify.domain import (
     sent,
 )
 from services.notify.planner import PlanConfig, Preferences, fold_into_digest, plan, released, resolve
-from services.notify.repository import Contacts, DeliveryRepository, OwedDeliveries, PreferenceStore, TicketViews
+from services.notify.repository import NotifyTransaction, OwedDeliveries, TicketViews
 from services.notify.rules import SUPPORTED_EVENTS, RuleBook
 from shared import topics
 from shared.clock import to_ms, utc_now
@@ -59,7 +59,7 @@ from shared.events import (
 )
 from shared.group_commit import GroupCommit
 from shared.kafka_binding import CONTENT_TYPE, STRUCTURED_CONTENT_TYPE
-from shared.mongo import Lease, Transaction, UnitOfWork
+from shared.mongo import Lease, UnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ class Limits:
 class Notifications:
     def __init__(
         self,
-        uow: UnitOfWork,
+        uow: UnitOfWork[NotifyTransaction],
         source: str,
         *,
         rules: RuleBook,
@@ -159,31 +159,29 @@ class Notifications:
             by_topic.setdefault(topic, {})[payload] = self.on_event
         return [Subscription(topic, handlers) for topic, handlers in sorted(by_topic.items())]
 
-    async def prefetch(self, tx: Transaction, events: Sequence[Envelope]) -> None:
+    async def prefetch(self, tx: NotifyTransaction, events: Sequence[Envelope]) -> None:
         """What the batch's events will read, one query per collection: their tickets, the customers'
         preferences and the agents' contacts, and which of the deliveries they may owe exist already."""
-        tickets = TicketViews(tx)
-        await tickets.load({event.data.ticket_id for event in events})
-        views = [view for event in events if (view := await tickets.get(event.data.ticket_id))]
+        await tx.tickets.load({event.data.ticket_id for event in events})
+        views = [view for event in events if (view := await tx.tickets.get(event.data.ticket_id))]
         created = [event.data for event in events if isinstance(event.data, TicketCreated)]
-        await PreferenceStore(tx.db, tx).load(
+        await tx.preferences.load(
             {view.customer_id for view in views if view.customer_id} | {data.customer.id for data in created}
         )
-        await Contacts(tx.db, tx).load(
+        await tx.contacts.load(
             {view.assignee_id for view in views if view.assignee_id}
             | {agent_id for event in events if (agent_id := getattr(event.data, "agent_id", None))}
         )
-        await OwedDeliveries(tx).load(
+        await tx.owed.load(
             delivery_key(event.id, role, rule.kind)
             for event in events
             for rule in self._rules.for_event(event.type)
             for role in RecipientRole
         )
 
-    async def on_event(self, tx: Transaction, event: Envelope) -> None:
+    async def on_event(self, tx: NotifyTransaction, event: Envelope) -> None:
         now = utc_now()
-        tickets = TicketViews(tx)
-        deliveries = OwedDeliveries(tx)
+        tickets, deliveries = tx.tickets, tx.owed
         ticket_id = event.data.ticket_id
         await self._track(tickets, event)
         ticket = await tickets.get(ticket_id)
@@ -199,9 +197,9 @@ class Notifications:
             return
         contacts = {}
         for agent_id in {getattr(event.data, "agent_id", None), ticket.assignee_id if ticket else None} - {None}:
-            if contact := await Contacts(tx.db, tx).get(agent_id):
+            if contact := await tx.contacts.get(agent_id):
                 contacts[agent_id] = contact
-        preferences = await PreferenceStore(tx.db, tx).get(ticket.customer_id if ticket else None)
+        preferences = await tx.preferences.get(ticket.customer_id if ticket else None)
         for rule in rules:
             for audience in rule.to:
                 recipient = resolve(audience, event, ticket, contacts=contacts, preferences=preferences, config=self._config)
@@ -268,7 +266,7 @@ class Notifications:
             }
         )
 
-    def _suppressed(self, tx: Transaction, delivery: Delivery, now: datetime) -> None:
+    def _suppressed(self, tx: NotifyTransaction, delivery: Delivery, now: datetime) -> None:
         tx.publish(
             topics.NOTIFICATIONS,
             self._caused_by(
@@ -317,7 +315,7 @@ class Notifications:
     async def _release_claims(self, message: str) -> None:
         """Makes what this replica holds claimable again; logs `message` with how many, if any."""
         released = await self._uow.run(
-            lambda tx: DeliveryRepository(tx.db, tx.session).release_claims_of(self._replica)
+            lambda tx: tx.deliveries.release_claims_of(self._replica)
         )
         if released:
             log.info(message, released)
@@ -332,15 +330,15 @@ class Notifications:
         the next one, instead of queueing one transaction each behind the database's lock.
         An idle poll opens no transaction: one read outside any tells it nothing is due.
         """
-        if not await DeliveryRepository(self._uow.db).any_due(to_ms(utc_now())):
+        if not await self._uow.reads.deliveries.any_due(to_ms(utc_now())):
             return 0
         claimed = await self._uow.run(self._claim_due)
         await asyncio.gather(*(self._send_and_record(delivery) for delivery in claimed))
         return len(claimed)
 
-    async def _claim_due(self, tx: Transaction) -> list[Delivery]:
+    async def _claim_due(self, tx: NotifyTransaction) -> list[Delivery]:
         now = utc_now()
-        return await DeliveryRepository(tx.db, tx.session).claim_due(
+        return await tx.deliveries.claim_due(
             to_ms(now), to_ms(now + self._limits.claim_ttl), SEND_BATCH, replica=self._replica
         )
 
@@ -369,9 +367,9 @@ class Notifications:
                 log.exception("recording the outcome of delivery %s failed; retrying", attempt.delivery.id)
                 await asyncio.sleep(self._poll_interval)
 
-    async def _record(self, tx: Transaction, attempt: Attempt) -> Delivery | None:
+    async def _record(self, tx: NotifyTransaction, attempt: Attempt) -> Delivery | None:
         """The outcome as recorded, or None when another replica recorded this delivery's first."""
-        deliveries = DeliveryRepository(tx.db, tx.session)
+        deliveries = tx.deliveries
         if attempt.failure is None:
             delivery = sent(attempt.delivery, attempt.finished_at)
             if not await deliveries.mark_sent(delivery):
@@ -396,11 +394,11 @@ class Notifications:
         `shared.dlq_replay` is harmless (consumers drop the repeat by its id) and never puts a
         notification on a topic that carries tickets.
         """
-        if self._dead_letters is None or not await DeliveryRepository(self._uow.db).has_unpublished_dead_letters():
+        if self._dead_letters is None or not await self._uow.reads.deliveries.has_unpublished_dead_letters():
             return 0
         if self._dead_letter_lease is not None and not await self._dead_letter_lease.acquire():
             return 0
-        rows = await self._uow.run(lambda tx: DeliveryRepository(tx.db, tx.session).unpublished_dead_letters(50))
+        rows = await self._uow.run(lambda tx: tx.deliveries.unpublished_dead_letters(50))
         for row in rows:
             await self._dead_letters.park(
                 row.value.encode(),
@@ -412,7 +410,7 @@ class Notifications:
                 attempts=row.attempts,
                 details={"dlq-notification-id": row.delivery_id},
             )
-            await self._uow.run(lambda tx, row=row: DeliveryRepository(tx.db, tx.session).dead_letter_published(row.delivery_id))
+            await self._uow.run(lambda tx, row=row: tx.deliveries.dead_letter_published(row.delivery_id))
         return len(rows)
 
     def _sent_event(self, delivery: Delivery) -> Envelope:

@@ -12,7 +12,7 @@ from services.sla.domain import SlaRules
 from services.sla.metrics import SlaMetrics
 from services.sla.policy import load_policies
 from services.sla.reload import PolicyReload
-from services.sla.repository import SlaRepository
+from services.sla.repository import SlaTransaction
 from services.sla.service import Sla
 from services.sla.settings import SlaSettings
 from services.sla.timers import Timers, TimerSettings
@@ -24,7 +24,7 @@ from shared.consumer import Subscription
 def build_app(settings: SlaSettings | None = None) -> FastAPI:
     settings = settings or SlaSettings()
     rules = SlaRules(load_policies(settings.sla_policies_path))
-    kit = ServiceKit.create("sla", settings)
+    kit = ServiceKit.create("sla", settings, transaction_type=SlaTransaction)
     metrics = SlaMetrics(kit.registry)
     lease = kit.lease("sla-timers", settings.sla_timer_lease_seconds)
     timers = Timers(
@@ -43,12 +43,12 @@ def build_app(settings: SlaSettings | None = None) -> FastAPI:
     )
     sla = Sla(kit.uow, kit.source, rules, metrics, timers)
     reload = PolicyReload(kit.uow, sla, lease, settings.sla_policy_reload_batch_size, settings.sla_timer_lease_seconds)
-    repository = SlaRepository(kit.db)
+    clocks = kit.uow.reads.clocks
     return kit.create_app(
         description="Runs the SLA clocks of every ticket, in business time, and warns before they breach.",
         api=build_routes(sla, kit.require_api_key(), kit.needs),
         subscriptions=[Subscription(topics.TICKETS, sla.handlers())],
         prefetch=sla.prefetch,
-        ensure_indexes=[repository.ensure_indexes, repository.seed_live_count],
+        ensure_indexes=[clocks.ensure_indexes, clocks.seed_live_count],
         background=[timers.run, reload.run],
     )

@@ -13,15 +13,15 @@ import asyncio
 import logging
 from dataclasses import replace
 
-from services.sla.repository import ReloadProgress, SlaRepository
+from services.sla.repository import ReloadProgress, SlaTransaction
 from services.sla.service import ConcurrentChange, Sla
-from shared.mongo import Lease, Transaction, UnitOfWork
+from shared.mongo import Lease, UnitOfWork
 
 log = logging.getLogger(__name__)
 
 
 class PolicyReload:
-    def __init__(self, uow: UnitOfWork, sla: Sla, lease: Lease, batch_size: int, lease_seconds: float) -> None:
+    def __init__(self, uow: UnitOfWork[SlaTransaction], sla: Sla, lease: Lease, batch_size: int, lease_seconds: float) -> None:
         self._uow = uow
         self._sla = sla
         self._lease = lease
@@ -42,7 +42,7 @@ class PolicyReload:
             await asyncio.sleep(self._wait_seconds)
 
     async def _reconciled(self) -> bool:
-        repository = SlaRepository(self._uow.db)
+        repository = self._uow.reads.clocks
         progress = await repository.reload_progress()
         if progress is not None and progress.digest == self._digest and progress.done:
             return True
@@ -67,9 +67,8 @@ class PolicyReload:
                 return True
         return False
 
-    async def _batch(self, tx: Transaction) -> ReloadProgress:
-        repository = SlaRepository(tx.db, tx.session)
-        was = await repository.reload_progress()
+    async def _batch(self, tx: SlaTransaction) -> ReloadProgress:
+        was = await tx.clocks.reload_progress()
         if was is None or was.digest != self._digest:
             raise _Superseded
         batch = await self._sla.reconcile(tx, was.after, self._batch_size)
@@ -81,7 +80,7 @@ class PolicyReload:
             clocks=was.clocks + batch.clocks,
             events=was.events + batch.events,
         )
-        if not await repository.advance_reload(was, now):
+        if not await tx.clocks.advance_reload(was, now):
             raise _Superseded  # aborts the batch's clock writes too
         return now
 

@@ -10,16 +10,15 @@ every server finds by primary key (the embedded one scans for `ticket_id` `$in`;
 that start and fulfil clocks: counting a million documents would stall the embedded server. How far
 the clocks are reconciled with the policy file in force is one more document beside that counter.
 
-The consumer's handlers use `BatchedSlaRepository`: a batch's tickets and clocks are read in one
-query each, and its writes go out in one bulk write per collection when the batch is done.
+The consumer's handlers read a batch's tickets and clocks in one query each, and queue their writes,
+which go out in one bulk write per collection when the batch is done.
 """
 
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property
 
 from pymongo import ASCENDING, ReplaceOne, ReturnDocument, UpdateOne
-from pymongo.asynchronous.client_session import AsyncClientSession
-from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from services.sla.domain import Clock, Metric, TicketRecord, clock_id
@@ -98,12 +97,44 @@ def _ticket(document: dict) -> TicketRecord:
     return TicketRecord(**fields)
 
 
+@dataclass
+class _Batch:
+    """What a consumer batch knows of its tickets (None: not created) and their clocks, kept true by its
+    writes, and the live-clocks increment the batch sends as one `$inc`."""
+
+    tickets: dict[str, TicketRecord | None] = field(default_factory=dict)
+    clocks: dict[str, dict[Metric, Clock]] = field(default_factory=dict)
+    live: dict[str, int] | None = None
+
+
+def _conditional(read_version: int, document: dict) -> ReplaceOne:
+    """A queued write of the version read plus one, conditional on the version read: an upsert, so that a
+    document created or changed meanwhile (a timer fired the clock) collides with it on `_id` (duplicate
+    key), which fails the batch's transaction, and the consumer applies its events again one by one, each
+    reading what is stored by then. New documents (version 0) are upserts too: a batch's writes to a
+    collection are then all updates, one command, where inserts among them would split it in runs."""
+    return ReplaceOne({"_id": document["_id"], "version": read_version}, document, upsert=True)
+
+
 class SlaRepository:
-    def __init__(self, db: AsyncDatabase, session: AsyncClientSession | None = None) -> None:
-        self._clocks = db["clocks"]
-        self._tickets = db["tickets"]
-        self._stats = db["stats"]
-        self._session = session
+    """SLA's tickets and clocks, for the consumer, the timers, the policy reload and the API.
+
+    Within a transaction, a ticket and its clocks are read through the batch (`prefetch`: one query each
+    for all of a consumer batch's tickets); outside one (the API) `clocks_of` asks the database.
+    Two kinds of conditional write:
+    - `save_ticket`, `save_clock`, `save_clocks`, `add_live` are sent at once and answer None when
+      someone else was first (the timers and the policy reload, which then retry or drop their decision);
+    - their `_later` twins, the consumer's, are queued with `Transaction.write_later` and never answer
+      None: a lost race fails the whole transaction when the writes are sent (see `_conditional`).
+    """
+
+    def __init__(self, tx: Transaction) -> None:
+        self._clocks = tx.db["clocks"]
+        self._tickets = tx.db["tickets"]
+        self._stats = tx.db["stats"]
+        self._tx = tx
+        self._session = tx.session
+        self._batch: _Batch | None = tx.cache.setdefault("sla", _Batch()) if tx.session is not None else None
 
     async def ensure_indexes(self) -> None:
         await self._clocks.create_index([("next_fire_ms", ASCENDING)])
@@ -119,9 +150,21 @@ class SlaRepository:
 
     # --- tickets ------------------------------------------------------------------------------
 
+    async def prefetch(self, ticket_ids: Iterable[str]) -> None:
+        """Reads the tickets not read yet, and the clocks of those that exist, in one query each."""
+        wanted = [ticket_id for ticket_id in dict.fromkeys(ticket_ids) if ticket_id not in self._batch.tickets]
+        if not wanted:
+            return
+        documents = await self._tickets.find({"_id": {"$in": wanted}}, session=self._session).to_list()
+        found = {document["_id"]: _ticket(document) for document in documents}
+        clocks = await self.clocks_of_tickets(list(found))  # a ticket's clocks are stored with it, never before
+        for ticket_id in wanted:
+            self._batch.tickets[ticket_id] = found.get(ticket_id)
+            self._batch.clocks[ticket_id] = clocks.get(ticket_id, {})
+
     async def ticket(self, ticket_id: str) -> TicketRecord | None:
-        document = await self._tickets.find_one({"_id": ticket_id}, session=self._session)
-        return _ticket(document) if document else None
+        await self.prefetch([ticket_id])
+        return self._batch.tickets[ticket_id]
 
     async def save_ticket(self, ticket: TicketRecord) -> TicketRecord | None:
         """Inserts a ticket never stored (version 0) or replaces the version read; None if someone was first."""
@@ -152,7 +195,10 @@ class SlaRepository:
     # --- clocks -------------------------------------------------------------------------------
 
     async def clocks_of(self, ticket_id: str) -> dict[Metric, Clock]:
-        return (await self.clocks_of_tickets([ticket_id])).get(ticket_id, {})
+        if self._batch is None:
+            return (await self.clocks_of_tickets([ticket_id])).get(ticket_id, {})
+        await self.prefetch([ticket_id])
+        return dict(self._batch.clocks[ticket_id])  # a copy: the caller compares it with what it saves
 
     async def clocks_of_tickets(self, ticket_ids: list[str]) -> dict[str, dict[Metric, Clock]]:
         if not ticket_ids:
@@ -246,69 +292,21 @@ class SlaRepository:
         document = await self._stats.find_one({"_id": LIVE_CLOCKS}, session=self._session)
         return document["n"] if document else 0
 
+    # --- the consumer's queued writes -----------------------------------------------------------
 
-@dataclass
-class _Batch:
-    """What a consumer batch knows of its tickets (None: not created) and their clocks, kept true by its
-    writes, and the live-clocks increment the batch sends as one `$inc`."""
-
-    tickets: dict[str, TicketRecord | None] = field(default_factory=dict)
-    clocks: dict[str, dict[Metric, Clock]] = field(default_factory=dict)
-    live: dict[str, int] | None = None
-
-
-def _conditional(read_version: int, document: dict) -> ReplaceOne:
-    """A queued write of the version read plus one, conditional on the version read: an upsert, so that a
-    document created or changed meanwhile (a timer fired the clock) collides with it on `_id` (duplicate
-    key), which fails the batch's transaction, and the consumer applies its events again one by one, each
-    reading what is stored by then. New documents (version 0) are upserts too: a batch's writes to a
-    collection are then all updates, one command, where inserts among them would split it in runs."""
-    return ReplaceOne({"_id": document["_id"], "version": read_version}, document, upsert=True)
-
-
-class BatchedSlaRepository(SlaRepository):
-    """The consumer transaction's view: tickets and clocks read once per batch (`prefetch`), writes queued
-    with `Transaction.write_later`. Saves therefore never answer None: a lost race fails the whole
-    transaction when the writes are sent (see `_conditional`)."""
-
-    def __init__(self, tx: Transaction) -> None:
-        super().__init__(tx.db, tx.session)
-        self._tx = tx
-        self._batch: _Batch = tx.cache.setdefault("sla", _Batch())
-
-    async def prefetch(self, ticket_ids: Iterable[str]) -> None:
-        """Reads the tickets not read yet, and the clocks of those that exist, in one query each."""
-        wanted = [ticket_id for ticket_id in dict.fromkeys(ticket_ids) if ticket_id not in self._batch.tickets]
-        if not wanted:
-            return
-        documents = await self._tickets.find({"_id": {"$in": wanted}}, session=self._session).to_list()
-        found = {document["_id"]: _ticket(document) for document in documents}
-        clocks = await self.clocks_of_tickets(list(found))  # a ticket's clocks are stored with it, never before
-        for ticket_id in wanted:
-            self._batch.tickets[ticket_id] = found.get(ticket_id)
-            self._batch.clocks[ticket_id] = clocks.get(ticket_id, {})
-
-    async def ticket(self, ticket_id: str) -> TicketRecord | None:
-        await self.prefetch([ticket_id])
-        return self._batch.tickets[ticket_id]
-
-    async def clocks_of(self, ticket_id: str) -> dict[Metric, Clock]:
-        await self.prefetch([ticket_id])
-        return dict(self._batch.clocks[ticket_id])  # a copy: the caller compares it with what it saves
-
-    async def save_ticket(self, ticket: TicketRecord) -> TicketRecord:
+    def save_ticket_later(self, ticket: TicketRecord) -> TicketRecord:
         stored = replace(ticket, version=ticket.version + 1)
         self._tx.write_later(self._tickets.name, _conditional(ticket.version, _ticket_document(stored)))
         self._batch.tickets[ticket.ticket_id] = stored
         return stored
 
-    async def save_clock(self, clock: Clock) -> Clock:
+    def save_clock_later(self, clock: Clock) -> Clock:
         stored = replace(clock, version=clock.version + 1)
         self._tx.write_later(self._clocks.name, _conditional(clock.version, _clock_document(stored)))
         self._batch.clocks.setdefault(clock.ticket_id, {})[clock.metric] = stored
         return stored
 
-    async def add_live(self, delta: int) -> None:
+    def add_live_later(self, delta: int) -> None:
         """Adds to the batch's one `$inc`, queued with the first change and counted until it is sent."""
         if not delta:
             return
@@ -316,3 +314,11 @@ class BatchedSlaRepository(SlaRepository):
             self._batch.live = {"n": 0}
             self._tx.write_later(self._stats.name, UpdateOne({"_id": LIVE_CLOCKS}, {"$inc": self._batch.live}, upsert=True))
         self._batch.live["n"] += delta
+
+
+class SlaTransaction(Transaction):
+    """A transaction of SLA's, carrying its repository (built once, on first use)."""
+
+    @cached_property
+    def clocks(self) -> SlaRepository:
+        return SlaRepository(self)

@@ -14,7 +14,7 @@ from functools import partial
 
 from services.sla.domain import Clock, Metric, Outcome, SlaRules, TicketRecord, public_view
 from services.sla.metrics import SlaMetrics
-from services.sla.repository import BatchedSlaRepository, SlaRepository
+from services.sla.repository import SlaTransaction
 from services.sla.timers import Timers
 from shared import topics
 from shared.clock import now_ms, to_ms
@@ -31,7 +31,7 @@ from shared.events import (
     TicketStatusChanged,
     TicketTagsChanged,
 )
-from shared.mongo import Transaction, UnitOfWork
+from shared.mongo import UnitOfWork
 
 
 class ConcurrentChange(Exception):
@@ -50,7 +50,14 @@ class Reconciled:
 
 
 class Sla:
-    def __init__(self, uow: UnitOfWork, source: str, rules: SlaRules, metrics: SlaMetrics, timers: Timers | None = None) -> None:
+    def __init__(
+        self,
+        uow: UnitOfWork[SlaTransaction],
+        source: str,
+        rules: SlaRules,
+        metrics: SlaMetrics,
+        timers: Timers | None = None,
+    ) -> None:
         self._uow = uow
         self._source = source
         self.rules = rules
@@ -59,14 +66,13 @@ class Sla:
 
     # --- handlers -----------------------------------------------------------------------------
 
-    async def prefetch(self, tx: Transaction, events: Sequence[Envelope]) -> None:
+    async def prefetch(self, tx: SlaTransaction, events: Sequence[Envelope]) -> None:
         """The tickets of a consumer batch and their clocks, read once for all its handlers."""
-        await BatchedSlaRepository(tx).prefetch(event.data.ticket_id for event in events)
+        await tx.clocks.prefetch(event.data.ticket_id for event in events)
 
-    async def on_ticket_created(self, tx: Transaction, event: Envelope[TicketCreated]) -> None:
+    async def on_ticket_created(self, tx: SlaTransaction, event: Envelope[TicketCreated]) -> None:
         data = event.data
-        repository = BatchedSlaRepository(tx)
-        if await repository.ticket(data.ticket_id) is not None:
+        if await tx.clocks.ticket(data.ticket_id) is not None:
             return  # already known: the same ticket announced again
         ticket = TicketRecord(
             ticket_id=data.ticket_id,
@@ -79,47 +85,47 @@ class Sla:
             created_ms=to_ms(data.created_at),
             policy=None,
         )
-        await self._store(repository, tx, event, ticket, {}, self.rules.created(ticket, to_ms(data.created_at)))
+        await self._store(tx, event, ticket, {}, self.rules.created(ticket, to_ms(data.created_at)))
 
-    async def on_message_added(self, tx: Transaction, event: Envelope[TicketMessageAdded]) -> None:
+    async def on_message_added(self, tx: SlaTransaction, event: Envelope[TicketMessageAdded]) -> None:
         data = event.data
         ticket, clocks = await self._load(tx, data.ticket_id)
         outcome = self.rules.message(
             ticket, clocks, from_agent=data.author_type == "agent", public=data.public, at_ms=to_ms(data.added_at)
         )
-        await self._store(BatchedSlaRepository(tx), tx, event, ticket, clocks, outcome)
+        await self._store(tx, event, ticket, clocks, outcome)
 
-    async def on_status_changed(self, tx: Transaction, event: Envelope[TicketStatusChanged]) -> None:
+    async def on_status_changed(self, tx: SlaTransaction, event: Envelope[TicketStatusChanged]) -> None:
         ticket, clocks = await self._load(tx, event.data.ticket_id)
         outcome = self.rules.status_changed(ticket, clocks, event.data.status, to_ms(event.data.changed_at))
-        await self._store(BatchedSlaRepository(tx), tx, event, ticket, clocks, outcome)
+        await self._store(tx, event, ticket, clocks, outcome)
 
-    async def on_priority_changed(self, tx: Transaction, event: Envelope[TicketPriorityChanged]) -> None:
+    async def on_priority_changed(self, tx: SlaTransaction, event: Envelope[TicketPriorityChanged]) -> None:
         ticket, clocks = await self._load(tx, event.data.ticket_id)
         changed = TicketRecord(**{**vars(ticket), "priority": event.data.priority.value})
         outcome = self.rules.facts_changed(ticket, clocks, changed, to_ms(event.data.changed_at))
-        await self._store(BatchedSlaRepository(tx), tx, event, ticket, clocks, outcome)
+        await self._store(tx, event, ticket, clocks, outcome)
 
-    async def on_tags_changed(self, tx: Transaction, event: Envelope[TicketTagsChanged]) -> None:
+    async def on_tags_changed(self, tx: SlaTransaction, event: Envelope[TicketTagsChanged]) -> None:
         ticket, clocks = await self._load(tx, event.data.ticket_id)
         changed = TicketRecord(**{**vars(ticket), "tags": tuple(event.data.tags)})
         outcome = self.rules.facts_changed(ticket, clocks, changed, to_ms(event.data.changed_at))
-        await self._store(BatchedSlaRepository(tx), tx, event, ticket, clocks, outcome)
+        await self._store(tx, event, ticket, clocks, outcome)
 
-    async def on_solved(self, tx: Transaction, event: Envelope[TicketSolved]) -> None:
+    async def on_solved(self, tx: SlaTransaction, event: Envelope[TicketSolved]) -> None:
         ticket, clocks = await self._load(tx, event.data.ticket_id)
         outcome = self.rules.solved(ticket, clocks, to_ms(event.data.solved_at))
-        await self._store(BatchedSlaRepository(tx), tx, event, ticket, clocks, outcome)
+        await self._store(tx, event, ticket, clocks, outcome)
 
-    async def on_reopened(self, tx: Transaction, event: Envelope[TicketReopened]) -> None:
+    async def on_reopened(self, tx: SlaTransaction, event: Envelope[TicketReopened]) -> None:
         ticket, clocks = await self._load(tx, event.data.ticket_id)
         outcome = self.rules.reopened(ticket, clocks, to_ms(event.data.reopened_at))
-        await self._store(BatchedSlaRepository(tx), tx, event, ticket, clocks, outcome)
+        await self._store(tx, event, ticket, clocks, outcome)
 
-    async def on_closed(self, tx: Transaction, event: Envelope[TicketClosed]) -> None:
+    async def on_closed(self, tx: SlaTransaction, event: Envelope[TicketClosed]) -> None:
         ticket, clocks = await self._load(tx, event.data.ticket_id)
         outcome = self.rules.closed(ticket, clocks, to_ms(event.data.closed_at))
-        await self._store(BatchedSlaRepository(tx), tx, event, ticket, clocks, outcome)
+        await self._store(tx, event, ticket, clocks, outcome)
 
     def handlers(self) -> dict:
         return {
@@ -133,18 +139,17 @@ class Sla:
             TicketClosed: self.on_closed,
         }
 
-    async def reconcile(self, tx: Transaction, after: str | None, limit: int) -> Reconciled:
+    async def reconcile(self, tx: SlaTransaction, after: str | None, limit: int) -> Reconciled:
         """One batch of a policy reload: the next `limit` tickets not closed after `after`, each changed as a
         priority change would change it, at one instant."""
-        repository = SlaRepository(tx.db, tx.session)
-        tickets = await repository.tickets_not_closed(after, limit)
-        clocks = await repository.clocks_of_tickets([ticket.ticket_id for ticket in tickets])
+        tickets = await tx.clocks.tickets_not_closed(after, limit)
+        clocks = await tx.clocks.clocks_of_tickets([ticket.ticket_id for ticket in tickets])
         at_ms = now_ms()
         batch = Reconciled(after=tickets[-1].ticket_id if tickets else after, tickets=len(tickets))
         for ticket in tickets:
             current = clocks.get(ticket.ticket_id, {})
             outcome = self.rules.policies_reloaded(ticket, current, at_ms)
-            await self._store(repository, tx, None, ticket, current, outcome)
+            await self._store(tx, None, ticket, current, outcome, queued=False)
             batch.clocks += len(outcome.clocks)
             batch.events += len(outcome.events)
         return batch
@@ -152,7 +157,7 @@ class Sla:
     # --- queries ------------------------------------------------------------------------------
 
     async def clocks_of(self, ticket_id: str) -> list[dict]:
-        clocks = await SlaRepository(self._uow.db).clocks_of(ticket_id)
+        clocks = await self._uow.reads.clocks.clocks_of(ticket_id)
         now = now_ms()
         order = list(Metric)
         return [
@@ -165,33 +170,42 @@ class Sla:
 
     # --- plumbing -----------------------------------------------------------------------------
 
-    async def _load(self, tx: Transaction, ticket_id: str) -> tuple[TicketRecord, Mapping[Metric, Clock]]:
-        repository = BatchedSlaRepository(tx)
-        ticket = await repository.ticket(ticket_id)
+    async def _load(self, tx: SlaTransaction, ticket_id: str) -> tuple[TicketRecord, Mapping[Metric, Clock]]:
+        ticket = await tx.clocks.ticket(ticket_id)
         if ticket is None:
             raise RejectedEvent(f"unknown ticket {ticket_id}: SLA has not seen it created")
-        return ticket, await repository.clocks_of(ticket_id)
+        return ticket, await tx.clocks.clocks_of(ticket_id)
 
     async def _store(
         self,
-        repository: SlaRepository,
-        tx: Transaction,
+        tx: SlaTransaction,
         cause: Envelope | None,
         before: TicketRecord,
         clocks: Mapping[Metric, Clock],
         outcome: Outcome,
+        *,
+        queued: bool = True,
     ) -> None:
+        """`queued`: the consumer's writes wait for the end of its batch (see `SlaRepository`); the policy
+        reload's are sent at once, so that a lost race is a `ConcurrentChange` it can retry."""
+        repository = tx.clocks
         if outcome.ticket is not None and outcome.ticket != before or before.version == 0:
-            if await repository.save_ticket(outcome.ticket or before) is None:
+            ticket = outcome.ticket or before
+            if queued:
+                repository.save_ticket_later(ticket)
+            elif await repository.save_ticket(ticket) is None:
                 raise ConcurrentChange(f"ticket {before.ticket_id} changed meanwhile")
         saved: list[Clock] = []
         for clock in outcome.clocks:
-            stored = await repository.save_clock(clock)
+            stored = repository.save_clock_later(clock) if queued else await repository.save_clock(clock)
             if stored is None:
                 raise ConcurrentChange(f"clock {clock.id} changed meanwhile")  # a timer fired it: retried
             saved.append(stored)
         opened = sum(clock.open for clock in saved) - sum(clocks[clock.metric].open for clock in saved if clock.metric in clocks)
-        await repository.add_live(opened)
+        if queued:
+            repository.add_live_later(opened)
+        else:
+            await repository.add_live(opened)
         priority = (outcome.ticket or before).priority
         for payload in outcome.events:
             tx.publish(topics.SLA, new_event(payload, source=self._source, subject=before.ticket_id, cause=cause))

@@ -22,11 +22,11 @@ from dataclasses import dataclass
 
 from services.sla.domain import Clock, SlaRules
 from services.sla.metrics import SlaMetrics
-from services.sla.repository import SlaRepository
+from services.sla.repository import SlaTransaction
 from shared import topics
 from shared.clock import now_ms
 from shared.envelope import new_event
-from shared.mongo import Lease, Transaction, UnitOfWork
+from shared.mongo import Lease, UnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ class TimerSettings:
 class Timers:
     def __init__(
         self,
-        uow: UnitOfWork,
+        uow: UnitOfWork[SlaTransaction],
         rules: SlaRules,
         lease: Lease,
         metrics: SlaMetrics,
@@ -152,7 +152,7 @@ class Timers:
                     self._holding = holding
                 if now >= gauge_due:
                     gauge_due = now + self._settings.live_gauge_seconds
-                    self._metrics.live_clocks.set(await SlaRepository(self._uow.db).count_live())
+                    self._metrics.live_clocks.set(await self._uow.reads.clocks.count_live())
                 if self._holding and now >= reload_due:
                     await self.reload()
                     reload_due = time.monotonic() + self._settings.reload_seconds
@@ -181,7 +181,7 @@ class Timers:
     async def reload(self) -> None:
         until = self._now() + int(self._settings.horizon_seconds * 1000)
         limit = self._settings.max_loaded
-        rows = await SlaRepository(self._uow.db).due_before(until, limit)
+        rows = await self._uow.reads.clocks.due_before(until, limit)
         if len(rows) >= limit:
             until = rows[-1][0]  # the window is full: it ends at the last timer read
         self.horizon.load(rows, until)
@@ -193,11 +193,11 @@ class Timers:
         fired: list[tuple[Clock, object, int]] = []
         stale: list[Clock] = []
 
-        async def decide(repository: SlaRepository, tx: Transaction) -> list[tuple[Clock, Clock, object, int]]:
+        async def decide(tx: SlaTransaction) -> list[tuple[Clock, Clock, object, int]]:
             fired.clear()
             stale.clear()
             now = self._now()
-            current = await repository.clocks_by_id([clock_id for _, clock_id, _ in due])
+            current = await tx.clocks.clocks_by_id([clock_id for _, clock_id, _ in due])
             decisions = []
             for fire_ms, clock_id, version in due:
                 clock = current.get(clock_id)
@@ -210,27 +210,25 @@ class Timers:
                 decisions.append((clock, changed, event, fire_ms))
             return decisions
 
-        def announce(tx: Transaction, saved: Clock, event, fire_ms: int) -> None:
+        def announce(tx: SlaTransaction, saved: Clock, event, fire_ms: int) -> None:
             if event is not None:
                 tx.publish(topics.SLA, new_event(event, source=self._source, subject=saved.ticket_id))
             fired.append((saved, event, fire_ms))
 
-        async def at_once(tx: Transaction) -> bool:
+        async def at_once(tx: SlaTransaction) -> bool:
             """The usual case, in three round trips: read all, write all, outbox."""
-            repository = SlaRepository(tx.db, tx.session)
-            decisions = await decide(repository, tx)
-            saved = await repository.save_clocks([changed for _, changed, _, _ in decisions])
+            decisions = await decide(tx)
+            saved = await tx.clocks.save_clocks([changed for _, changed, _, _ in decisions])
             if saved is None:
                 raise _LostRace
             for stored, (_, _, event, fire_ms) in zip(saved, decisions, strict=True):
                 announce(tx, stored, event, fire_ms)
             return True
 
-        async def one_by_one(tx: Transaction) -> None:
+        async def one_by_one(tx: SlaTransaction) -> None:
             """After a lost race (another replica fired some of them): each clock on its own condition."""
-            repository = SlaRepository(tx.db, tx.session)
-            for _, changed, event, fire_ms in await decide(repository, tx):
-                saved = await repository.save_clock(changed)
+            for _, changed, event, fire_ms in await decide(tx):
+                saved = await tx.clocks.save_clock(changed)
                 if saved is not None:
                     announce(tx, saved, event, fire_ms)
 

@@ -13,7 +13,7 @@ from pymongo import AsyncMongoClient
 
 from services.intake import domain
 from services.intake.domain import new_ticket_id
-from services.intake.repository import TicketRepository
+from services.intake.repository import IntakeTransaction
 from services.intake.service import Intake
 from shared import topics
 from shared.clock import utc_now
@@ -37,7 +37,13 @@ async def intake_store(tmp_path_factory):
         client = AsyncMongoClient(url, tz_aware=True, event_listeners=[commands])
         db = client["switchboard_intake"]
         try:
-            uow = UnitOfWork(client, db, Outbox(db).write, transaction_lock=data / "switchboard_intake.lock")
+            uow = UnitOfWork(
+                client,
+                db,
+                Outbox(db).write,
+                transaction_lock=data / "switchboard_intake.lock",
+                transaction_type=IntakeTransaction,
+            )
             yield Intake(uow, "switchboard/intake"), uow, db, commands
         finally:
             await client.close()
@@ -183,9 +189,8 @@ async def test_a_ticket_opened_in_a_transaction_can_be_edited_in_it(intake_store
     edited = domain.edit(ticket, now, priority=Priority.URGENT).ticket
 
     async def open_then_edit(tx) -> bool:
-        tickets = TicketRepository(tx.db, tx)
-        await tickets.add(ticket)
-        return await tickets.replace(edited, expected_version=ticket.version)
+        await tx.tickets.add(ticket)
+        return await tx.tickets.replace(edited, expected_version=ticket.version)
 
     assert await uow.run(open_then_edit)
     stored = await db["tickets"].find_one({"_id": ticket.id})

@@ -8,7 +8,7 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from services.notify.domain import Delivery, DeliveryChannel, DeliveryState, message_id_for
-from services.notify.repository import DeliveryRepository, OwedDeliveries, TicketViews
+from services.notify.repository import NotifyTransaction
 from shared.clock import to_ms, utc_now
 from shared.launcher.servers import mongo_wire_server
 from shared.mongo import UnitOfWork
@@ -31,7 +31,7 @@ async def database(tmp_path_factory):
 def unit_of_work(database, name: str) -> UnitOfWork:
     client, data = database
     db = client[name]
-    return UnitOfWork(client, db, Outbox(db).write, transaction_lock=data / f"{name}.lock")
+    return UnitOfWork(client, db, Outbox(db).write, transaction_lock=data / f"{name}.lock", transaction_type=NotifyTransaction)
 
 
 def delivery(key: str, *, ticket_id: str = "TKT-1", awaiting: str | None = None, due_in: float = 0) -> Delivery:
@@ -46,10 +46,10 @@ def delivery(key: str, *, ticket_id: str = "TKT-1", awaiting: str | None = None,
 
 async def test_a_batch_reads_what_it_queued_and_adds_a_stored_delivery_only_once(database):
     uow = unit_of_work(database, "owed")
-    await uow.run(lambda tx: OwedDeliveries(tx).add_if_absent(delivery("e0:customer:acknowledgement")))
+    await uow.run(lambda tx: tx.owed.add_if_absent(delivery("e0:customer:acknowledgement")))
 
     async def batch(tx):
-        deliveries, tickets = OwedDeliveries(tx), TicketViews(tx)
+        deliveries, tickets = tx.owed, tx.tickets
         await deliveries.load(["e0:customer:acknowledgement", "e1:customer:acknowledgement"])
         await tickets.update("TKT-1", {"subject": "Printer on fire"})
         added = [
@@ -103,7 +103,7 @@ async def test_a_restarted_replica_takes_back_what_it_held_and_nothing_another_h
     assert len(died_holding) == 4 and len(still_held) == 2
     assert await uow.run(lambda tx: claim_due(tx, "notify-a:8004", 10)) == [], "every delivery is held for a minute"
 
-    released = await uow.run(lambda tx: DeliveryRepository(tx.db, tx.session).release_claims_of("notify-a:8004"))
+    released = await uow.run(lambda tx: tx.deliveries.release_claims_of("notify-a:8004"))
     taken_back = await uow.run(lambda tx: claim_due(tx, "notify-a:8004", 10))
 
     assert released == 4
@@ -113,10 +113,9 @@ async def test_a_restarted_replica_takes_back_what_it_held_and_nothing_another_h
 
 async def claim_due(tx, replica: str, limit: int) -> list[Delivery]:
     now = to_ms(utc_now())
-    return await DeliveryRepository(tx.db, tx.session).claim_due(now, now + 60_000, limit, replica=replica)
+    return await tx.deliveries.claim_due(now, now + 60_000, limit, replica=replica)
 
 
 async def _add_all(tx, deliveries: list[Delivery]) -> None:
-    owed = OwedDeliveries(tx)
     for each in deliveries:
-        await owed.add_if_absent(each)
+        await tx.owed.add_if_absent(each)

@@ -13,6 +13,7 @@ from pymongo import AsyncMongoClient
 from services.sla.domain import SlaRules
 from services.sla.metrics import SlaMetrics
 from services.sla.policy import load_policies
+from services.sla.repository import SlaTransaction
 from services.sla.service import Sla
 from shared import topics
 from shared.clock import utc_now
@@ -36,7 +37,9 @@ async def sla_store(tmp_path_factory):
         client = AsyncMongoClient(url, tz_aware=True, event_listeners=[commands])
         db = client["switchboard_sla"]
         try:
-            uow = UnitOfWork(client, db, Outbox(db).write, transaction_lock=data / "switchboard_sla.lock")
+            uow = UnitOfWork(
+                client, db, Outbox(db).write, transaction_lock=data / "switchboard_sla.lock", transaction_type=SlaTransaction
+            )
             sla = Sla(uow, "switchboard/sla", SlaRules(load_policies()), SlaMetrics(CollectorRegistry()))
             yield sla, uow, db, commands
         finally:

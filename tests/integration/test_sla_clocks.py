@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 import pytest
 from pymongo import AsyncMongoClient
 
-from services.sla.repository import SlaRepository
+from services.sla.repository import SlaTransaction
 from shared import topics
 from shared.clock import utc_now
 from shared.envelope import new_event
@@ -99,7 +99,7 @@ async def all_fired_and_published(running: RunningPlatform, clock_id: str) -> bo
     decided is on its topic."""
     client = AsyncMongoClient(f"mongodb://127.0.0.1:{running.platform.ports.mongodb}", tz_aware=True)
     try:
-        clock = await SlaRepository(client["switchboard_sla"]).clock(clock_id)
+        clock = await SlaTransaction(client["switchboard_sla"], None).clocks.clock(clock_id)
     finally:
         await client.close()
     return clock.next_fire_ms is None and await running.outbox_drained("sla")
@@ -273,11 +273,12 @@ async def test_firers_racing_for_the_same_due_clock_announce_each_step_once(sla_
         db = client["switchboard_sla"]
         lock = platform.data_dir / "mongo" / "switchboard_sla.lock"
         racers = [
-            Timers(UnitOfWork(client, db, Outbox(db).write, transaction_lock=lock), SlaRules(parse_policies(TEST_POLICIES)),
+            Timers(UnitOfWork(client, db, Outbox(db).write, transaction_lock=lock, transaction_type=SlaTransaction),
+                   SlaRules(parse_policies(TEST_POLICIES)),
                    lease=None, metrics=SlaMetrics(CollectorRegistry()), source="switchboard/sla")
             for _ in range(2)
         ]
-        repository = SlaRepository(db)
+        repository = SlaTransaction(db, None).clocks
         seen_version = 0
         for _ in range(2):  # the warning, then the breach
             async with asyncio.timeout(10):

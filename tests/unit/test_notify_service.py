@@ -1,0 +1,373 @@
+"""Notify's use cases on a fake unit of work: what each consumed event leaves owed (the planner's decisions
+stored as deliveries, held, released, suppressed or cancelled), and how the sender claims what is due,
+records each outcome and dead-letters what failed for good."""
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from services.notify.domain import Delivery, DeliveryState, RetryPolicy, SendFailure
+from services.notify.planner import AgentContact, PlanConfig, Preferences, TicketView
+from services.notify.repository import DeadLetter
+from services.notify.rules import load_rules
+from services.notify.service import Notifications, NotifyMetrics
+from services.notify.templates import Templates
+from shared import topics
+from shared.clock import to_ms, utc_now
+from shared.envelope import Envelope, new_event
+from shared.events import (
+    Channel,
+    Customer,
+    Priority,
+    SlaClockStarted,
+    TicketAssigned,
+    TicketCreated,
+    TicketReopened,
+    TicketSolved,
+)
+from tests.fakes import FakeTransaction, FakeUnitOfWork
+from tests.support import DeadLetterSink
+
+TICKET = "TKT-notify-1"
+RULES = load_rules()
+TEMPLATES = Templates(kinds=RULES.kinds)
+
+
+@dataclass
+class NotifyStore:
+    """What notify's collections hold, kept between the fake transactions."""
+
+    deliveries: dict[str, Delivery] = field(default_factory=dict)
+    claims: dict[str, tuple[int, str]] = field(default_factory=dict)
+    """Delivery id -> (claimed until, replica)."""
+    dead_letters: dict[str, dict] = field(default_factory=dict)
+    tickets: dict[str, dict] = field(default_factory=dict)
+    contacts: dict[str, AgentContact] = field(default_factory=dict)
+    preferences: dict[str, Preferences] = field(default_factory=dict)
+
+
+def _untouched(delivery: Delivery | None) -> bool:
+    return delivery is not None and delivery.state is DeliveryState.PENDING and delivery.attempts == 0
+
+
+class FakeOwedDeliveries:
+    """`OwedDeliveries`: deliveries as the consumer decides them."""
+
+    def __init__(self, store: NotifyStore) -> None:
+        self._deliveries = store.deliveries
+
+    async def load(self, delivery_ids) -> None:
+        return None
+
+    async def get(self, delivery_id: str) -> Delivery | None:
+        return self._deliveries.get(delivery_id)
+
+    async def add_if_absent(self, delivery: Delivery) -> bool:
+        return self._deliveries.setdefault(delivery.id, delivery) is delivery
+
+    async def replace_pending(self, delivery: Delivery) -> bool:
+        if not _untouched(self._deliveries.get(delivery.id)):
+            return False
+        self._deliveries[delivery.id] = delivery
+        return True
+
+    async def suppress(self, delivery: Delivery, reason: str) -> bool:
+        return await self.replace_pending(
+            self._deliveries[delivery.id].model_copy(update={"state": DeliveryState.SUPPRESSED, "reason": reason})
+        )
+
+    async def count_recent(self, recipient: str, since_ms: int) -> int:
+        counted = (DeliveryState.PENDING, DeliveryState.SENT)
+        return sum(
+            d.recipient == recipient and to_ms(d.created_at) >= since_ms and d.state in counted and d.kind != "digest"
+            for d in self._deliveries.values()
+        )
+
+    async def awaiting(self, ticket_id: str, awaiting: str) -> list[Delivery]:
+        return [d for d in self._deliveries.values() if _untouched(d) and (d.ticket_id, d.awaiting) == (ticket_id, awaiting)]
+
+    async def pending_of_kinds(self, ticket_id: str, kinds: list[str]) -> list[Delivery]:
+        return [d for d in self._deliveries.values() if _untouched(d) and d.ticket_id == ticket_id and d.kind in kinds]
+
+
+class FakeDeliveries:
+    """`DeliveryRepository`: deliveries as the sender and the dead-letter relay claim and record them."""
+
+    def __init__(self, store: NotifyStore) -> None:
+        self._store = store
+
+    def _due(self, now_ms: int) -> list[Delivery]:
+        return sorted(
+            (
+                d for d in self._store.deliveries.values()
+                if d.state is DeliveryState.PENDING and to_ms(d.next_attempt_at) <= now_ms
+                and self._store.claims.get(d.id, (0, None))[0] <= now_ms
+            ),
+            key=lambda d: d.next_attempt_at,
+        )
+
+    async def any_due(self, now_ms: int) -> bool:
+        return bool(self._due(now_ms))
+
+    async def claim_due(self, now_ms: int, claim_until_ms: int, limit: int, *, replica: str) -> list[Delivery]:
+        claimed = [d.model_copy(update={"attempts": d.attempts + 1}) for d in self._due(now_ms)[:limit]]
+        for delivery in claimed:
+            self._store.deliveries[delivery.id] = delivery
+            self._store.claims[delivery.id] = (claim_until_ms, replica)
+        return claimed
+
+    async def release_claims_of(self, replica: str) -> int:
+        released = [id_ for id_, (_, holder) in self._store.claims.items() if holder == replica]
+        for id_ in released:
+            del self._store.claims[id_]
+        return len(released)
+
+    async def mark_sent(self, delivery: Delivery) -> bool:
+        if self._store.deliveries[delivery.id].state is not DeliveryState.PENDING:
+            return False
+        self._store.deliveries[delivery.id] = delivery
+        self._store.claims.pop(delivery.id, None)
+        return True
+
+    async def record_failure(self, delivery: Delivery, dead_letter: str | None = None) -> bool:
+        stored = self._store.deliveries[delivery.id]
+        if stored.state is not DeliveryState.PENDING or stored.attempts != delivery.attempts:
+            return False
+        self._store.deliveries[delivery.id] = delivery
+        self._store.claims.pop(delivery.id, None)
+        if dead_letter is not None:
+            self._store.dead_letters[delivery.id] = {"value": dead_letter, "published": False}
+        return True
+
+    async def has_unpublished_dead_letters(self) -> bool:
+        return any(not letter["published"] for letter in self._store.dead_letters.values())
+
+    async def unpublished_dead_letters(self, limit: int) -> list[DeadLetter]:
+        waiting = [(id_, letter) for id_, letter in self._store.dead_letters.items() if not letter["published"]]
+        return [
+            DeadLetter(id_, self._store.deliveries[id_].ticket_id, letter["value"],
+                       self._store.deliveries[id_].last_error or "", self._store.deliveries[id_].attempts)
+            for id_, letter in waiting[:limit]
+        ]
+
+    async def dead_letter_published(self, delivery_id: str) -> None:
+        self._store.dead_letters[delivery_id]["published"] = True
+
+
+class FakeTicketViews:
+    def __init__(self, store: NotifyStore) -> None:
+        self._tickets = store.tickets
+
+    async def load(self, ticket_ids) -> None:
+        return None
+
+    async def get(self, ticket_id: str) -> TicketView | None:
+        fields = self._tickets.get(ticket_id)
+        return TicketView(ticket_id=ticket_id, **fields) if fields is not None else None
+
+    async def update(self, ticket_id: str, fields: dict) -> None:
+        self._tickets.setdefault(ticket_id, {}).update(fields)
+
+
+class FakeById:
+    """`Contacts` or `PreferenceStore`: documents by id, as the API stored them."""
+
+    def __init__(self, documents: dict) -> None:
+        self._documents = documents
+
+    async def load(self, ids) -> None:
+        return None
+
+    async def get(self, id_: str | None):
+        return self._documents.get(id_)
+
+
+class FakeNotifyTransaction(FakeTransaction):
+    def __init__(self, store: NotifyStore) -> None:
+        super().__init__()
+        self.deliveries = FakeDeliveries(store)
+        self.owed = FakeOwedDeliveries(store)
+        self.tickets = FakeTicketViews(store)
+        self.contacts = FakeById(store.contacts)
+        self.preferences = FakeById(store.preferences)
+
+
+class RecordingSender:
+    """Takes every delivery, or fails each with `failure`."""
+
+    def __init__(self) -> None:
+        self.sent: list[Delivery] = []
+        self.failure: SendFailure | None = None
+
+    async def send(self, delivery: Delivery) -> None:
+        if self.failure is not None:
+            raise self.failure
+        self.sent.append(delivery)
+
+
+@pytest.fixture
+def store() -> NotifyStore:
+    return NotifyStore()
+
+
+@pytest.fixture
+def uow(store) -> FakeUnitOfWork:
+    return FakeUnitOfWork(lambda: FakeNotifyTransaction(store))
+
+
+@pytest.fixture
+def sender() -> RecordingSender:
+    return RecordingSender()
+
+
+@pytest.fixture
+def dead_letters() -> DeadLetterSink:
+    return DeadLetterSink()
+
+
+@pytest.fixture
+def notifications(uow, sender, dead_letters) -> Notifications:
+    return Notifications(
+        uow,
+        "switchboard/notify",
+        rules=RULES,
+        render=TEMPLATES.render,
+        channels=sender,
+        retry=RetryPolicy(max_attempts=3, base=timedelta(seconds=1)),
+        poll_interval_seconds=0.01,
+        config=PlanConfig(csat_signing_key="k3y", survey_kinds=TEMPLATES.kinds_using("csat_links")),
+        metrics=NotifyMetrics(CollectorRegistry()),
+        dead_letters=dead_letters,
+        replica="notify-test:8004",
+    )
+
+
+async def consume(uow: FakeUnitOfWork, notifications: Notifications, payload) -> Envelope:
+    event = new_event(payload, source="switchboard/tests", subject=payload.ticket_id)
+    await uow.run(lambda tx: notifications.on_event(tx, event))
+    return event
+
+
+def created() -> TicketCreated:
+    return TicketCreated(ticket_id=TICKET, channel=Channel.WEB, subject="Refund", priority=Priority.NORMAL,
+                         customer=Customer(id="cust-1", email="ann@example.com", name="Ann"), required_skills=[],
+                         created_at=utc_now())
+
+
+def of_kind(store: NotifyStore, kind: str) -> list[Delivery]:
+    return [delivery for delivery in store.deliveries.values() if delivery.kind == kind]
+
+
+async def test_a_new_ticket_owes_its_customer_an_acknowledgement_held_for_the_first_reply_clock(
+    uow, notifications, store
+):
+    event = await consume(uow, notifications, created())
+
+    (acknowledgement,) = store.deliveries.values()
+    assert acknowledgement.id == f"{event.id}:customer:acknowledgement"
+    assert (acknowledgement.recipient, acknowledgement.state) == ("ann@example.com", DeliveryState.PENDING)
+    assert acknowledgement.awaiting == "sla:first_reply"
+    assert store.tickets[TICKET]["subject"] == "Refund"
+    assert uow.published == []
+
+
+async def test_the_first_reply_clock_releases_the_held_acknowledgement_with_its_reply_time(uow, notifications, store):
+    await consume(uow, notifications, created())
+    now = utc_now()
+
+    await consume(uow, notifications, SlaClockStarted(ticket_id=TICKET, metric="first_reply", target_seconds=4 * 3600,
+                                                      started_at=now, due_at=now + timedelta(hours=4)))
+
+    (acknowledgement,) = store.deliveries.values()
+    assert acknowledgement.awaiting is None and acknowledgement.next_attempt_at <= utc_now()
+    assert "4 hours" in acknowledgement.text
+
+
+async def test_an_event_delivered_again_owes_nothing_new(uow, notifications, store):
+    event = new_event(created(), source="switchboard/tests", subject=TICKET)
+
+    for _ in range(2):
+        await uow.run(lambda tx: notifications.on_event(tx, event))
+
+    assert len(store.deliveries) == 1
+
+
+async def test_a_kind_the_customer_opted_out_of_is_kept_suppressed_and_announced(uow, notifications, store):
+    store.preferences["cust-1"] = Preferences(opt_out=["csat_survey"])
+    await consume(uow, notifications, created())
+
+    solved = await consume(uow, notifications, TicketSolved(ticket_id=TICKET, solved_at=utc_now()))
+
+    (survey,) = of_kind(store, "csat_survey")
+    assert survey.state is DeliveryState.SUPPRESSED and "opted out" in survey.reason
+    announced = {event.data.kind: event for event in uow.events_of_type("support.notification.suppressed.v1")}
+    assert (announced["csat_survey"].data.notification_id, announced["csat_survey"].causationid) == (
+        survey.id,
+        str(solved.id),
+    )
+    assert "follow_up" in announced, "an opt-in kind the customer did not ask for is suppressed too"
+
+
+async def test_a_reopen_cancels_the_survey_still_waiting_to_go(uow, notifications, store):
+    await consume(uow, notifications, created())
+    await consume(uow, notifications, TicketSolved(ticket_id=TICKET, solved_at=utc_now()))
+    (survey,) = of_kind(store, "csat_survey")
+    assert survey.state is DeliveryState.PENDING and survey.next_attempt_at > utc_now() + timedelta(hours=23)
+
+    await consume(uow, notifications, TicketReopened(ticket_id=TICKET, reopened_at=utc_now()))
+
+    (survey,) = of_kind(store, "csat_survey")
+    assert (survey.state, survey.reason) == (DeliveryState.SUPPRESSED, "cancelled by support.ticket.reopened.v1")
+    cancelled = [event.data for event in uow.events_of_type("support.notification.suppressed.v1")
+                 if event.data.reason.startswith("cancelled")]
+    assert [data.notification_id for data in cancelled] == [survey.id]
+
+
+async def assignment_owed(uow, notifications, store) -> Envelope:
+    store.contacts["agent-7"] = AgentContact(email="bo@example.com", name="Bo")
+    await consume(uow, notifications, created())
+    return await consume(uow, notifications, TicketAssigned(ticket_id=TICKET, agent_id="agent-7", reason="best match",
+                                                            assigned_at=utc_now()))
+
+
+async def test_what_is_due_is_claimed_sent_and_recorded_as_caused_by_its_event(uow, notifications, store, sender):
+    assigned = await assignment_owed(uow, notifications, store)
+
+    assert await notifications.send_due() == 1
+
+    (delivery,) = sender.sent
+    assert (delivery.kind, delivery.recipient, delivery.attempts) == ("assignment", "bo@example.com", 1)
+    assert store.deliveries[delivery.id].state is DeliveryState.SENT
+    (announced,) = uow.events_of_type("support.notification.sent.v1")
+    assert (announced.correlationid, announced.causationid) == (assigned.correlationid, str(assigned.id))
+    assert await notifications.send_due() == 0, "nothing is sent twice"
+
+
+async def test_a_send_that_fails_for_now_is_tried_again_later(uow, notifications, store, sender):
+    await assignment_owed(uow, notifications, store)
+    sender.failure = SendFailure("421 try later", permanent=False)
+
+    await notifications.send_due()
+
+    (delivery,) = of_kind(store, "assignment")
+    assert (delivery.state, delivery.last_error) == (DeliveryState.PENDING, "421 try later")
+    assert delivery.next_attempt_at > utc_now() and store.dead_letters == {}
+    assert uow.events_of_type("support.notification.failed.v1") == []
+
+
+async def test_a_send_that_fails_for_good_is_announced_and_dead_lettered_once(uow, notifications, store, sender, dead_letters):
+    await assignment_owed(uow, notifications, store)
+    sender.failure = SendFailure("550 no such mailbox", permanent=True)
+
+    await notifications.send_due()
+
+    (delivery,) = of_kind(store, "assignment")
+    assert delivery.state is DeliveryState.FAILED
+    (failed,) = uow.events_of_type("support.notification.failed.v1")
+    assert await notifications.relay_dead_letters() == 1
+    (parked,) = dead_letters.dead_letters
+    assert parked["topic"] == topics.NOTIFICATIONS and str(failed.id).encode() in parked["value"]
+    assert (parked["error"], parked["details"]) == ("550 no such mailbox", {"dlq-notification-id": delivery.id})
+    assert await notifications.relay_dead_letters() == 0
