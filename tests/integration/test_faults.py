@@ -90,7 +90,7 @@ async def test_routing_killed_mid_stream_assigns_every_ticket_once_and_overfills
     running_platform.platform.respawn("mongodb")
     async with running_platform.client("routing") as routing:
         async with asyncio.timeout(30):
-            while (response := await routing.get(f"/v1/agents/{agents[0]}")).status_code != 200:
+            while (await routing.get(f"/v1/agents/{agents[0]}")).status_code != 200:
                 await asyncio.sleep(0.5)
         loads_after_crash = [(await routing.get(f"/v1/agents/{agent}")).json()["load"] for agent in agents]
     assert loads_after_crash == loads
