@@ -64,6 +64,9 @@ from shared.mongo import Lease, UnitOfWork
 log = logging.getLogger(__name__)
 
 SEND_BATCH = 20
+IDLE_BACKOFF = 8
+"""An idle sender looks again after one poll interval, then two, … up to this many (4 s by default). What
+this replica plans wakes it at once, so only another replica's leftovers and scheduled retries wait."""
 CONSUMER_GROUP = "switchboard-notify"
 
 
@@ -148,6 +151,7 @@ class Notifications:
         self._dead_letters = dead_letters
         self._dead_letter_lease = dead_letter_lease
         self._replica = replica
+        self._sender_wakeup = asyncio.Event()
         """Names this replica's claims; the same after a restart (host and port, not process id)."""
 
     # --- deciding ------------------------------------------------------------------------------
@@ -180,6 +184,7 @@ class Notifications:
         )
 
     async def on_event(self, tx: NotifyTransaction, event: Envelope) -> None:
+        tx.on_commit(self._sender_wakeup.set)  # what the event makes due goes out now, not at the next poll
         now = utc_now()
         tickets, deliveries = tx.tickets, tx.owed
         ticket_id = event.data.ticket_id
@@ -293,6 +298,7 @@ class Notifications:
         restart, not the claim's whole lease. Stopped, it gives back what it holds, so the next sender
         (another replica, or this one started again elsewhere) need not wait for the lease either."""
         took_back = False
+        idle_polls = 0
         try:
             while True:
                 try:
@@ -304,8 +310,11 @@ class Notifications:
                 except Exception:
                     log.exception("sending notifications failed; retrying")
                     claimed = 0
+                idle_polls = 0 if claimed else min(idle_polls + 1, IDLE_BACKOFF)
                 if claimed < SEND_BATCH:
-                    await asyncio.sleep(self._poll_interval)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._sender_wakeup.wait(), self._poll_interval * max(1, idle_polls))
+                    self._sender_wakeup.clear()
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(5):
