@@ -3,10 +3,12 @@
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from services.routing.domain import Agent, AgentProfile, PresenceChange
 from services.routing.service import OfferClosed, Routing, UnknownAgent, UnknownOffer
+from shared.events import OfferOutcome
+from shared.http import BODY, KEYED, problem_answers
 
 AgentId = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$")]
 OfferId = Annotated[str, Path(pattern=r"^[a-f0-9]{32}$")]
@@ -26,23 +28,35 @@ class QueueView(BaseModel):
     oldest_wait_seconds: float
 
 
+class OfferView(BaseModel):
+    offer_id: str
+    ticket_id: str
+    expires_at: str = Field(description="When the offer lapses (ISO 8601).")
+
+
 class OfferAnswerView(BaseModel):
     offer_id: str
     ticket_id: str
     agent_id: str
-    outcome: str
+    outcome: OfferOutcome
+
+
+NO_AGENT = {404: "no such agent"}
+NO_OFFER = {404: "no such offer", 409: "the offer was answered or withdrawn, or has expired"}
 
 
 def build_routes(routing: Routing, require_api_key, needs) -> APIRouter:
-    routes = APIRouter(prefix="/v1", tags=["routing"], dependencies=[Depends(require_api_key)])
+    routes = APIRouter(
+        prefix="/v1", tags=["routing"], dependencies=[Depends(require_api_key)], responses=problem_answers(*KEYED)
+    )
     agents, read = [needs("agents")], [needs("tickets:read")]
 
-    @routes.put("/agents/{agent_id}", dependencies=agents)
+    @routes.put("/agents/{agent_id}", dependencies=agents, responses=problem_answers(*BODY))
     async def put_agent(agent_id: AgentId, profile: AgentProfile) -> Agent:
         """Create or update an agent; the answer carries `load` and `free`, in total and per channel."""
         return await routing.put_agent(agent_id, profile)
 
-    @routes.patch("/agents/{agent_id}", dependencies=agents)
+    @routes.patch("/agents/{agent_id}", dependencies=agents, responses=problem_answers(*BODY, reasons=NO_AGENT))
     async def patch_agent(agent_id: AgentId, change: PresenceChange) -> Agent:
         """Change presence: `{"status": "available" | "away" | "offline"}`."""
         try:
@@ -50,14 +64,14 @@ def build_routes(routing: Routing, require_api_key, needs) -> APIRouter:
         except UnknownAgent:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no agent {agent_id}") from None
 
-    @routes.get("/agents/{agent_id}", dependencies=agents)
+    @routes.get("/agents/{agent_id}", dependencies=agents, responses=problem_answers(422, reasons=NO_AGENT))
     async def get_agent(agent_id: AgentId) -> Agent:
         agent = await routing.get_agent(agent_id)
         if agent is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no agent {agent_id}")
         return agent
 
-    @routes.get("/agents", dependencies=agents)
+    @routes.get("/agents", dependencies=agents, responses=problem_answers(422))
     async def list_agents(
         after: Annotated[str | None, Query(max_length=100)] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -66,19 +80,19 @@ def build_routes(routing: Routing, require_api_key, needs) -> APIRouter:
         agents = await routing.list_agents(after=after, limit=limit)
         return AgentPage(agents=agents, next_after=agents[-1].id if len(agents) == limit else None)
 
-    @routes.get("/agents/{agent_id}/offers", dependencies=agents)
-    async def agent_offers(agent_id: AgentId) -> list[dict]:
+    @routes.get("/agents/{agent_id}/offers", dependencies=agents, responses=problem_answers(422, reasons=NO_AGENT))
+    async def agent_offers(agent_id: AgentId) -> list[OfferView]:
         """The agent's open offers, to answer with `POST /v1/offers/{offer_id}/accept` or `/reject`."""
         try:
             return await routing.offers_for(agent_id)
         except UnknownAgent:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no agent {agent_id}") from None
 
-    @routes.post("/offers/{offer_id}/accept", dependencies=agents)
+    @routes.post("/offers/{offer_id}/accept", dependencies=agents, responses=problem_answers(422, reasons=NO_OFFER))
     async def accept(offer_id: OfferId) -> OfferAnswerView:
         return await _answer(offer_id, accept=True)
 
-    @routes.post("/offers/{offer_id}/reject", dependencies=agents)
+    @routes.post("/offers/{offer_id}/reject", dependencies=agents, responses=problem_answers(422, reasons=NO_OFFER))
     async def reject(offer_id: OfferId) -> OfferAnswerView:
         return await _answer(offer_id, accept=False)
 
@@ -90,7 +104,7 @@ def build_routes(routing: Routing, require_api_key, needs) -> APIRouter:
         except OfferClosed as closed:
             raise HTTPException(status.HTTP_409_CONFLICT, str(closed)) from None
         return OfferAnswerView(
-            offer_id=answer.offer_id, ticket_id=answer.ticket_id, agent_id=answer.agent_id, outcome=answer.outcome.value
+            offer_id=answer.offer_id, ticket_id=answer.ticket_id, agent_id=answer.agent_id, outcome=answer.outcome
         )
 
     @routes.get("/queues", dependencies=read)
@@ -99,7 +113,11 @@ def build_routes(routing: Routing, require_api_key, needs) -> APIRouter:
         summary = await routing.queue_summary()
         return QueueView(**summary.__dict__)
 
-    @routes.get("/tickets/{ticket_id}", dependencies=read)
+    @routes.get(
+        "/tickets/{ticket_id}",
+        dependencies=read,
+        responses=problem_answers(422, reasons={404: "routing knows no such ticket"}),
+    )
     async def ticket(ticket_id: Annotated[str, Path(max_length=200)]) -> dict:
         """Routing's view of a ticket: state, assignee or open offer, escalation step, current requirements."""
         view = await routing.ticket_view(ticket_id)
