@@ -14,6 +14,7 @@ import socket
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import uvicorn
 from fastapi import APIRouter, FastAPI, Request, Response
@@ -22,13 +23,14 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from faststream.specification import AsyncAPI, get_asyncapi_html
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from pydantic import BaseModel, Field
 from pymongo import AsyncMongoClient
 
 from shared import contract, topics
 from shared.consumer import ConsumerLagMonitor, EventConsumer, Inbox, Prefetch, Subscription
 from shared.access import KeyPolicy
 from shared.dead_letters import DeadLetters
-from shared.http import api_key_guard, install_http_conventions, scope_guard
+from shared.http import api_key_guard, install_http_conventions, problem_answers, scope_guard
 from shared.kafka_admin import ensure_topics
 from shared.kafka_binding import ContentMode
 from shared.logging import configure_logging, correlated, safe_correlation_id
@@ -43,6 +45,15 @@ log = logging.getLogger(__name__)
 
 BackgroundJob = Callable[[], Awaitable[None]]
 HOUSEKEEPING_INTERVAL_SECONDS = 60.0
+
+
+class Liveness(BaseModel):
+    status: Literal["live"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not ready"]
+    checks: dict[str, bool] = Field(description="Each dependency (`mongodb`, `kafka`): whether it answered.")
 
 
 @dataclass
@@ -207,7 +218,12 @@ class ServiceKit:
                 if self.tracer_provider is not None:
                     self.tracer_provider.shutdown()
 
-        app = FastAPI(title=f"Switchboard {self.name}", description=description, lifespan=lifespan)
+        app = FastAPI(
+            title=f"Switchboard {self.name}",
+            description=description,
+            lifespan=lifespan,
+            responses=problem_answers(413),  # BodySizeLimit guards every route
+        )
         app.state.service_name = self.name
         asyncapi = self.asyncapi(
             description, subscriptions, contract.PUBLISHES.get(self.name, {}) if publishes is None else publishes
@@ -228,26 +244,30 @@ class ServiceKit:
         routes = APIRouter(tags=["operations"])
 
         @routes.get("/health/live")
-        async def live() -> dict:
-            return {"status": "live"}
+        async def live() -> Liveness:
+            return Liveness(status="live")
 
-        @routes.get("/health/ready")
-        async def ready() -> JSONResponse:
+        @routes.get(
+            "/health/ready",
+            response_model=Readiness,
+            responses={503: {"model": Readiness, "description": "a dependency did not answer; `checks` says which"}},
+        )
+        async def ready() -> Readiness | JSONResponse:
             checks = {"mongodb": await self._mongo_ready(), "kafka": await self.broker.ping(timeout=2)}
-            ok = all(checks.values())
-            return JSONResponse(
-                {"status": "ready" if ok else "not ready", "checks": checks}, status_code=200 if ok else 503
-            )
+            if all(checks.values()):
+                return Readiness(status="ready", checks=checks)
+            return JSONResponse(Readiness(status="not ready", checks=checks).model_dump(), status_code=503)
 
-        @routes.get("/metrics")
+        # `response_class=Response` (no media type of its own) keeps the error answers documented as JSON.
+        @routes.get("/metrics", response_class=Response, responses=_text("text/plain", "Prometheus text format"))
         async def metrics() -> Response:
             return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
 
-        @routes.get("/docs/asyncapi", response_class=HTMLResponse)
-        async def asyncapi_html() -> str:
-            return get_asyncapi_html(asyncapi.to_specification())
+        @routes.get("/docs/asyncapi", response_class=Response, responses=_text("text/html", "the AsyncAPI page"))
+        async def asyncapi_html() -> HTMLResponse:
+            return HTMLResponse(get_asyncapi_html(asyncapi.to_specification()))
 
-        @routes.get("/docs/asyncapi.json")
+        @routes.get("/docs/asyncapi.json", responses=_json_object())
         async def asyncapi_json() -> JSONResponse:
             return JSONResponse(asyncapi.to_specification().to_jsonable())
 
@@ -304,6 +324,14 @@ class ServiceKit:
         except Exception:
             return False
         return True
+
+
+def _json_object() -> dict:
+    return {200: {"content": {"application/json": {"schema": {"type": "object"}}}}}
+
+
+def _text(media_type: str, description: str) -> dict:
+    return {200: {"description": description, "content": {media_type: {"schema": {"type": "string"}}}}}
 
 
 def repeat(interval_seconds: float, job: BackgroundJob) -> BackgroundJob:

@@ -2,19 +2,64 @@
 
 import hmac
 import time
-from collections.abc import Callable, Sequence
-from typing import Annotated
+from collections.abc import Callable, Mapping, Sequence
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request, Security, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import SecretStr
+from pydantic import BaseModel, Field, SecretStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.access import Forbidden, KeyPolicy, RateLimited
 from shared.metrics import PlatformMetrics
+
+
+class FieldProblem(BaseModel):
+    loc: list[str | int] = Field(description="Where: `body`, `query`, `path` or `header`, then the field.")
+    msg: str
+    type: str
+
+
+class Problem(BaseModel):
+    """The body of every error answer, whichever part of a service gives it."""
+
+    message: str = Field(description="What is wrong, naming each wrong field.")
+    detail: str | list[FieldProblem] | None = Field(
+        default=None, description="The same; for input refused by the request's schema, one entry per wrong field."
+    )
+
+
+REASONS = {  # what the conventions below answer, on every route they guard
+    400: "the body cannot be read (JSON that is not UTF-8, say)",
+    401: "no API key, or one that is not in SWITCHBOARD_API_KEYS",
+    403: "the API key lacks the route's scope",
+    413: "the request body is larger than MAX_REQUEST_BYTES",
+    422: "malformed input; `message` names each wrong field",
+    429: "this API key's rate limit is spent; see Retry-After",
+}
+KEYED = (401, 403, 429)
+"""The answers of a route guarded by `api_key_guard` and `scope_guard`."""
+BODY = (400, 422)
+"""The answers of a route that reads a JSON body."""
+
+
+def problem_answers(*codes: int, reasons: Mapping[int, str] | None = None) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for the error answers `codes` and those `reasons` names, each with the `Problem`
+    body, described by `reasons` or else by the conventions' own reason (`REASONS`)."""
+    own = dict(reasons or {})
+    answers: dict[int | str, dict[str, Any]] = {
+        code: {"model": Problem, "description": own.get(code) or REASONS[code]} for code in sorted({*codes, *own})
+    }
+    if 429 in answers:
+        answers[429]["headers"] = {
+            "Retry-After": {"description": "seconds until this key may send again", "schema": {"type": "integer"}}
+        }
+    return answers
+
 
 _bearer = HTTPBearer(auto_error=False, description="An API key from SWITCHBOARD_API_KEYS.")
 
@@ -87,12 +132,24 @@ async def _validation_error(_: Request, error: RequestValidationError) -> JSONRe
     )
 
 
-async def _http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
+async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
     """Every error answer carries `message`, as validation errors do, so clients read one field."""
     body = {"detail": error.detail}
     if isinstance(error.detail, str):
         body["message"] = error.detail
-    return JSONResponse(body, status_code=error.status_code, headers=error.headers)
+    headers = error.headers
+    if error.status_code == status.HTTP_405_METHOD_NOT_ALLOWED:
+        headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(request))}
+    return JSONResponse(body, status_code=error.status_code, headers=headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at the request's path: Starlette's 405 names only the first route's."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        if route.matches(request.scope)[0] is not Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return sorted(methods)
 
 
 DRAIN_AT_LEAST_BYTES = 16 * 1024 * 1024

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request, Response, status
 from fastapi.responses import HTMLResponse, JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, field_validator, model_validator
 
 from services.intake.domain import (
     CHANNEL_METADATA,
@@ -33,7 +33,7 @@ from services.intake.service import (
 )
 from services.intake.settings import IntakeSettings
 from shared.events import AuthorType, Customer, CustomerTier, Priority, TicketStatus, TicketSubmit
-from shared.http import describe_validation_errors
+from shared.http import BODY, KEYED, Problem, describe_validation_errors, problem_answers
 from shared.signing import BadSignature, verify_csat, verify_webhook
 
 
@@ -92,7 +92,7 @@ class NewMessage(BaseModel):
     author_type: AuthorType
     author_id: str | None = Field(default=None, min_length=1, max_length=100)
     body: str = Field(min_length=1, max_length=100_000)
-    public: bool = Field(default=True, description="false: an internal note, never shown to the customer.")
+    public: bool = Field(default=True, strict=True, description="false: an internal note, never shown to the customer.")
 
     @model_validator(mode="after")
     def _customers_write_publicly(self) -> "NewMessage":
@@ -159,29 +159,23 @@ class CsatAnswer(BaseModel):
     message: str
 
 
-class Problem(BaseModel):
-    message: str = Field(description="What is wrong, naming each wrong field.")
-    detail: str | list | None = Field(default=None, description="The same; on 422 the list of wrong fields.")
-    allowed: list[str] | None = Field(default=None, description="On 409 for a status change: the statuses allowed now.")
+class StatusConflict(Problem):
+    allowed: list[TicketStatus] | None = Field(default=None, description="The statuses the ticket may move to now.")
+
+
+_REASONS = {
+    401: "the webhook signature is missing, wrong or stale",
+    403: "the CSAT link's signature is wrong or expired",
+    404: "no such ticket or customer",
+    409: "conflict: a reused key, a replayed webhook, a closed ticket, a ticket not solved yet",
+    412: "If-Match is not the ticket's current version",
+    503: "the signing key is not configured",
+}
 
 
 def _doc(*codes: int) -> dict:
-    reasons = {
-        400: "the body cannot be read (JSON that is not UTF-8, say)",
-        401: "missing, invalid or stale credentials (API key, or the webhook signature)",
-        403: "the API key lacks the route's scope; or the CSAT link's signature is wrong or expired",
-        429: "this API key's rate limit is exceeded; see Retry-After",
-        404: "no such ticket or customer",
-        409: "conflict: an invalid status transition (with `allowed`), a reused key, a replayed webhook, a closed ticket",
-        412: "If-Match names a version that is no longer current",
-        413: "request body too large",
-        422: "malformed input; `message` names each wrong field",
-        503: "the signing key is not configured",
-    }
-    docs = {code: {"model": Problem, "description": reasons[code]} for code in codes}
-    if 429 in docs:
-        docs[429]["headers"] = _header("Retry-After", "seconds until this key may send again", "integer")
-    return docs
+    """The error answers `codes`, as this API gives them."""
+    return problem_answers(*codes, reasons={code: reason for code, reason in _REASONS.items() if code in codes})
 
 
 def _header(name: str, description: str, kind: str = "string") -> dict:
@@ -201,13 +195,14 @@ def _etag(ticket: Ticket, response: Response) -> Ticket:
     return ticket
 
 
+IF_MATCH_PATTERN = r'^(W/)?"?[0-9]{1,18}"?$'
+_IF_MATCH_SCHEMA = {"type": "string", "pattern": IF_MATCH_PATTERN}  # absent when not sent, never null
+
+
 def _version(if_match: str | None) -> int | None:
     if if_match is None:
         return None
-    raw = if_match.strip().removeprefix("W/").strip('"')
-    if not (raw.isascii() and raw.isdigit()):  # isdigit() alone admits "²", which int() refuses
-        raise HTTPException(status.HTTP_412_PRECONDITION_FAILED, "If-Match must be the ticket's version, e.g. \"3\"")
-    return int(raw)
+    return int(if_match.removeprefix("W/").strip('"'))  # its pattern is checked on the way in
 
 
 def build_routes(
@@ -220,16 +215,16 @@ def build_routes(
         prefix="/v1",
         tags=["tickets"],
         dependencies=[Depends(require_api_key)],
-        responses=_doc(400, 401, 403, 413, 422, 429),
+        responses=problem_answers(*KEYED, 422),  # every route takes a path or query parameter
     )
-    signed = APIRouter(prefix="/v1", tags=["signed callbacks"], responses=_doc(400, 413, 422, 503))
+    signed = APIRouter(prefix="/v1", tags=["signed callbacks"], responses=_doc(422, 503))
 
     @keyed.post(
         "/tickets",
         status_code=status.HTTP_201_CREATED,
         response_model=Ticket,
         responses={
-            **_doc(409),
+            **_doc(*BODY, 409),
             201: {"headers": {**_ETAG, **_REPLAYED, **_header("Location", "the ticket's URL")}},
         },
         dependencies=write,
@@ -260,7 +255,7 @@ def build_routes(
         customer_id: Annotated[str | None, Query(max_length=100)] = None,
         priority: Priority | None = None,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
-        cursor: Annotated[str | None, Query(max_length=400)] = None,
+        cursor: Annotated[str | None, Query(max_length=400, pattern=r"^[A-Za-z0-9_-]+$")] = None,
     ) -> TicketPage | JSONResponse:
         """Newest first, filtered; follow `next_cursor` for more."""
         filters = {"status": status_, "assignee_id": assignee_id, "customer.id": customer_id, "priority": priority}
@@ -282,14 +277,18 @@ def build_routes(
     @keyed.patch(
         "/tickets/{ticket_id}",
         response_model=Ticket,
-        responses={**_doc(404, 409, 412), 200: {"headers": _ETAG}},
+        responses={
+            **_doc(*BODY, 404, 412),
+            409: {"model": StatusConflict, "description": "the status cannot change so; `allowed` says to what it can"},
+            200: {"headers": _ETAG},
+        },
         dependencies=write,
     )
     async def edit_ticket(
         ticket_id: Id,
         changes: TicketEdit,
         response: Response,
-        if_match: Annotated[str | None, Header(max_length=50)] = None,
+        if_match: Annotated[str | None, Header(pattern=IF_MATCH_PATTERN), WithJsonSchema(_IF_MATCH_SCHEMA)] = None,
     ) -> Ticket | JSONResponse:
         """Change status, priority or tags. With `If-Match: "<version>"`, a concurrent edit gets 412."""
         try:
@@ -313,7 +312,7 @@ def build_routes(
         "/tickets/{ticket_id}/messages",
         status_code=status.HTTP_201_CREATED,
         response_model=MessageAnswer,
-        responses=_doc(404, 409),
+        responses=_doc(*BODY, 404, 409),
         dependencies=write,
     )
     async def add_message(ticket_id: Id, new: NewMessage) -> MessageAnswer | JSONResponse:
@@ -429,7 +428,9 @@ def build_routes(
         score: int = Field(ge=1, le=5)
         comment: str | None = Field(default=None, max_length=2000)
 
-    @signed.post("/tickets/{ticket_id}/csat", response_model=CsatAnswer, tags=["csat"], responses=_doc(403, 404, 409))
+    @signed.post(
+        "/tickets/{ticket_id}/csat", response_model=CsatAnswer, tags=["csat"], responses=_doc(*BODY, 403, 404, 409)
+    )
     async def csat_with_comment(
         ticket_id: Id,
         request: Request,

@@ -6,6 +6,7 @@ preferences into a `Delivery`: pending (due now or later) or suppressed with a r
 """
 
 import hashlib
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
@@ -159,6 +160,10 @@ def after_failure(
 # --- recipients and addresses ------------------------------------------------------------------
 
 
+PHONE_PATTERN = r"^\+[0-9]{6,15}$"
+"""E.164, in ASCII digits: the form SMS providers take."""
+
+
 def address_problem(channel: DeliveryChannel, address: str | None) -> str | None:
     """Why a message cannot go to `address` on `channel`, in words fit to show; None when it can."""
     if not address:
@@ -172,8 +177,7 @@ def address_problem(channel: DeliveryChannel, address: str | None) -> str | None
         if not address.startswith(("http://", "https://")):
             return "invalid webhook URL: it must start with http:// or https://"
     elif channel is DeliveryChannel.SMS:
-        digits = address.removeprefix("+")
-        if not (address.startswith("+") and digits.isdigit() and 6 <= len(digits) <= 15):
+        if not re.fullmatch(PHONE_PATTERN, address):
             return "invalid phone number: it must be in E.164 form, e.g. +4930123456"
     return None
 
@@ -194,6 +198,14 @@ class QuietHours(BaseModel):
     start: time = Field(description="Local time quiet hours begin, e.g. `22:00`.")
     end: time = Field(description="Local time they end, e.g. `07:00`; before `start` means overnight.")
     timezone: str = Field(default="UTC", description="IANA name, e.g. `Europe/Berlin`.")
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _written(cls, value: object) -> object:
+        """Pydantic would read a number as seconds since midnight; the schema says a time is a string."""
+        if isinstance(value, int | float):
+            raise ValueError("write a time as a string, e.g. 22:00")
+        return value
 
     @field_validator("timezone")
     @classmethod

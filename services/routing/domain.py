@@ -35,8 +35,8 @@ from shared.events import (
 )
 
 SkillName = Annotated[str, Field(pattern=SKILL_PATTERN)]
-SkillLevel = Annotated[int, Field(ge=1, le=5)]
-Slots = Annotated[int, Field(ge=0, le=1000)]
+SkillLevel = Annotated[int, Field(ge=1, le=5, strict=True)]  # strict: `true` or "3" is no level
+Slots = Annotated[int, Field(ge=0, le=1000, strict=True)]
 LanguageTag = Annotated[str, Field(pattern=r"^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*$")]
 TeamName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,99}$")]
 
@@ -85,7 +85,9 @@ class AgentProfile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(min_length=1, max_length=200)
-    skills: dict[SkillName, SkillLevel] = Field(default_factory=dict, max_length=100)
+    skills: dict[SkillName, SkillLevel] = Field(
+        default_factory=dict, max_length=100, json_schema_extra={"additionalProperties": False}  # names match the pattern
+    )
     languages: list[LanguageTag] = Field(
         default_factory=list, max_length=20, description="Languages spoken; empty means not restricted."
     )

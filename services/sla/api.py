@@ -1,12 +1,14 @@
 """SLA's REST API: the clocks of a ticket, and the policies in force."""
 
 from datetime import datetime
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, status
+from fastapi import APIRouter, Depends, HTTPException, Path, status
 from pydantic import BaseModel, Field
 
 from services.sla.domain import ClockState
 from services.sla.service import Sla
+from shared.http import KEYED, problem_answers
 
 
 class ClockView(BaseModel):
@@ -33,10 +35,19 @@ class TicketClocks(BaseModel):
 
 
 def build_routes(sla: Sla, require_api_key, needs) -> APIRouter:
-    routes = APIRouter(prefix="/v1", tags=["sla"], dependencies=[Depends(require_api_key), needs("tickets:read")])
+    routes = APIRouter(
+        prefix="/v1",
+        tags=["sla"],
+        dependencies=[Depends(require_api_key), needs("tickets:read")],
+        responses=problem_answers(*KEYED),
+    )
 
-    @routes.get("/tickets/{ticket_id}/sla", response_model=TicketClocks)
-    async def ticket_clocks(ticket_id: str) -> TicketClocks:
+    @routes.get(
+        "/tickets/{ticket_id}/sla",
+        response_model=TicketClocks,
+        responses=problem_answers(422, reasons={404: "no SLA clocks for the ticket (yet)"}),
+    )
+    async def ticket_clocks(ticket_id: Annotated[str, Path(max_length=200)]) -> TicketClocks:
         clocks = await sla.clocks_of(ticket_id)
         if not clocks:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no SLA clocks for ticket {ticket_id}")

@@ -6,7 +6,7 @@ from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, EmailStr
 
-from shared.http import describe_validation_errors, install_http_conventions
+from shared.http import KEYED, Problem, describe_validation_errors, install_http_conventions, problem_answers
 from shared.metrics import PlatformMetrics
 
 
@@ -22,6 +22,10 @@ def client() -> TestClient:
     @app.post("/customers")
     async def create(customer: Customer) -> Customer:
         return customer
+
+    @app.get("/customers")
+    async def listing() -> list[Customer]:
+        return []
 
     @app.get("/customers/{customer_id}")
     async def get(customer_id: str) -> Customer:
@@ -63,3 +67,20 @@ def test_a_body_over_the_limit_gets_413_whether_or_not_it_declares_its_length(cl
 
 def test_errors_described_by_a_handler_of_its_own_need_only_a_location_and_a_message():
     assert describe_validation_errors([{"loc": ["to"], "msg": "the To header is malformed"}]) == "to: the To header is malformed"
+
+
+def test_a_method_the_path_does_not_serve_gets_405_allowing_every_method_it_does(client):
+    response = client.delete("/customers")
+
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "GET, POST"  # Starlette's own names only the first route's
+    assert response.json()["message"] == "Method Not Allowed"
+
+
+def test_error_answers_are_documented_with_the_one_problem_body_and_a_reason():
+    answers = problem_answers(*KEYED, reasons={404: "no such customer"})
+
+    assert sorted(answers) == [401, 403, 404, 429]
+    assert all(answer["model"] is Problem for answer in answers.values())
+    assert answers[404]["description"] == "no such customer"
+    assert "Retry-After" in answers[429]["headers"]
