@@ -370,7 +370,8 @@ async def test_an_agent_going_offline_hands_back_their_tickets_with_their_age_an
     await routed.agent("bob", status="away")
 
     await routed.consume(routed.use_cases.agents.on_agent_status_changed,
-                         AgentStatusChanged(agent_id="ann", status="offline", changed_at=utc_now()), "ann")
+                         AgentStatusChanged(agent_id="ann", status="offline", changed_at=utc_now() + timedelta(seconds=1)),
+                         "ann")  # later than the put that made her available: an event of the same instant is stale
     [unassigned] = routed.published("unassigned")
     assert (unassigned["agent_id"], unassigned["reason"]) == (
         "ann", "agent went offline; back to the queue with its original age")
