@@ -27,6 +27,7 @@ PUBLISHES: dict[str, dict[str, tuple[type[events.Payload], ...]]] = {
             events.TicketReopened,
             events.TicketClosed,
             events.TicketCsatReceived,
+            events.CustomerNpsReceived,
         ),
     },
     "routing": {

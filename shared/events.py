@@ -206,6 +206,22 @@ class TicketCsatReceived(Payload):
     rated_at: AwareDatetime
 
 
+class CustomerNpsReceived(Payload):
+    """A customer answered notify's relationship survey (0..10, "how likely are you to recommend us").
+
+    Published by intake once per survey: a second answer to the same survey is refused, not replaced.
+    """
+
+    EVENT_TYPE: ClassVar[str] = "support.customer.nps_received.v1"
+
+    survey_id: str
+    customer_id: str
+    ticket_id: str | None = Field(default=None, description="The solved ticket whose survey this answers.")
+    score: int = Field(ge=0, le=10)
+    comment: str | None = None
+    answered_at: AwareDatetime
+
+
 class TicketAssigned(Payload):
     EVENT_TYPE: ClassVar[str] = "support.ticket.assigned.v1"
 
@@ -373,6 +389,7 @@ EVENT_TYPES: dict[str, type[Payload]] = {
         TicketReopened,
         TicketClosed,
         TicketCsatReceived,
+        CustomerNpsReceived,
         TicketAssigned,
         TicketUnassigned,
         TicketOffered,
