@@ -60,6 +60,7 @@ from shared.events import (
 from shared.group_commit import GroupCommit
 from shared.kafka_binding import CONTENT_TYPE, STRUCTURED_CONTENT_TYPE
 from shared.mongo import Lease, UnitOfWork
+from shared.wakeup import IdleBackoff, Wakeup
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +152,7 @@ class Notifications:
         self._dead_letters = dead_letters
         self._dead_letter_lease = dead_letter_lease
         self._replica = replica
-        self._sender_wakeup = asyncio.Event()
+        self._sender_wakeup = Wakeup()
         """Names this replica's claims; the same after a restart (host and port, not process id)."""
 
     # --- deciding ------------------------------------------------------------------------------
@@ -298,7 +299,7 @@ class Notifications:
         restart, not the claim's whole lease. Stopped, it gives back what it holds, so the next sender
         (another replica, or this one started again elsewhere) need not wait for the lease either."""
         took_back = False
-        idle_polls = 0
+        backoff = IdleBackoff(self._poll_interval, IDLE_BACKOFF)
         try:
             while True:
                 try:
@@ -310,11 +311,9 @@ class Notifications:
                 except Exception:
                     log.exception("sending notifications failed; retrying")
                     claimed = 0
-                idle_polls = 0 if claimed else min(idle_polls + 1, IDLE_BACKOFF)
+                wait = backoff.next_wait(found_work=claimed > 0)
                 if claimed < SEND_BATCH:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._sender_wakeup.wait(), self._poll_interval * max(1, idle_polls))
-                    self._sender_wakeup.clear()
+                    await self._sender_wakeup.sleep(wait)
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(5):
