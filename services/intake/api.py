@@ -1,7 +1,8 @@
 """Intake's REST API: thin handlers that parse, call one use case, and answer.
 
-Two routes authenticate by signature instead of an API key: the inbound email webhook (signed by
-the mail provider's relay) and the CSAT link (signed by notify), since neither caller holds a key.
+Some routes authenticate by signature instead of an API key: the inbound email webhook (signed by
+the mail provider's relay) and the CSAT and NPS survey links (signed by notify), since none of their
+callers holds a key.
 """
 
 import html
@@ -28,13 +29,14 @@ from services.intake.service import (
     IdempotencyConflict,
     Intake,
     ReplayedWebhook,
+    SurveyAnswered,
     TicketNotFound,
     VersionMismatch,
 )
 from services.intake.settings import IntakeSettings
 from shared.events import AuthorType, Customer, CustomerTier, Priority, TicketStatus, TicketSubmit
 from shared.http import BODY, KEYED, Problem, describe_validation_errors, problem_answers
-from shared.signing import BadSignature, verify_csat, verify_webhook
+from shared.signing import BadSignature, verify_csat, verify_nps, verify_webhook
 
 
 Id = Annotated[str, Path(max_length=100, description="A ticket's or customer's id.")]
@@ -159,15 +161,23 @@ class CsatAnswer(BaseModel):
     message: str
 
 
+class NpsAnswer(BaseModel):
+    survey_id: str
+    customer_id: str
+    ticket_id: str
+    score: int
+    message: str
+
+
 class StatusConflict(Problem):
     allowed: list[TicketStatus] | None = Field(default=None, description="The statuses the ticket may move to now.")
 
 
 _REASONS = {
     401: "the webhook signature is missing, wrong or stale",
-    403: "the CSAT link's signature is wrong or expired",
+    403: "the survey link's signature is wrong or expired",
     404: "no such ticket or customer",
-    409: "conflict: a reused key, a replayed webhook, a closed ticket, a ticket not solved yet",
+    409: "conflict: a reused key, a replayed webhook, a closed ticket, a ticket not solved yet, a survey already answered",
     412: "If-Match is not the ticket's current version",
     503: "the signing key is not configured",
 }
@@ -461,6 +471,83 @@ def build_routes(
                 f"<body><h1>{thanks}</h1><p>You rated ticket {html.escape(ticket_id)} {score} out of 5.</p></body></html>"
             )
         return CsatAnswer(ticket_id=ticket_id, score=score, message=thanks)
+
+    SurveyId = Annotated[str, Query(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_-]+$")]
+    SurveyTicket = Annotated[str, Query(min_length=1, max_length=100)]
+    Expires = Annotated[int, Query(ge=0)]
+    Signature = Annotated[str, Query(min_length=64, max_length=64, pattern=r"^[0-9a-fA-F]{64}$")]
+    _PAGE = {200: {"content": {"text/html": {"schema": {"type": "string"}}}, "description": "the answer; a page for browsers"}}
+
+    @signed.get(
+        "/customers/{customer_id}/nps",
+        response_model=NpsAnswer,
+        tags=["nps"],
+        responses={**_doc(403, 409), **_PAGE},
+    )
+    async def nps_from_link(
+        customer_id: Id,
+        request: Request,
+        survey: SurveyId,
+        ticket_id: SurveyTicket,
+        score: Annotated[int, Query(ge=0, le=10)],
+        expires: Expires,
+        signature: Signature,
+        comment: Annotated[str | None, Query(max_length=2000)] = None,
+    ):
+        """The relationship survey's link notify mails ("how likely are you to recommend us", 0..10): one
+        answer per survey; a second gets 409."""
+        return await _answer_nps(customer_id, request, survey, ticket_id, score, expires, signature, comment)
+
+    class NpsBody(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+        score: int = Field(ge=0, le=10)
+        comment: str | None = Field(default=None, max_length=2000)
+
+    @signed.post(
+        "/customers/{customer_id}/nps",
+        response_model=NpsAnswer,
+        tags=["nps"],
+        responses={**_doc(*BODY, 403, 409), **_PAGE},
+    )
+    async def nps_with_comment(
+        customer_id: Id,
+        request: Request,
+        answer: NpsBody,
+        survey: SurveyId,
+        ticket_id: SurveyTicket,
+        expires: Expires,
+        signature: Signature,
+    ):
+        """The same answer with a comment (a survey page posts it), authorised by the link's signature."""
+        return await _answer_nps(customer_id, request, survey, ticket_id, answer.score, expires, signature, answer.comment)
+
+    async def _answer_nps(
+        customer_id: str, request: Request, survey: str, ticket_id: str, score: int, expires: int, signature: str,
+        comment: str | None,
+    ):
+        if settings.csat_signing_key is None:
+            return _problem(status.HTTP_503_SERVICE_UNAVAILABLE, "surveys are not configured")
+        try:
+            verify_nps(
+                settings.csat_signing_key.get_secret_value(), survey, customer_id, ticket_id, expires, signature,
+                now=time.time(),
+            )
+        except BadSignature as bad:
+            return _problem(status.HTTP_403_FORBIDDEN, str(bad))
+        try:
+            await intake.answer_nps(
+                survey_id=survey, customer_id=customer_id, ticket_id=ticket_id, score=score, comment=comment
+            )
+        except SurveyAnswered as answered:
+            return _problem(status.HTTP_409_CONFLICT, str(answered))
+        thanks = "Thank you for your answer."
+        if "text/html" in request.headers.get("accept", ""):
+            return HTMLResponse(
+                f"<!doctype html><html><head><meta charset='utf-8'><title>Thank you</title></head>"
+                f"<body><h1>{thanks}</h1><p>You answered {score} out of 10.</p></body></html>"
+            )
+        return NpsAnswer(survey_id=survey, customer_id=customer_id, ticket_id=ticket_id, score=score, message=thanks)
 
     routes.include_router(keyed)
     routes.include_router(signed)

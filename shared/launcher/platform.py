@@ -133,6 +133,7 @@ class Platform:
             env["MONGODB_TRANSACTION_LOCK_DIR"] = str(self.data_dir / "mongo")
         for name in GENERATED_SECRETS:
             env.setdefault(name, self._secret(name))
+        env.setdefault("INTAKE_PUBLIC_URL", self.url("intake"))  # the survey links notify mails reach this intake
         env["HTTP_HOST"] = "127.0.0.1"
         env["HTTP_PORT"] = str(self.ports.of(service))
         env["PYTHONUNBUFFERED"] = "1"
