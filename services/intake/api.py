@@ -6,10 +6,13 @@ callers holds a key.
 """
 
 import html
+import json
 import time
 from typing import Annotated, Literal
+from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request, Response, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, field_validator, model_validator
 
@@ -22,6 +25,7 @@ from services.intake.domain import (
     Ticket,
     TicketClosedForReplies,
 )
+from services.intake import survey_pages
 from services.intake.email_inbound import InvalidEmail, JsonEmail, parse_json, parse_raw
 from services.intake.repository import IntakeTransaction, InvalidCursor
 from services.intake.service import (
@@ -198,6 +202,17 @@ _REPLAYED = _header("Idempotent-Replayed", "`true` when this is the answer to an
 
 def _problem(code: int, message: str, **extra) -> JSONResponse:
     return JSONResponse({"detail": message, "message": message, **extra}, status_code=code)
+
+
+_FORM = "application/x-www-form-urlencoded"
+
+
+def _content_type(request: Request) -> str:
+    return (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+
+
+def _accepts_html(request: Request) -> bool:
+    return "text/html" in request.headers.get("accept", "")
 
 
 def _etag(ticket: Ticket, response: Response) -> Ticket:
@@ -476,13 +491,16 @@ def build_routes(
     SurveyTicket = Annotated[str, Query(min_length=1, max_length=100)]
     Expires = Annotated[int, Query(ge=0)]
     Signature = Annotated[str, Query(min_length=64, max_length=64, pattern=r"^[0-9a-fA-F]{64}$")]
-    _PAGE = {200: {"content": {"text/html": {"schema": {"type": "string"}}}, "description": "the answer; a page for browsers"}}
+    _HTML = {"text/html": {"schema": {"type": "string"}}}
+    _ANSWERED = {  # a page to a browser (the link followed, or the form posted), else the Problem
+        409: {**_doc(409)[409], "content": _HTML, "description": "the survey was answered already"}
+    }
 
     @signed.get(
         "/customers/{customer_id}/nps",
-        response_model=NpsAnswer,
+        response_model=None,
         tags=["nps"],
-        responses={**_doc(403, 409), **_PAGE},
+        responses={**_doc(403, 409), **_ANSWERED, 200: {"content": _HTML, "description": "the survey's form"}},
     )
     async def nps_from_link(
         customer_id: Id,
@@ -492,40 +510,119 @@ def build_routes(
         score: Annotated[int, Query(ge=0, le=10)],
         expires: Expires,
         signature: Signature,
-        comment: Annotated[str | None, Query(max_length=2000)] = None,
     ):
-        """The relationship survey's link notify mails ("how likely are you to recommend us", 0..10): one
-        answer per survey; a second gets 409."""
-        return await _answer_nps(customer_id, request, survey, ticket_id, score, expires, signature, comment)
+        """The relationship survey's link notify mails ("how likely are you to recommend us", 0..10). It
+        answers nothing: it shows a form, `score` preselected, that POSTs the answer, so a mail scanner
+        fetching every link cannot answer for the customer."""
+        if (refused := _refused_link(customer_id, survey, ticket_id, expires, signature)) is not None:
+            return refused
+        if await reads.nps_answers.answered(survey):
+            return _answered_already(survey, as_page=_accepts_html(request))
+        page = survey_pages.question(
+            survey_id=survey, ticket_id=ticket_id, expires=expires, signature=signature, score=score
+        )
+        return HTMLResponse(page, headers=survey_pages.HEADERS)
 
     class NpsBody(BaseModel):
         model_config = ConfigDict(extra="forbid")
 
         score: int = Field(ge=0, le=10)
-        comment: str | None = Field(default=None, max_length=2000)
+        comment: str | None = Field(default=None, max_length=survey_pages.COMMENT_MAX_CHARS)
+
+    _NPS_FORM = {  # what the survey's page posts; an empty comment is none
+        "type": "object",
+        "properties": {
+            "score": {"type": "integer", "minimum": 0, "maximum": 10},
+            "comment": {"type": "string", "maxLength": survey_pages.COMMENT_MAX_CHARS},
+        },
+        "required": ["score"],
+        "additionalProperties": False,
+    }
 
     @signed.post(
         "/customers/{customer_id}/nps",
         response_model=NpsAnswer,
         tags=["nps"],
-        responses={**_doc(*BODY, 403, 409), **_PAGE},
+        responses={
+            **_doc(*BODY, 403, 409),
+            **_ANSWERED,
+            200: {"content": _HTML, "description": "the answer: JSON, or a thank-you page to a posted form"},
+        },
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": NpsBody.model_json_schema()},
+                    _FORM: {"schema": _NPS_FORM},
+                },
+            }
+        },
     )
-    async def nps_with_comment(
+    async def nps_answer(
         customer_id: Id,
         request: Request,
-        answer: NpsBody,
         survey: SurveyId,
         ticket_id: SurveyTicket,
         expires: Expires,
         signature: Signature,
     ):
-        """The same answer with a comment (a survey page posts it), authorised by the link's signature."""
-        return await _answer_nps(customer_id, request, survey, ticket_id, answer.score, expires, signature, answer.comment)
+        """The answer, authorised by the link's signature: JSON `{"score", "comment"}`, or the survey page's
+        form (form-encoded), which gets a page back."""
+        from_form = _content_type(request) == _FORM
+        answer = await _nps_form(request) if from_form else await _nps_json(request)
+        if (refused := _refused_link(customer_id, survey, ticket_id, expires, signature)) is not None:
+            return refused
+        try:
+            await intake.answer_nps(
+                survey_id=survey, customer_id=customer_id, ticket_id=ticket_id, score=answer.score,
+                comment=answer.comment,
+            )
+        except SurveyAnswered:
+            return _answered_already(survey, as_page=from_form)
+        if from_form:
+            return HTMLResponse(survey_pages.thanks(answer.score), headers=survey_pages.HEADERS)
+        return NpsAnswer(
+            survey_id=survey, customer_id=customer_id, ticket_id=ticket_id, score=answer.score,
+            message="Thank you for your answer.",
+        )
 
-    async def _answer_nps(
-        customer_id: str, request: Request, survey: str, ticket_id: str, score: int, expires: int, signature: str,
-        comment: str | None,
-    ):
+    async def _nps_json(request: Request) -> NpsBody:
+        try:
+            sent = await request.json()
+        except json.JSONDecodeError as invalid:
+            raise RequestValidationError(
+                [{"type": "json_invalid", "loc": ("body", invalid.pos), "msg": "JSON decode error", "input": {}}]
+            ) from None
+        except ValueError:  # not UTF-8, say
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, "the body cannot be read as JSON") from None
+        return _nps_body(sent)
+
+    async def _nps_form(request: Request) -> NpsBody:
+        try:
+            fields = parse_qsl((await request.body()).decode(), keep_blank_values=True, strict_parsing=True)
+        except ValueError:  # not UTF-8, or not `name=value&...`
+            raise RequestValidationError(
+                [{"type": "form_invalid", "loc": ("body",), "msg": "not a form-encoded body (name=value&...)"}]
+            ) from None
+        sent: dict[str, str] = {}
+        for name, value in fields:
+            if name in sent:
+                raise RequestValidationError([{"type": "form_repeated", "loc": ("body", name), "msg": "given twice"}])
+            sent[name] = value.replace("\r\n", "\n")  # a browser sends a textarea's line breaks as CRLF
+        if not sent.get("comment"):
+            sent.pop("comment", None)
+        return _nps_body(sent)
+
+    def _nps_body(sent: object) -> NpsBody:
+        """`sent` as an answer, or the 422 FastAPI gives a body it validated itself."""
+        try:
+            return NpsBody.model_validate(sent)
+        except ValidationError as invalid:
+            raise RequestValidationError(
+                [{**error, "loc": ("body", *error["loc"])} for error in invalid.errors(include_url=False)]
+            ) from None
+
+    def _refused_link(customer_id: str, survey: str, ticket_id: str, expires: int, signature: str) -> JSONResponse | None:
         if settings.csat_signing_key is None:
             return _problem(status.HTTP_503_SERVICE_UNAVAILABLE, "surveys are not configured")
         try:
@@ -535,19 +632,12 @@ def build_routes(
             )
         except BadSignature as bad:
             return _problem(status.HTTP_403_FORBIDDEN, str(bad))
-        try:
-            await intake.answer_nps(
-                survey_id=survey, customer_id=customer_id, ticket_id=ticket_id, score=score, comment=comment
-            )
-        except SurveyAnswered as answered:
-            return _problem(status.HTTP_409_CONFLICT, str(answered))
-        thanks = "Thank you for your answer."
-        if "text/html" in request.headers.get("accept", ""):
-            return HTMLResponse(
-                f"<!doctype html><html><head><meta charset='utf-8'><title>Thank you</title></head>"
-                f"<body><h1>{thanks}</h1><p>You answered {score} out of 10.</p></body></html>"
-            )
-        return NpsAnswer(survey_id=survey, customer_id=customer_id, ticket_id=ticket_id, score=score, message=thanks)
+        return None
+
+    def _answered_already(survey: str, *, as_page: bool) -> Response:
+        if as_page:
+            return HTMLResponse(survey_pages.answered_already(), status.HTTP_409_CONFLICT, headers=survey_pages.HEADERS)
+        return _problem(status.HTTP_409_CONFLICT, str(SurveyAnswered(survey)))
 
     routes.include_router(keyed)
     routes.include_router(signed)
