@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, field_validator, model_validator
 
+from services.intake import survey_pages
 from services.intake.domain import (
     CHANNEL_METADATA,
     InvalidSubmission,
@@ -25,7 +26,6 @@ from services.intake.domain import (
     Ticket,
     TicketClosedForReplies,
 )
-from services.intake import survey_pages
 from services.intake.email_inbound import InvalidEmail, JsonEmail, parse_json, parse_raw
 from services.intake.repository import IntakeTransaction, InvalidCursor
 from services.intake.service import (
@@ -171,6 +171,68 @@ class NpsAnswer(BaseModel):
     ticket_id: str
     score: int
     message: str
+
+
+class NpsBody(BaseModel):
+    """An answer to the NPS survey, posted as JSON or by the survey page's form."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    score: int = Field(ge=0, le=10)
+    comment: str | None = Field(default=None, max_length=survey_pages.COMMENT_MAX_CHARS)
+
+
+_NPS_FORM = {  # what the survey's page posts; an empty comment is none
+    "type": "object",
+    "properties": {
+        "score": {"type": "integer", "minimum": 0, "maximum": 10},
+        "comment": {"type": "string", "maxLength": survey_pages.COMMENT_MAX_CHARS},
+    },
+    "required": ["score"],
+    "additionalProperties": False,
+}
+
+
+async def _nps_from_json(request: Request) -> NpsBody:
+    """The answer a JSON client posted, refused as FastAPI refuses a JSON body it reads itself."""
+    try:
+        sent = await request.json()
+    except json.JSONDecodeError as invalid:
+        raise RequestValidationError(
+            [{"type": "json_invalid", "loc": ("body", invalid.pos), "msg": "JSON decode error"}]
+        ) from None
+    except ValueError:  # not UTF-8, say
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "the body cannot be read as JSON") from None
+    return _nps_answer(sent)
+
+
+async def _nps_from_form(request: Request) -> NpsBody:
+    """The answer the survey page's form posted. Read here, since FastAPI reads forms only with
+    python-multipart, and one route takes either body."""
+    try:
+        fields = parse_qsl((await request.body()).decode(), keep_blank_values=True, strict_parsing=True)
+    except ValueError:  # not UTF-8, or not `name=value&...`
+        raise RequestValidationError(
+            [{"type": "form_invalid", "loc": ("body",), "msg": "not a form-encoded body (name=value&...)"}]
+        ) from None
+    sent: dict[str, str] = {}
+    for name, value in fields:
+        if name in sent:
+            raise RequestValidationError([{"type": "form_repeated", "loc": ("body", name), "msg": "given twice"}])
+        sent[name] = value.replace("\r\n", "\n")  # a browser sends a textarea's line breaks as CRLF
+    if not sent.get("comment"):
+        sent.pop("comment", None)
+    return _nps_answer(sent)
+
+
+def _nps_answer(sent: object) -> NpsBody:
+    """`sent` as an answer, or the 422 FastAPI gives a body it validated itself."""
+    try:
+        return NpsBody.model_validate(sent)
+    except ValidationError as invalid:
+        raise RequestValidationError(
+            [{**error, "loc": ("body", *error["loc"])} for error in invalid.errors(include_url=False)]
+        ) from None
 
 
 class StatusConflict(Problem):
@@ -523,22 +585,6 @@ def build_routes(
         )
         return HTMLResponse(page, headers=survey_pages.HEADERS)
 
-    class NpsBody(BaseModel):
-        model_config = ConfigDict(extra="forbid")
-
-        score: int = Field(ge=0, le=10)
-        comment: str | None = Field(default=None, max_length=survey_pages.COMMENT_MAX_CHARS)
-
-    _NPS_FORM = {  # what the survey's page posts; an empty comment is none
-        "type": "object",
-        "properties": {
-            "score": {"type": "integer", "minimum": 0, "maximum": 10},
-            "comment": {"type": "string", "maxLength": survey_pages.COMMENT_MAX_CHARS},
-        },
-        "required": ["score"],
-        "additionalProperties": False,
-    }
-
     @signed.post(
         "/customers/{customer_id}/nps",
         response_model=NpsAnswer,
@@ -569,7 +615,7 @@ def build_routes(
         """The answer, authorised by the link's signature: JSON `{"score", "comment"}`, or the survey page's
         form (form-encoded), which gets a page back."""
         from_form = _content_type(request) == _FORM
-        answer = await _nps_form(request) if from_form else await _nps_json(request)
+        answer = await _nps_from_form(request) if from_form else await _nps_from_json(request)
         if (refused := _refused_link(customer_id, survey, ticket_id, expires, signature)) is not None:
             return refused
         try:
@@ -585,42 +631,6 @@ def build_routes(
             survey_id=survey, customer_id=customer_id, ticket_id=ticket_id, score=answer.score,
             message="Thank you for your answer.",
         )
-
-    async def _nps_json(request: Request) -> NpsBody:
-        try:
-            sent = await request.json()
-        except json.JSONDecodeError as invalid:
-            raise RequestValidationError(
-                [{"type": "json_invalid", "loc": ("body", invalid.pos), "msg": "JSON decode error", "input": {}}]
-            ) from None
-        except ValueError:  # not UTF-8, say
-            raise HTTPException(status.HTTP_400_BAD_REQUEST, "the body cannot be read as JSON") from None
-        return _nps_body(sent)
-
-    async def _nps_form(request: Request) -> NpsBody:
-        try:
-            fields = parse_qsl((await request.body()).decode(), keep_blank_values=True, strict_parsing=True)
-        except ValueError:  # not UTF-8, or not `name=value&...`
-            raise RequestValidationError(
-                [{"type": "form_invalid", "loc": ("body",), "msg": "not a form-encoded body (name=value&...)"}]
-            ) from None
-        sent: dict[str, str] = {}
-        for name, value in fields:
-            if name in sent:
-                raise RequestValidationError([{"type": "form_repeated", "loc": ("body", name), "msg": "given twice"}])
-            sent[name] = value.replace("\r\n", "\n")  # a browser sends a textarea's line breaks as CRLF
-        if not sent.get("comment"):
-            sent.pop("comment", None)
-        return _nps_body(sent)
-
-    def _nps_body(sent: object) -> NpsBody:
-        """`sent` as an answer, or the 422 FastAPI gives a body it validated itself."""
-        try:
-            return NpsBody.model_validate(sent)
-        except ValidationError as invalid:
-            raise RequestValidationError(
-                [{**error, "loc": ("body", *error["loc"])} for error in invalid.errors(include_url=False)]
-            ) from None
 
     def _refused_link(customer_id: str, survey: str, ticket_id: str, expires: int, signature: str) -> JSONResponse | None:
         if settings.csat_signing_key is None:
