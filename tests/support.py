@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from email import message_from_bytes, policy
 from email.message import EmailMessage
+from html.parser import HTMLParser
 from pathlib import Path
 
 import httpx
@@ -153,6 +154,43 @@ class RunningPlatform:
         ]
 
 
+
+
+class HtmlForm(HTMLParser):
+    """A page's one form, read as a browser reads it: where and how it posts, and what it would send as it
+    stands (checked radios, textareas); and every address the page would fetch besides itself."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.action = self.method = None
+        self.fields: dict[str, str] = {}
+        self.fetches: list[str] = []
+        self._textarea: str | None = None
+
+    @classmethod
+    def of(cls, page: str) -> "HtmlForm":
+        form = cls()
+        form.feed(page)
+        return form
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        attributes = dict(attrs)
+        self.fetches += [attributes[name] for name in ("src", "href") if name in attributes]
+        if tag == "form":
+            self.action, self.method = attributes["action"], attributes["method"]
+        elif tag == "input" and (attributes.get("type") != "radio" or "checked" in attributes):
+            self.fields[attributes["name"]] = attributes.get("value", "")
+        elif tag == "textarea":
+            self._textarea = attributes["name"]
+            self.fields[self._textarea] = ""
+
+    def handle_data(self, data: str) -> None:
+        if self._textarea is not None:
+            self.fields[self._textarea] += data
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "textarea":
+            self._textarea = None
 
 
 class CommandNames(monitoring.CommandListener):

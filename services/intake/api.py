@@ -5,10 +5,9 @@ the mail provider's relay) and the CSAT and NPS survey links (signed by notify),
 callers holds a key.
 """
 
-import html
 import json
 import time
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request, Response, status
@@ -173,6 +172,15 @@ class NpsAnswer(BaseModel):
     message: str
 
 
+class CsatBody(BaseModel):
+    """A CSAT rating, posted as JSON or by the survey page's form."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    score: int = Field(ge=1, le=5)
+    comment: str | None = Field(default=None, max_length=survey_pages.COMMENT_MAX_CHARS)
+
+
 class NpsBody(BaseModel):
     """An answer to the NPS survey, posted as JSON or by the survey page's form."""
 
@@ -182,18 +190,23 @@ class NpsBody(BaseModel):
     comment: str | None = Field(default=None, max_length=survey_pages.COMMENT_MAX_CHARS)
 
 
-_NPS_FORM = {  # what the survey's page posts; an empty comment is none
-    "type": "object",
-    "properties": {
-        "score": {"type": "integer", "minimum": 0, "maximum": 10},
-        "comment": {"type": "string", "maxLength": survey_pages.COMMENT_MAX_CHARS},
-    },
-    "required": ["score"],
-    "additionalProperties": False,
-}
+SurveyBody = TypeVar("SurveyBody", CsatBody, NpsBody)
 
 
-async def _nps_from_json(request: Request) -> NpsBody:
+def _form_schema(survey: survey_pages.Survey) -> dict:
+    """What the survey's page posts; an empty comment is none."""
+    return {
+        "type": "object",
+        "properties": {
+            "score": {"type": "integer", "minimum": survey.scores[0], "maximum": survey.highest},
+            "comment": {"type": "string", "maxLength": survey_pages.COMMENT_MAX_CHARS},
+        },
+        "required": ["score"],
+        "additionalProperties": False,
+    }
+
+
+async def _answer_from_json(request: Request, body: type[SurveyBody]) -> SurveyBody:
     """The answer a JSON client posted, refused as FastAPI refuses a JSON body it reads itself."""
     try:
         sent = await request.json()
@@ -203,11 +216,11 @@ async def _nps_from_json(request: Request) -> NpsBody:
         ) from None
     except ValueError:  # not UTF-8, say
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "the body cannot be read as JSON") from None
-    return _nps_answer(sent)
+    return _answer(sent, body)
 
 
-async def _nps_from_form(request: Request) -> NpsBody:
-    """The answer the survey page's form posted. Read here, since FastAPI reads forms only with
+async def _answer_from_form(request: Request, body: type[SurveyBody]) -> SurveyBody:
+    """The answer a survey page's form posted. Read here, since FastAPI reads forms only with
     python-multipart, and one route takes either body."""
     try:
         fields = parse_qsl((await request.body()).decode(), keep_blank_values=True, strict_parsing=True)
@@ -222,13 +235,13 @@ async def _nps_from_form(request: Request) -> NpsBody:
         sent[name] = value.replace("\r\n", "\n")  # a browser sends a textarea's line breaks as CRLF
     if not sent.get("comment"):
         sent.pop("comment", None)
-    return _nps_answer(sent)
+    return _answer(sent, body)
 
 
-def _nps_answer(sent: object) -> NpsBody:
+def _answer(sent: object, body: type[SurveyBody]) -> SurveyBody:
     """`sent` as an answer, or the 422 FastAPI gives a body it validated itself."""
     try:
-        return NpsBody.model_validate(sent)
+        return body.model_validate(sent)
     except ValidationError as invalid:
         raise RequestValidationError(
             [{**error, "loc": ("body", *error["loc"])} for error in invalid.errors(include_url=False)]
@@ -497,58 +510,6 @@ def build_routes(
             response.headers["Idempotent-Replayed"] = "true"
         return EmailAnswer(ticket_id=received.ticket_id, message_id=received.message_id, action=received.action)
 
-    @signed.get("/tickets/{ticket_id}/csat", response_model=CsatAnswer, tags=["csat"], responses=_doc(403, 404, 409))
-    async def csat_from_link(
-        ticket_id: Id,
-        request: Request,
-        score: Annotated[int, Query(ge=1, le=5)],
-        expires: Annotated[int, Query(ge=0)],
-        signature: Annotated[str, Query(min_length=64, max_length=64, pattern=r"^[0-9a-fA-F]{64}$")],
-        comment: Annotated[str | None, Query(max_length=2000)] = None,
-    ):
-        """The survey link notify mails: one rating per solved ticket; a later click replaces it."""
-        return await _rate(ticket_id, request, score, expires, signature, comment)
-
-    class CsatBody(BaseModel):
-        model_config = ConfigDict(extra="forbid")
-
-        score: int = Field(ge=1, le=5)
-        comment: str | None = Field(default=None, max_length=2000)
-
-    @signed.post(
-        "/tickets/{ticket_id}/csat", response_model=CsatAnswer, tags=["csat"], responses=_doc(*BODY, 403, 404, 409)
-    )
-    async def csat_with_comment(
-        ticket_id: Id,
-        request: Request,
-        rating: CsatBody,
-        expires: Annotated[int, Query(ge=0)],
-        signature: Annotated[str, Query(min_length=64, max_length=64, pattern=r"^[0-9a-fA-F]{64}$")],
-    ):
-        """The same rating with a comment (a survey page posts it), authorised by the link's signature."""
-        return await _rate(ticket_id, request, rating.score, expires, signature, rating.comment)
-
-    async def _rate(ticket_id: str, request: Request, score: int, expires: int, signature: str, comment: str | None):
-        if settings.csat_signing_key is None:
-            return _problem(status.HTTP_503_SERVICE_UNAVAILABLE, "CSAT is not configured")
-        try:
-            verify_csat(settings.csat_signing_key.get_secret_value(), ticket_id, expires, signature, now=time.time())
-        except BadSignature as bad:
-            return _problem(status.HTTP_403_FORBIDDEN, str(bad))
-        try:
-            await intake.rate(ticket_id, score, comment)
-        except TicketNotFound as missing:
-            return _problem(status.HTTP_404_NOT_FOUND, str(missing))
-        except NotRatable as early:
-            return _problem(status.HTTP_409_CONFLICT, str(early))
-        thanks = "Thank you for your feedback."
-        if "text/html" in request.headers.get("accept", ""):
-            return HTMLResponse(
-                f"<!doctype html><html><head><meta charset='utf-8'><title>Thank you</title></head>"
-                f"<body><h1>{thanks}</h1><p>You rated ticket {html.escape(ticket_id)} {score} out of 5.</p></body></html>"
-            )
-        return CsatAnswer(ticket_id=ticket_id, score=score, message=thanks)
-
     SurveyId = Annotated[str, Query(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_-]+$")]
     SurveyTicket = Annotated[str, Query(min_length=1, max_length=100)]
     Expires = Annotated[int, Query(ge=0)]
@@ -557,6 +518,77 @@ def build_routes(
     _ANSWERED = {  # a page to a browser (the link followed, or the form posted), else the Problem
         409: {**_doc(409)[409], "content": _HTML, "description": "the survey was answered already"}
     }
+
+    def _answer_body(survey: survey_pages.Survey, body: type[BaseModel]) -> dict:
+        """The POST's body, documented: JSON, or the form the survey's page posts."""
+        content = {"application/json": {"schema": body.model_json_schema()}, _FORM: {"schema": _form_schema(survey)}}
+        return {"requestBody": {"required": True, "content": content}}
+
+    @signed.get(
+        "/tickets/{ticket_id}/csat",
+        response_model=None,
+        tags=["csat"],
+        responses={**_doc(403), 200: {"content": _HTML, "description": "the survey's form"}},
+    )
+    async def csat_from_link(
+        ticket_id: Id,
+        score: Annotated[int, Query(ge=1, le=5)],
+        expires: Expires,
+        signature: Signature,
+    ):
+        """The survey link notify mails, one per score. It rates nothing: it shows a form, `score`
+        preselected, that POSTs the rating, so a mail scanner fetching every link cannot rate for the customer."""
+        if (refused := _refused_csat_link(ticket_id, expires, signature)) is not None:
+            return refused
+        page = survey_pages.question(
+            survey_pages.CSAT, signed={"expires": expires, "signature": signature}, score=score,
+            about=f"Your request {ticket_id} was solved.",
+        )
+        return HTMLResponse(page, headers=survey_pages.HEADERS)
+
+    _NOT_TAKEN = {code: {**answer, "content": _HTML} for code, answer in _doc(404, 409).items()}  # a page to a form
+
+    @signed.post(
+        "/tickets/{ticket_id}/csat",
+        response_model=CsatAnswer,
+        tags=["csat"],
+        responses={
+            **_doc(*BODY, 403),
+            **_NOT_TAKEN,
+            200: {"content": _HTML, "description": "the rating: JSON, or a thank-you page to a posted form"},
+        },
+        openapi_extra=_answer_body(survey_pages.CSAT, CsatBody),
+    )
+    async def csat_answer(ticket_id: Id, request: Request, expires: Expires, signature: Signature):
+        """The rating, authorised by the link's signature: JSON `{"score", "comment"}`, or the survey page's
+        form (form-encoded), which gets a page back. One rating per solved ticket: a later one replaces it."""
+        from_form = _content_type(request) == _FORM
+        rating = await _answer_from_form(request, CsatBody) if from_form else await _answer_from_json(request, CsatBody)
+        if (refused := _refused_csat_link(ticket_id, expires, signature)) is not None:
+            return refused
+        try:
+            await intake.rate(ticket_id, rating.score, rating.comment)
+        except TicketNotFound as missing:
+            return _not_taken(status.HTTP_404_NOT_FOUND, str(missing), as_page=from_form)
+        except NotRatable as early:
+            return _not_taken(status.HTTP_409_CONFLICT, str(early), as_page=from_form)
+        if from_form:
+            return HTMLResponse(survey_pages.thanks(survey_pages.CSAT, rating.score), headers=survey_pages.HEADERS)
+        return CsatAnswer(ticket_id=ticket_id, score=rating.score, message="Thank you for your feedback.")
+
+    def _refused_csat_link(ticket_id: str, expires: int, signature: str) -> JSONResponse | None:
+        if settings.csat_signing_key is None:
+            return _problem(status.HTTP_503_SERVICE_UNAVAILABLE, "CSAT is not configured")
+        try:
+            verify_csat(settings.csat_signing_key.get_secret_value(), ticket_id, expires, signature, now=time.time())
+        except BadSignature as bad:
+            return _problem(status.HTTP_403_FORBIDDEN, str(bad))
+        return None
+
+    def _not_taken(code: int, reason: str, *, as_page: bool) -> Response:
+        if as_page:
+            return HTMLResponse(survey_pages.not_taken(reason), code, headers=survey_pages.HEADERS)
+        return _problem(code, reason)
 
     @signed.get(
         "/customers/{customer_id}/nps",
@@ -581,7 +613,9 @@ def build_routes(
         if await reads.nps_answers.answered(survey):
             return _answered_already(survey, as_page=_accepts_html(request))
         page = survey_pages.question(
-            survey_id=survey, ticket_id=ticket_id, expires=expires, signature=signature, score=score
+            survey_pages.NPS,
+            signed={"survey": survey, "ticket_id": ticket_id, "expires": expires, "signature": signature},
+            score=score,
         )
         return HTMLResponse(page, headers=survey_pages.HEADERS)
 
@@ -594,15 +628,7 @@ def build_routes(
             **_ANSWERED,
             200: {"content": _HTML, "description": "the answer: JSON, or a thank-you page to a posted form"},
         },
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/json": {"schema": NpsBody.model_json_schema()},
-                    _FORM: {"schema": _NPS_FORM},
-                },
-            }
-        },
+        openapi_extra=_answer_body(survey_pages.NPS, NpsBody),
     )
     async def nps_answer(
         customer_id: Id,
@@ -615,7 +641,7 @@ def build_routes(
         """The answer, authorised by the link's signature: JSON `{"score", "comment"}`, or the survey page's
         form (form-encoded), which gets a page back."""
         from_form = _content_type(request) == _FORM
-        answer = await _nps_from_form(request) if from_form else await _nps_from_json(request)
+        answer = await _answer_from_form(request, NpsBody) if from_form else await _answer_from_json(request, NpsBody)
         if (refused := _refused_link(customer_id, survey, ticket_id, expires, signature)) is not None:
             return refused
         try:
@@ -626,7 +652,7 @@ def build_routes(
         except SurveyAnswered:
             return _answered_already(survey, as_page=from_form)
         if from_form:
-            return HTMLResponse(survey_pages.thanks(answer.score), headers=survey_pages.HEADERS)
+            return HTMLResponse(survey_pages.thanks(survey_pages.NPS, answer.score), headers=survey_pages.HEADERS)
         return NpsAnswer(
             survey_id=survey, customer_id=customer_id, ticket_id=ticket_id, score=answer.score,
             message="Thank you for your answer.",

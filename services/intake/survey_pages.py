@@ -1,10 +1,13 @@
-"""The NPS survey's pages, each self-contained (inline style, no script, nothing fetched from elsewhere).
+"""The survey links' pages (CSAT and NPS), each self-contained (inline style, no script, nothing fetched
+from elsewhere).
 
-The mailed link shows the question with the chosen score preselected; only the form's POST answers. A
-mail security scanner that fetches every link of a mail therefore answers nothing: it would otherwise
-answer the survey with the first link it fetched, and this survey takes one answer only.
+A mailed link shows its survey's question with the link's score preselected; only the form's POST answers.
+A mail security scanner that fetches every link of a mail therefore answers nothing: it would otherwise
+answer with the first link it fetched (NPS takes that one answer only; CSAT would report a rating nobody
+gave).
 """
 
+from dataclasses import dataclass
 from html import escape
 from urllib.parse import urlencode
 
@@ -16,6 +19,37 @@ HEADERS = {
     "Referrer-Policy": "no-referrer",  # the address carries the link's signature
     "Cache-Control": "no-store",
 }
+
+
+@dataclass(frozen=True)
+class Survey:
+    """What one survey's page says, and where its form posts."""
+
+    question: str
+    scores: range
+    scale: str  # what the lowest and the highest score mean, in a sentence
+    ends: tuple[str, str]  # the lowest and the highest score's labels
+    action: str  # the route's last path segment: the form posts back to the link's own path
+
+    @property
+    def highest(self) -> int:
+        return self.scores[-1]
+
+
+NPS = Survey(
+    question="How likely are you to recommend us?",
+    scores=range(11),
+    scale="0 is not at all likely, 10 extremely likely.",
+    ends=("Not at all likely", "Extremely likely"),
+    action="nps",
+)
+CSAT = Survey(
+    question="How satisfied are you with the help you got?",
+    scores=range(1, 6),
+    scale="1 is very unsatisfied, 5 very satisfied.",
+    ends=("Very unsatisfied", "Very satisfied"),
+    action="csat",
+)
 
 _STYLE = (
     "body{font-family:system-ui,sans-serif;max-width:40rem;margin:2rem auto;padding:0 1rem;color:#222}"
@@ -40,29 +74,33 @@ def _page(title: str, body: str) -> str:
     )
 
 
-def question(*, survey_id: str, ticket_id: str, expires: int, signature: str, score: int) -> str:
-    """The form the mailed link shows: `score` preselected, a comment box, and a button that POSTs the
-    answer form-encoded to the same path with the link's signed parameters."""
-    signed = urlencode({"survey": survey_id, "ticket_id": ticket_id, "expires": expires, "signature": signature})
+def question(survey: Survey, *, signed: dict[str, str | int], score: int, about: str | None = None) -> str:
+    """The form a mailed link shows: `score` preselected, a comment box, and a button that POSTs the
+    answer form-encoded to the same path with the link's `signed` parameters (all but its score).
+    `about` says what is asked about (a ticket, say)."""
     scores = "".join(
         f"<label class='score'><input type='radio' name='score' value='{value}' required"
         f"{' checked' if value == score else ''}><span>{value}</span></label>"
-        for value in range(11)
+        for value in survey.scores
     )
+    low, high = survey.ends
     return _page(
-        "How likely are you to recommend us?",
-        f"<h1>How likely are you to recommend us?</h1>"
-        f"<form method='post' action='nps?{escape(signed)}'>"
-        f"<fieldset><legend>0 is not at all likely, 10 extremely likely.</legend>{scores}</fieldset>"
-        f"<div class='ends'><span>Not at all likely</span><span>Extremely likely</span></div>"
+        survey.question,
+        f"<h1>{escape(survey.question)}</h1>"
+        + (f"<p>{escape(about)}</p>" if about else "")
+        + f"<form method='post' action='{escape(survey.action)}?{escape(urlencode(signed))}'>"
+        f"<fieldset><legend>{escape(survey.scale)}</legend>{scores}</fieldset>"
+        f"<div class='ends'><span>{escape(low)}</span><span>{escape(high)}</span></div>"
         f"<p><label for='comment'>Anything you would like to tell us? (optional)</label></p>"
         f"<textarea id='comment' name='comment' maxlength='{COMMENT_MAX_CHARS}'></textarea>"
         f"<button type='submit'>Send my answer</button></form>",
     )
 
 
-def thanks(score: int) -> str:
-    return _page("Thank you", f"<h1>Thank you for your answer.</h1><p>You answered {score} out of 10.</p>")
+def thanks(survey: Survey, score: int) -> str:
+    return _page(
+        "Thank you", f"<h1>Thank you for your answer.</h1><p>You answered {score} out of {survey.highest}.</p>"
+    )
 
 
 def answered_already() -> str:
@@ -70,3 +108,8 @@ def answered_already() -> str:
         "Answered already",
         "<h1>This survey has been answered already.</h1><p>Thank you: an answer cannot be changed.</p>",
     )
+
+
+def not_taken(reason: str) -> str:
+    """A posted answer the survey cannot take (its ticket is not solved, say), and why."""
+    return _page("Not recorded", f"<h1>Your answer was not recorded.</h1><p>{escape(reason)}</p>")

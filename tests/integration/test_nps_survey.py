@@ -5,7 +5,6 @@ topic, and no second survey to the same customer within 90 days."""
 
 import re
 import time
-from html.parser import HTMLParser
 from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 
 import httpx
@@ -13,49 +12,12 @@ import pytest
 
 from shared import topics
 from shared.signing import nps_signature
-from tests.support import eventually, unique
+from tests.support import HtmlForm, eventually, unique
 
 pytestmark = pytest.mark.integration
 
 SUBJECT = "How likely are you to recommend us?"
 NPS_RECEIVED = "support.customer.nps_received.v1"
-
-
-class HtmlForm(HTMLParser):
-    """A page's one form, read as a browser reads it: where and how it posts, and what it would send as it
-    stands (checked radios, textareas); and every address the page would fetch besides itself."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.action = self.method = None
-        self.fields: dict[str, str] = {}
-        self.fetches: list[str] = []
-        self._textarea: str | None = None
-
-    @classmethod
-    def of(cls, page: str) -> "HtmlForm":
-        form = cls()
-        form.feed(page)
-        return form
-
-    def handle_starttag(self, tag: str, attrs: list) -> None:
-        attributes = dict(attrs)
-        self.fetches += [attributes[name] for name in ("src", "href") if name in attributes]
-        if tag == "form":
-            self.action, self.method = attributes["action"], attributes["method"]
-        elif tag == "input" and (attributes.get("type") != "radio" or "checked" in attributes):
-            self.fields[attributes["name"]] = attributes.get("value", "")
-        elif tag == "textarea":
-            self._textarea = attributes["name"]
-            self.fields[self._textarea] = ""
-
-    def handle_data(self, data: str) -> None:
-        if self._textarea is not None:
-            self.fields[self._textarea] += data
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "textarea":
-            self._textarea = None
 
 
 async def solved_ticket(platform, customer: dict) -> str:

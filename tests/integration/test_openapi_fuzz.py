@@ -41,7 +41,7 @@ ERRORS = {  # every /v1 route, with the error answers the README promises for it
     ("GET", "/v1/tickets/{ticket_id}/messages"): {401, 403, 404, 429},
     ("GET", "/v1/customers/{customer_id}"): {401, 403, 404, 429},
     ("POST", "/v1/inbound/email"): {401, 409, 413, 422},
-    ("GET", "/v1/tickets/{ticket_id}/csat"): {403, 404, 409, 422},
+    ("GET", "/v1/tickets/{ticket_id}/csat"): {403, 422},
     ("POST", "/v1/tickets/{ticket_id}/csat"): {403, 404, 409, 413, 422},
     ("GET", "/v1/customers/{customer_id}/nps"): {403, 409, 422},
     ("POST", "/v1/customers/{customer_id}/nps"): {403, 409, 413, 422},
