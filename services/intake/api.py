@@ -608,7 +608,7 @@ def build_routes(
         """The relationship survey's link notify mails ("how likely are you to recommend us", 0..10). It
         answers nothing: it shows a form, `score` preselected, that POSTs the answer, so a mail scanner
         fetching every link cannot answer for the customer."""
-        if (refused := _refused_link(customer_id, survey, ticket_id, expires, signature)) is not None:
+        if (refused := _refused_nps_link(customer_id, survey, ticket_id, expires, signature)) is not None:
             return refused
         if await reads.nps_answers.answered(survey):
             return _answered_already(survey, as_page=_accepts_html(request))
@@ -642,7 +642,7 @@ def build_routes(
         form (form-encoded), which gets a page back."""
         from_form = _content_type(request) == _FORM
         answer = await _answer_from_form(request, NpsBody) if from_form else await _answer_from_json(request, NpsBody)
-        if (refused := _refused_link(customer_id, survey, ticket_id, expires, signature)) is not None:
+        if (refused := _refused_nps_link(customer_id, survey, ticket_id, expires, signature)) is not None:
             return refused
         try:
             await intake.answer_nps(
@@ -658,7 +658,7 @@ def build_routes(
             message="Thank you for your answer.",
         )
 
-    def _refused_link(customer_id: str, survey: str, ticket_id: str, expires: int, signature: str) -> JSONResponse | None:
+    def _refused_nps_link(customer_id: str, survey: str, ticket_id: str, expires: int, signature: str) -> JSONResponse | None:
         if settings.csat_signing_key is None:
             return _problem(status.HTTP_503_SERVICE_UNAVAILABLE, "surveys are not configured")
         try:
