@@ -27,5 +27,4 @@ def build_app(settings: InsightsSettings | None = None) -> FastAPI:
         subscriptions=[Subscription(topic, insights.handlers(topic)) for topic in SUBSCRIBED],
         prefetch=insights.prefetch,
         ensure_indexes=[kit.uow.reads.facts.ensure_indexes],
-        publishes={},
     )
