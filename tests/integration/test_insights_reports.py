@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from shared import topics
 from shared.launcher.platform import Platform, Ports, embedded_environ
 from tests import insights_scenario as scenario
+from tests.browser import chromium_page
 from tests.support import eventually, unique
 
 TOPIC_ORDER = (topics.SLA, topics.ROUTING, topics.NOTIFICATIONS, topics.TICKETS)
@@ -172,3 +173,24 @@ async def test_reports_need_a_key(insights_platform: Platform) -> None:
     async with httpx.AsyncClient(base_url=insights_platform.url("insights")) as anonymous:
         assert (await anonymous.get("/v1/reports/summary")).status_code == 401
         assert (await anonymous.get("/")).status_code == 200
+
+
+async def test_the_board_shows_the_seeded_figures_in_a_real_browser(seeded, insights_platform: Platform) -> None:
+    _, prefix, _ = seeded
+    async with chromium_page() as browser:
+        page = browser.page
+        await page.goto(f"{insights_platform.url('insights')}/?until=2025-03-12&tz=America/New_York")
+        assert "API key" in await page.locator("#key-help").inner_text()
+        await page.fill("#key", insights_platform.api_key)
+        await page.click("#key-form button[type=submit]")
+        await page.wait_for_function("document.getElementById('status').textContent.startsWith('updated')", timeout=15_000)
+        shown = {name: await page.locator(f"#{name}").inner_text() for name in ("today-created", "today-solved", "sla-first_reply", "sla-resolution")}
+        assert shown == {"today-created": "2", "today-solved": "0", "sla-first_reply": "57.1%", "sla-resolution": "83.3%"}
+        trends = [row.split("\t") for row in await page.locator("#trend-table tbody tr").all_inner_texts()]
+        assert trends == [["2025-03-03", "3.67", "3", "0", "4"], ["2025-03-10", "–", "0", "–", "0"]]
+        at_risk = await page.locator("#at-risk tbody tr td:first-child").all_inner_texts()
+        assert at_risk == [f"{prefix}-t6", f"{prefix}-t10"]
+        assert await page.locator("#by-hour svg rect").count() == 7  # the hours (NY) of the 7 tickets replied to
+        assert insights_platform.api_key not in page.url and browser.refused == []
+        assert await page.evaluate("sessionStorage.getItem('switchboard-insights-key')") == insights_platform.api_key
+        await browser.screenshot("insights-board")
