@@ -22,6 +22,8 @@ from tests import insights_scenario as scenario
 from tests.browser import chromium_page
 from tests.support import eventually, unique
 
+pytestmark = pytest.mark.integration
+
 TOPIC_ORDER = (topics.SLA, topics.ROUTING, topics.NOTIFICATIONS, topics.TICKETS)
 """The order the first publication follows: every ticket's clocks and assignments before its creation."""
 
