@@ -58,8 +58,12 @@ class Query:
     filters: dict
 
     def match(self, *, after: str | None = None, outcome: tuple[str, str] | None = None) -> dict:
-        time_range = {"$gt": after} if after else {"$gte": f"{self.from_ms:013d}"}
-        match = {**eq({domain.FILTERS[name]: value for name, value in self.filters.items()}), "sort_key": {**time_range, "$lt": f"{self.to_ms:013d}"}}
+        start = f"{self.from_ms:013d}"
+        time_range = {"$gt": after} if after and after > start else {"$gte": start}  # a cursor never widens the range
+        match = {
+            **eq({domain.FILTERS[name]: value for name, value in self.filters.items()}),
+            "sort_key": {**time_range, "$lt": f"{self.to_ms:013d}"},
+        }
         if outcome is not None:
             metric, result = outcome
             match.update(eq({f"{metric}_outcome": result}))
