@@ -176,7 +176,7 @@ def sort_key(created_ms: int, ticket_id: str) -> str:
 
 
 def fact_document(ticket_id: str, state: dict) -> dict:
-    """The stored fact: `state` and the flat fields reports read (null where events have not told yet)."""
+    """The flat fields reports read (null where events have not told yet), all derived from `state`."""
     created = state["created"] or {}
     created_ms = created.get("ms")
     assignments = sorted(state["assignments"], key=lambda entry: (entry[1], entry[0]))
@@ -190,9 +190,9 @@ def fact_document(ticket_id: str, state: dict) -> dict:
     surveys = {kind for _, kind in state["surveys"]}
     document = {
         "_id": ticket_id,
-        "state": state,
         "sort_key": sort_key(created_ms, ticket_id) if created_ms is not None else None,
         "created_ms": created_ms,
+        "created_quarter": created_ms // QUARTER_MS if created_ms is not None else None,
         "channel": created.get("channel"),
         "priority": state["priority"][2] if state["priority"] else None,
         "category": created.get("category"),
@@ -259,10 +259,8 @@ DURATIONS = {
     "first_reply": ("first_reply_business_seconds", "first_reply_seconds"),
     "resolution": ("resolution_business_seconds", "resolution_seconds"),
 }
+TIME_GROUPS = ("day", "week", "hour")
 DAY_MS = 86_400_000
-WEEK_MS = 7 * DAY_MS
-MONDAY_SHIFT_MS = 3 * DAY_MS
-"""1970-01-01 was a Thursday: shifted by three days, weeks counted from the epoch start on Mondays."""
 
 
 def percentile(sorted_values: Sequence[float], share: float) -> float | None:
@@ -333,56 +331,34 @@ def figures(row: dict, thresholds: Sequence[int] = ()) -> dict:
 
 # --- time zones ----------------------------------------------------------------------------------
 
-
-def offset_changes(zone: ZoneInfo, from_ms: int, to_ms_: int) -> list[tuple[int, int]]:
-    """[(from this instant, the zone's UTC offset in ms)] over [from_ms, to_ms_): the first starts at from_ms.
-
-    Found by looking every hour and narrowing a change down to the second, so a report can turn
-    instants into local days in the database with plain arithmetic (`local_ms_expression`)."""
-
-    def offset(ms: int) -> int:
-        return int(datetime.fromtimestamp(ms / 1000, UTC).astimezone(zone).utcoffset() / timedelta(milliseconds=1))
-
-    changes = [(from_ms, offset(from_ms))]
-    step = 3_600_000
-    at = from_ms
-    while at < to_ms_:
-        following = min(at + step, to_ms_)
-        if offset(following) != changes[-1][1]:
-            low, high = at, following  # offset(low) is the current one, offset(high) the next
-            while high - low > 1000:
-                middle = (low + high) // 2
-                low, high = (middle, high) if offset(middle) == changes[-1][1] else (low, middle)
-            changes.append((high, offset(high)))
-        at = following
-    return changes
+QUARTER_MS = 900_000
+"""Facts are grouped in the database by the quarter hour of their creation (UTC): every zone's offset
+is a whole number of quarter hours, so each quarter lies in one local day, week and hour of any zone,
+and rolling quarters up into those (`time_label`) needs no date arithmetic in the database."""
 
 
-def local_ms_expression(changes: Sequence[tuple[int, int]], field: str = "$created_ms") -> dict:
-    """`field` shifted into local time: nested `$cond`s on the instants the offset changes (a few a year),
-    since the embedded server's `$dateToString` ignores `timezone`."""
-    expression: object = changes[-1][1]
-    for (_, offset), (changed_at, _) in zip(reversed(changes[:-1]), reversed(changes[1:]), strict=True):
-        expression = {"$cond": [{"$lt": [field, changed_at]}, offset, expression]}
-    return {"$add": [field, expression]}
-
-
-def bucket_expression(group_by: str, local: dict) -> dict:
-    """The local day (its midnight, as ms), week (its Monday) or hour of day (0-23) of `local`."""
+def time_label(group_by: str, quarter: int, zone: ZoneInfo) -> str:
+    """The local day, the Monday starting its week (both ISO dates), or the hour of day (`00`..`23`)."""
+    local = datetime.fromtimestamp(quarter * QUARTER_MS / 1000, UTC).astimezone(zone)
     if group_by == "day":
-        return {"$subtract": [local, {"$mod": [local, DAY_MS]}]}
+        return local.date().isoformat()
     if group_by == "week":
-        shifted = {"$add": [local, MONDAY_SHIFT_MS]}
-        return {"$subtract": [{"$subtract": [shifted, {"$mod": [shifted, WEEK_MS]}]}, MONDAY_SHIFT_MS]}
-    return {"$floor": {"$divide": [{"$mod": [local, DAY_MS]}, 3_600_000]}}
+        return (local.date() - timedelta(days=local.weekday())).isoformat()
+    return f"{local.hour:02d}"
 
 
-def group_label(group_by: str | None, key: object) -> str | None:
-    if group_by in ("day", "week"):
-        return datetime.fromtimestamp(int(key) / 1000, UTC).date().isoformat()
-    if group_by == "hour":
-        return f"{int(key):02d}"
-    return None if key is None else str(key)
+def merge_rows(rows: Iterable[dict]) -> dict:
+    """One row from several (quarter hours into a day, say): every accumulator is a `$sum` or a `$push`."""
+    merged: dict = {}
+    for row in rows:
+        for name, value in row.items():
+            if name == "_id":
+                continue
+            if isinstance(value, list):
+                merged.setdefault(name, []).extend(value)
+            else:
+                merged[name] = merged.get(name, 0) + (value or 0)
+    return merged
 
 
 def local_iso(ms: int | None, zone: ZoneInfo) -> str | None:

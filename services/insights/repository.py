@@ -1,12 +1,15 @@
 """MongoDB adapters for insights: the ticket facts, one document per ticket, and the reports' queries on them.
 
-The consumer reads a batch's facts with one `_id` `$in` query (`prefetch`) and queues one replace per
-fact, sent as one bulk write when the batch is done. Reports filter on `sort_key` (creation time then
+What the events said of a ticket (its fold `state`) is kept in `fact_states`, apart from the flat
+fact the reports read in `facts`: reports then read small documents (on the embedded server, whose
+aggregation parses each whole document, that halves a summary's time). The consumer reads a
+batch's states with one `_id` `$in` query (`prefetch`) and queues one replace per state and per fact,
+sent as one bulk write per collection when the batch is done. Reports filter on `sort_key` (creation time then
 ticket id, so a time range and the drill-down's cursor are one range) behind an `$eq` on at most one
 dimension, and every filterable dimension has an index led by it and ending in `sort_key`: the embedded
 server and MongoDB both serve that from the index. Aggregation pipelines use only `$match`,
-`$group` (`$sum`, `$push`) and arithmetic expressions (`$add`, `$subtract`, `$mod`,
-`$divide`, `$floor`, `$cond`, `$lt`, `$lte`, `$gt`, `$ifNull`), which both answer alike.
+`$group` on one field (`$sum`, `$push`) and, for `split_by_wait_time`, `$cond`, `$lte`, `$gt` and
+`$ifNull`, which both answer alike.
 """
 
 from collections.abc import AsyncIterator, Iterable
@@ -14,18 +17,20 @@ from functools import cached_property
 
 from pymongo import ASCENDING, ReplaceOne
 
-from services.insights.domain import FILTERS, bucket_expression, fact_document, new_state, row_fields
+from services.insights.domain import FILTERS, TIME_GROUPS, fact_document, new_state, row_fields
 from shared.mongo import KnownDocuments, Transaction
 from shared.mongo_filters import eq
 
 FACTS = "facts"
+STATES = "fact_states"
 INDEXED_DIMENSIONS = tuple(dict.fromkeys(FILTERS.values()))
 
 
 class FactsRepository:
     def __init__(self, tx: Transaction) -> None:
+        self._tx = tx
         self._collection = tx.db[FACTS]
-        self._known = KnownDocuments(self._collection, tx)
+        self._states = KnownDocuments(tx.db[STATES], tx)
 
     async def ensure_indexes(self) -> None:
         await self._collection.create_index([("sort_key", ASCENDING)])
@@ -36,40 +41,42 @@ class FactsRepository:
     # --- the consumer's side ------------------------------------------------------------------
 
     async def prefetch(self, ticket_ids: Iterable[str]) -> None:
-        await self._known.load(ticket_ids)
+        await self._states.load(ticket_ids)
 
     async def state(self, ticket_id: str) -> dict:
-        document = await self._known.get(ticket_id)
+        document = await self._states.get(ticket_id)
         return document["state"] if document else new_state()
 
     def save_later(self, ticket_id: str, state: dict) -> None:
-        document = fact_document(ticket_id, state)
-        self._known.write_later(document, ReplaceOne({"_id": ticket_id}, document, upsert=True))
+        kept = {"_id": ticket_id, "state": state}
+        self._states.write_later(kept, ReplaceOne({"_id": ticket_id}, kept, upsert=True))
+        self._tx.write_later(FACTS, ReplaceOne({"_id": ticket_id}, fact_document(ticket_id, state), upsert=True))
 
     # --- reports ------------------------------------------------------------------------------
 
-    async def summary(self, match: dict, group_by: str | None, local: dict | None, thresholds: list[int]) -> list[dict]:
+    async def summary(self, match: dict, group_by: str | None, thresholds: list[int]) -> list[dict]:
+        """One row per group; days, weeks and hours come as quarter hours (`created_quarter`) to roll up."""
         if group_by is None:
             key: object = None
-        elif group_by in ("day", "week", "hour"):
-            key = bucket_expression(group_by, local)
+        elif group_by in TIME_GROUPS:
+            key = "$created_quarter"
         else:
             key = f"${FILTERS.get(group_by, group_by)}"
         pipeline = [{"$match": match}, {"$group": {"_id": key, **row_fields(thresholds)}}]
         return await (await self._collection.aggregate(pipeline)).to_list()
 
     async def page(self, match: dict, limit: int) -> list[dict]:
-        return await self._collection.find(match, {"state": 0}).sort("sort_key", ASCENDING).limit(limit).to_list()
+        return await self._collection.find(match).sort("sort_key", ASCENDING).limit(limit).to_list()
 
     async def stream(self, match: dict, batch_size: int = 1000) -> AsyncIterator[dict]:
         """Every fact `match` selects, in creation order, a batch at a time: an export never holds them all."""
-        cursor = self._collection.find(match, {"state": 0}, batch_size=batch_size).sort("sort_key", ASCENDING)
+        cursor = self._collection.find(match, batch_size=batch_size).sort("sort_key", ASCENDING)
         async for document in cursor:
             yield document
 
     async def at_risk(self, filters: dict, limit: int) -> list[dict]:
         query = {"at_risk_due_ms": {"$gte": 0}, **eq(filters)}
-        return await self._collection.find(query, {"state": 0}).sort("at_risk_due_ms", ASCENDING).limit(limit).to_list()
+        return await self._collection.find(query).sort("at_risk_due_ms", ASCENDING).limit(limit).to_list()
 
 
 class InsightsTransaction(Transaction):

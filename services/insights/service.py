@@ -92,9 +92,15 @@ class Insights:
     # --- reports ------------------------------------------------------------------------------
 
     async def summary(self, query: Query, group_by: str | None, thresholds: list[int]) -> list[dict]:
-        local = domain.local_ms_expression(domain.offset_changes(query.zone, query.from_ms, query.to_ms))
-        rows = await self._uow.reads.facts.summary(query.match(), group_by, local, thresholds)
-        groups = [{"group": domain.group_label(group_by, row["_id"]), **domain.figures(row, thresholds)} for row in rows]
+        rows = await self._uow.reads.facts.summary(query.match(), group_by, thresholds)
+        if group_by in domain.TIME_GROUPS:
+            by_label: dict[str, list[dict]] = {}
+            for row in rows:
+                by_label.setdefault(domain.time_label(group_by, row["_id"], query.zone), []).append(row)
+            labelled = [(label, domain.merge_rows(parts)) for label, parts in by_label.items()]
+        else:
+            labelled = [(None if row["_id"] is None else str(row["_id"]), row) for row in rows]
+        groups = [{"group": label, **domain.figures(row, thresholds)} for label, row in labelled]
         return sorted(groups, key=lambda group: (group["group"] is None, group["group"] or ""))
 
     async def tickets(self, query: Query, outcome: tuple[str, str] | None, after: str | None, limit: int) -> tuple[list[dict], str | None]:

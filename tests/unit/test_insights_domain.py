@@ -1,11 +1,13 @@
 """Insights' pure parts: facts folded from events in any order, replayed or not, and the report math."""
 
 import random
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from services.insights import domain
+from shared.clock import to_ms
 from tests import insights_scenario as scenario
 
 
@@ -76,11 +78,26 @@ def test_percentile_is_the_nearest_rank() -> None:
     assert domain.percentile(list(range(1, 11)), 0.9) == 9
 
 
-def test_offsets_of_new_york_across_the_change_to_summer_time() -> None:
-    start = 1741392000000  # 2025-03-08T00:00Z
-    changes = domain.offset_changes(ZoneInfo("America/New_York"), start, start + 3 * domain.DAY_MS)
-    assert changes == [(start, -5 * 3_600_000), (1741503600000, -4 * 3_600_000)]  # 2025-03-09T07:00Z
-    assert domain.offset_changes(ZoneInfo("UTC"), start, start + 400 * domain.DAY_MS) == [(start, 0)]
+def test_quarter_hours_roll_up_into_new_yorks_days_across_the_change_to_summer_time() -> None:
+    new_york = ZoneInfo("America/New_York")
+
+    def day_of(utc: str) -> str:
+        return domain.time_label("day", to_ms(datetime.fromisoformat(utc)) // domain.QUARTER_MS, new_york)
+
+    assert day_of("2025-03-09T04:45:00+00:00") == "2025-03-08"  # 23:45 EST
+    assert day_of("2025-03-09T05:00:00+00:00") == "2025-03-09"  # midnight EST
+    assert day_of("2025-03-10T03:45:00+00:00") == "2025-03-09"  # 23:45 EDT
+    assert day_of("2025-03-10T04:00:00+00:00") == "2025-03-10"  # midnight EDT
+    sunday = to_ms(datetime.fromisoformat("2025-03-09T12:00:00+00:00")) // domain.QUARTER_MS
+    assert domain.time_label("week", sunday, new_york) == "2025-03-03"
+    assert domain.time_label("hour", sunday, new_york) == "08"
+    kolkata = to_ms(datetime.fromisoformat("2025-03-09T18:15:00+00:00")) // domain.QUARTER_MS  # 23:45 at +05:30
+    assert domain.time_label("day", kolkata, ZoneInfo("Asia/Kolkata")) == "2025-03-09"
+
+
+def test_rows_merge_by_adding_sums_and_joining_pushed_values() -> None:
+    merged = domain.merge_rows([{"_id": 1, "created": 2, "values": [1.0]}, {"_id": 2, "created": 3, "values": [None, 2.0]}])
+    assert merged == {"created": 5, "values": [1.0, None, 2.0]}
 
 
 @pytest.mark.parametrize(
