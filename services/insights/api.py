@@ -36,7 +36,9 @@ def build_routes(insights: Insights, require_api_key, needs, *, max_range_days: 
     )
 
     def report_query(
-        from_: Annotated[datetime | None, Query(alias="from", description="Created at or after; default: `to` minus 30 days.")] = None,
+        from_: Annotated[
+            datetime | None, Query(alias="from", description="Created at or after; default: `to` minus 30 days.")
+        ] = None,
         to: Annotated[datetime | None, Query(description="Created before; default: now.")] = None,
         tz: Annotated[str, Query(max_length=64, description="IANA zone for days, weeks, hours and times shown.")] = "UTC",
         channel: Dimension = None,
@@ -49,7 +51,9 @@ def build_routes(insights: Insights, require_api_key, needs, *, max_range_days: 
         try:
             zone = ZoneInfo(tz)
         except (ZoneInfoNotFoundError, ValueError):
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"tz: unknown time zone {tz!r}; use an IANA name such as Europe/Berlin") from None
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT, f"tz: unknown time zone {tz!r}; use an IANA name such as Europe/Berlin"
+            ) from None
         end = to_ms(_in_zone(to, zone)) if to else now_ms()
         start = to_ms(_in_zone(from_, zone)) if from_ else end - default_range_days * domain.DAY_MS
         if start >= end:
@@ -67,8 +71,12 @@ def build_routes(insights: Insights, require_api_key, needs, *, max_range_days: 
     @reports.get("/summary")
     async def summary(
         query: ReportOf,
-        group_by: Annotated[Literal[*domain.GROUPS] | None, Query(description="Omitted: one group of everything.")] = None,  # type: ignore[valid-type]
-        split_by_wait_time: Annotated[str | None, Query(max_length=100, description="e.g. `60,300,900` (seconds to first assignment).")] = None,
+        group_by: Annotated[
+            Literal[*domain.GROUPS] | None, Query(description="Omitted: one group of everything.")  # type: ignore[valid-type]
+        ] = None,
+        split_by_wait_time: Annotated[
+            str | None, Query(max_length=100, description="e.g. `60,300,900` (seconds to first assignment).")
+        ] = None,
     ) -> dict:
         """Figures per group: created and solved, reply and resolution times, SLA attainment, reopens, CSAT and NPS."""
         try:
@@ -85,11 +93,15 @@ def build_routes(insights: Insights, require_api_key, needs, *, max_range_days: 
         metric: Literal["first_reply", "resolution"] | None = None,
         outcome: Literal["achieved", "breached", "running"] | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN, description="`next_cursor` of the previous page.")] = None,
+        cursor: Annotated[
+            str | None, Query(pattern=CURSOR_PATTERN, description="`next_cursor` of the previous page.")
+        ] = None,
     ):
         """The facts behind a figure, oldest first; with `Accept: text/csv` every row, streamed, without pages."""
         if (metric is None) != (outcome is None):
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "metric and outcome go together: give both or neither")
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT, "metric and outcome go together: give both or neither"
+            )
         chosen = (metric, outcome) if metric else None
         if "text/csv" in request.headers.get("accept", ""):
             return StreamingResponse(

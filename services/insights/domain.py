@@ -131,7 +131,9 @@ def fold(state: dict, event_id: str, data: Payload) -> dict:
 
 
 def _fold_clock(clock: dict | None, event_id: str, data: Payload) -> dict:
-    clock = dict(clock or {"started_ms": None, "last": None, "due": None, "warned": False, "breached": False, "fulfilled": None})
+    clock = dict(
+        clock or {"started_ms": None, "last": None, "due": None, "warned": False, "breached": False, "fulfilled": None}
+    )
     match data:
         case SlaClockStarted():
             at, step = to_ms(data.started_at), "started"
@@ -154,7 +156,8 @@ def _fold_clock(clock: dict | None, event_id: str, data: Payload) -> dict:
             clock["breached"] = clock["breached"] or data.breached
             clock["fulfilled"] = _later(clock["fulfilled"], [at, event_id, data.elapsed_seconds])
     # [time, step rank, event id, step, policy]: where the clock stands is its latest event in time.
-    clock["last"] = max(clock["last"] or [at, -1, "", step, data.policy], [at, _CLOCK_STEP[step], event_id, step, data.policy])
+    latest = [at, _CLOCK_STEP[step], event_id, step, data.policy]
+    clock["last"] = latest if clock["last"] is None else max(clock["last"], latest)
     return clock
 
 
@@ -253,7 +256,9 @@ def fact_document(ticket_id: str, state: dict) -> dict:
 # --- report math --------------------------------------------------------------------------------
 
 GROUPS = ("agent", "team", "channel", "priority", "category", "policy", "tier", "day", "week", "hour")
-FILTERS = {"channel": "channel", "priority": "priority", "team": "team", "agent": "agent_id", "policy": "policy", "tier": "tier"}
+FILTERS = {
+    "channel": "channel", "priority": "priority", "team": "team", "agent": "agent_id", "policy": "policy", "tier": "tier"
+}
 """Query parameter -> fact field."""
 DURATIONS = {
     "first_reply": ("first_reply_business_seconds", "first_reply_seconds"),
@@ -394,6 +399,9 @@ def row_fields(thresholds: Iterable[int]) -> dict:
             accumulators[f"{field}_values"] = {"$push": f"${field}"}
     accumulators["csat_total"] = {"$sum": "$csat_score"}
     for limit in thresholds:
-        accumulators[f"wait_within_{limit}"] = {"$sum": {"$cond": [{"$lte": [{"$ifNull": ["$wait_seconds", 1e18]}, limit]}, 1, 0]}}
-        accumulators[f"wait_after_{limit}"] = {"$sum": {"$cond": [{"$gt": [{"$ifNull": ["$wait_seconds", -1]}, limit]}, 1, 0]}}
+        # Never assigned (null): in neither count, on both servers alike.
+        within = {"$lte": [{"$ifNull": ["$wait_seconds", 1e18]}, limit]}
+        after = {"$gt": [{"$ifNull": ["$wait_seconds", -1]}, limit]}
+        accumulators[f"wait_within_{limit}"] = {"$sum": {"$cond": [within, 1, 0]}}
+        accumulators[f"wait_after_{limit}"] = {"$sum": {"$cond": [after, 1, 0]}}
     return accumulators

@@ -103,7 +103,9 @@ class Insights:
         groups = [{"group": label, **domain.figures(row, thresholds)} for label, row in labelled]
         return sorted(groups, key=lambda group: (group["group"] is None, group["group"] or ""))
 
-    async def tickets(self, query: Query, outcome: tuple[str, str] | None, after: str | None, limit: int) -> tuple[list[dict], str | None]:
+    async def tickets(
+        self, query: Query, outcome: tuple[str, str] | None, after: str | None, limit: int
+    ) -> tuple[list[dict], str | None]:
         """A page of facts and the cursor of the next (None on the last page)."""
         facts = await self._uow.reads.facts.page(query.match(after=after, outcome=outcome), limit + 1)
         more = len(facts) > limit
