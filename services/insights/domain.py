@@ -217,6 +217,7 @@ def fact_document(ticket_id: str, state: dict) -> dict:
         "solved_ms": solved_ms,
         "closed_ms": state["closed_ms"],
         "wait_seconds": _seconds(created_ms, first_assigned_ms),
+        "assigned": int(first_assigned_ms is not None),
         "first_reply_seconds": _seconds(created_ms, state["first_agent_reply_ms"]),
         "resolution_seconds": _seconds(created_ms, solved_ms),
         "solved": int(solved_ms is not None),
@@ -329,7 +330,8 @@ def figures(row: dict, thresholds: Sequence[int] = ()) -> dict:
     }
     if thresholds:
         result["split_by_wait_time"] = {
-            str(limit): {"within": row[f"wait_within_{limit}"], "after": row[f"wait_after_{limit}"]} for limit in thresholds
+            str(limit): {"within": row.get(f"wait_within_{limit}", 0), "after": row["assigned"] - row.get(f"wait_within_{limit}", 0)}
+            for limit in thresholds
         }
     return result
 
@@ -383,12 +385,13 @@ def split_thresholds(text: str | None) -> list[int]:
     return limits
 
 
-def row_fields(thresholds: Iterable[int]) -> dict:
-    """The `$group` accumulators of a summary row (besides `_id`). Means are sums divided by counts: the
-    embedded server's `$avg` counts nulls as zeros in a `$group` this size."""
+def row_fields() -> dict:
+    """The `$group` accumulators of a summary row (besides `_id`): sums of fields and pushed fields only,
+    which the embedded server computes without evaluating an expression per document. Means are sums
+    divided by counts: its `$avg` counts nulls as zeros in a `$group` this size."""
     accumulators: dict = {"created": {"$sum": 1}}
     for field in (
-        "solved", "ever_solved", "reopened", "reopens", "reassignments", "escalations",
+        "solved", "ever_solved", "assigned", "reopened", "reopens", "reassignments", "escalations",
         "csat_answered", "csat_surveyed", "nps_answered", "nps_promoter", "nps_detractor", "nps_surveyed",
         *(f"{metric}_{outcome}" for metric in METRICS for outcome in OUTCOMES),
     ):
@@ -398,10 +401,4 @@ def row_fields(thresholds: Iterable[int]) -> dict:
             accumulators[f"{field}_total"] = {"$sum": f"${field}"}
             accumulators[f"{field}_values"] = {"$push": f"${field}"}
     accumulators["csat_total"] = {"$sum": "$csat_score"}
-    for limit in thresholds:
-        # Never assigned (null): in neither count, on both servers alike.
-        within = {"$lte": [{"$ifNull": ["$wait_seconds", 1e18]}, limit]}
-        after = {"$gt": [{"$ifNull": ["$wait_seconds", -1]}, limit]}
-        accumulators[f"wait_within_{limit}"] = {"$sum": {"$cond": [within, 1, 0]}}
-        accumulators[f"wait_after_{limit}"] = {"$sum": {"$cond": [after, 1, 0]}}
     return accumulators
