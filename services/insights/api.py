@@ -24,6 +24,7 @@ from shared.http import KEYED, problem_answers
 
 Dimension = Annotated[str | None, Query(min_length=1, max_length=200)]
 CURSOR_PATTERN = r"^\d{13}\|.{1,200}$"
+LATEST_MS = 221_845_392_000_000  # 9000-01-01: any zone can still show it
 
 
 def build_routes(insights: Insights, require_api_key, needs, *, max_range_days: int, default_range_days: int) -> APIRouter:
@@ -54,8 +55,13 @@ def build_routes(insights: Insights, require_api_key, needs, *, max_range_days: 
             raise HTTPException(
                 status.HTTP_422_UNPROCESSABLE_CONTENT, f"tz: unknown time zone {tz!r}; use an IANA name such as Europe/Berlin"
             ) from None
-        end = to_ms(_in_zone(to, zone)) if to else now_ms()
-        start = to_ms(_in_zone(from_, zone)) if from_ else end - default_range_days * domain.DAY_MS
+        try:
+            end = to_ms(_in_zone(to, zone)) if to else now_ms()
+            start = to_ms(_in_zone(from_, zone)) if from_ else end - default_range_days * domain.DAY_MS
+        except (OverflowError, ValueError):
+            start = end = -1
+        if not (0 <= start and end <= LATEST_MS):
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "from and to must lie between 1970 and 9000")
         if start >= end:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "from must be before to")
         if end - start > max_range_days * domain.DAY_MS:

@@ -162,6 +162,7 @@ async def test_events_replayed_in_another_order_change_nothing(seeded, insights_
         ({"from": "2025-03-12T00:00:00Z", "to": "2025-03-07T00:00:00Z"}, "from must be before to"),
         ({"from": "2023-01-01T00:00:00Z", "to": "2025-03-07T00:00:00Z"}, "at most 400 days"),
         ({"tz": "Mars/Olympus"}, "unknown time zone"),
+        ({"from": "0001-01-01T00:00:00", "to": "0001-01-02T00:00:00", "tz": "America/New_York"}, "between 1970 and 9000"),
         ({"split_by_wait_time": "300,60"}, "increasing"),
     ],
 )
