@@ -51,7 +51,7 @@ PUBLISHES: dict[str, dict[str, tuple[type[events.Payload], ...]]] = {
     },
     "notify": {
         topics.NOTIFICATIONS: (events.NotificationSent, events.NotificationFailed, events.NotificationSuppressed),
-    },
+    },    "insights": {},  # a read model: it publishes nothing
 }
 
 FROM_OUTSIDE: dict[str, tuple[type[events.Payload], ...]] = {

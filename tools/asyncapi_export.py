@@ -19,7 +19,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-SERVICES = ("intake", "routing", "sla", "notify")
+SERVICES = ("intake", "routing", "sla", "notify", "insights")
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUT = ROOT / "deploy" / "asyncapi"
 KAFKA = "kafka:9092"

@@ -1,4 +1,4 @@
-"""Starts, supervises and stops the whole platform: embedded infrastructure, then the four services.
+"""Starts, supervises and stops the whole platform: embedded infrastructure, then the five services.
 
 Used by `switchboard up` and by the integration tests alike, so tests run the services exactly
 the way a newcomer does. Every child is its own OS process; each is stopped by its process id,
@@ -30,7 +30,7 @@ from shared.launcher.servers import (
     stop_processes,
 )
 
-SERVICES = ("intake", "routing", "sla", "notify")
+SERVICES = ("intake", "routing", "sla", "notify", "insights")
 EXTERNAL_INFRASTRUCTURE = ("KAFKA_BOOTSTRAP_SERVERS", "MONGODB_URL", "SMTP_URL", "SWITCHBOARD_API_KEYS")
 """Variables that point the platform at real infrastructure (and real keys) instead of the embedded parts."""
 DEV_API_KEY = "dev-key"
@@ -59,6 +59,7 @@ class Ports:
     routing: int = 8002
     sla: int = 8003
     notify: int = 8004
+    insights: int = 8005
 
     def of(self, service: str) -> int:
         return getattr(self, service)
@@ -150,7 +151,7 @@ class Platform:
     # --- lifecycle -----------------------------------------------------------------------------
 
     def start(self, services: Sequence[str] = SERVICES) -> None:
-        """The embedded infrastructure, then `services` (all four, unless a benchmark or test wants fewer)."""
+        """The embedded infrastructure, then `services` (all five, unless a benchmark or test wants fewer)."""
         for folder in (self.logs, self.maildir, self.data_dir / "mongo", self.data_dir / "broker"):
             folder.mkdir(parents=True, exist_ok=True)
         try:

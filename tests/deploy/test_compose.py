@@ -38,7 +38,7 @@ ALERTMANAGER_FILE = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
 SCHEMA_SHA256 = "46b7d35f19dd93a05f8fea530291bf84d881c1791ec167ecf0e6fb94e639d496"
 
 # The Switchboard services and the port each one serves HTTP (API, health, /metrics) on.
-APP_SERVICES = {"intake": 8001, "routing": 8002, "sla": 8003, "notify": 8004}
+APP_SERVICES = {"intake": 8001, "routing": 8002, "sla": 8003, "notify": 8004, "insights": 8005}
 
 # Containers that run until stopped; kafka-init is a one-shot job and is checked on its own.
 LONG_RUNNING = {"kafka", "mongodb", "mailpit", "prometheus", "alertmanager", "grafana", *APP_SERVICES}

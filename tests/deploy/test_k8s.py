@@ -38,7 +38,7 @@ SCHEMA_FILES = {
     ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudget-policy-v1.json",
 }
 OPERATOR = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("monitoring.coreos.com/v1", "PrometheusRule")}
-SERVICES = {"intake": 8001, "routing": 8002, "sla": 8003, "notify": 8004}
+SERVICES = {"intake": 8001, "routing": 8002, "sla": 8003, "notify": 8004, "insights": 8005}
 PARTITIONS = 6
 
 

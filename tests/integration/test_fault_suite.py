@@ -16,11 +16,15 @@ import httpx
 import pytest
 
 from benchmarks.faults import FAULTS, run_suite, table
-from shared.launcher.platform import Ports, embedded_environ
+from shared.launcher.platform import SERVICES, Ports, embedded_environ
 from shared.launcher.servers import listening, stop_process
 
 pytestmark = pytest.mark.integration
 
+TICKET_FAULTS = tuple(fault for fault in FAULTS if fault != "kill insights")
+"""Killing insights, a read model that publishes nothing, changes nothing these checks see (tickets,
+assignments, mail; its lag still counts towards healing after every fault): `python -m benchmarks.faults`
+still runs that kill, the suite saves its minute."""
 RECOVERY_LIMIT_SECONDS = 120.0
 """What the README promises: after any of these faults, the platform has caught up within two minutes."""
 
@@ -28,16 +32,16 @@ RECOVERY_LIMIT_SECONDS = 120.0
 @pytest.mark.timeout(1200)  # ten faults, each healed within RECOVERY_LIMIT_SECONDS
 async def test_no_fault_loses_duplicates_overfills_or_strands_a_ticket(tmp_path):
     outcomes = await run_suite(
-        tmp_path / "data", FAULTS, tickets=24, kills=1, rate=12.0, recovery_limit=RECOVERY_LIMIT_SECONDS
+        tmp_path / "data", TICKET_FAULTS, tickets=24, kills=1, rate=12.0, recovery_limit=RECOVERY_LIMIT_SECONDS
     )
 
     report = table(outcomes, RECOVERY_LIMIT_SECONDS)
     print(report)
-    assert [outcome.fault for outcome in outcomes] == list(FAULTS)
+    assert [outcome.fault for outcome in outcomes] == list(TICKET_FAULTS)
     assert all(outcome.load == 24 for outcome in outcomes), report
     assert [(o.fault, o.problems[:3]) for o in outcomes if not o.clean] == [], report
     frozen = next(o for o in outcomes if o.fault.startswith("stop kafka"))
-    assert frozen.not_ready == {"intake", "routing", "sla", "notify"}, "a service that cannot reach Kafka says so"
+    assert frozen.not_ready == set(SERVICES), "a service that cannot reach Kafka says so"
 
 
 def test_switchboard_up_restarts_a_crashed_service_and_stops_every_part_before_it_returns(tmp_path):
