@@ -366,12 +366,13 @@ async def test_due_escalation_steps_publish_one_event_each_and_the_relaxed_ticke
 async def test_an_agent_going_offline_hands_back_their_tickets_with_their_age_and_another_takes_them():
     routed = Routed()
     await routed.agent("ann")
+    # Available for a while: instants count in milliseconds, and an event of the put's own millisecond is stale.
+    routed.agents["ann"] = routed.agents["ann"].model_copy(update={"presence_changed_at": utc_now() - timedelta(seconds=5)})
     await routed.created("T-held", age_minutes=10)
     await routed.agent("bob", status="away")
 
     await routed.consume(routed.use_cases.agents.on_agent_status_changed,
-                         AgentStatusChanged(agent_id="ann", status="offline", changed_at=utc_now() + timedelta(seconds=1)),
-                         "ann")  # later than the put that made her available: an event of the same instant is stale
+                         AgentStatusChanged(agent_id="ann", status="offline", changed_at=utc_now()), "ann")
     [unassigned] = routed.published("unassigned")
     assert (unassigned["agent_id"], unassigned["reason"]) == (
         "ann", "agent went offline; back to the queue with its original age")
