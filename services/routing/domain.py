@@ -13,7 +13,7 @@
   changes; each returns a `Transition` carrying the facts it causes, for the use case to store and publish.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -172,6 +172,22 @@ class Agent(BaseModel):
         return Agent.model_validate(
             {**self.model_dump(), **profile.model_dump(), "presence_changed_at": at, "version": self.version + 1}
         )
+
+    def claimed(self, channel: str, at: datetime) -> "Agent":
+        """After taking one unit of capacity on `channel` at `at` (an offer or an assignment)."""
+        load_by_channel = {**self.load_by_channel, channel: self.load_by_channel.get(channel, 0) + 1}
+        return self.model_copy(
+            update={"load": self.load + 1, "load_by_channel": load_by_channel, "last_assigned_at": at,
+                    "version": self.version + 1}
+        )
+
+    def released(self, channel: str) -> "Agent":
+        """After giving back one unit of capacity on `channel` (never below zero)."""
+        if self.load_by_channel.get(channel, 0) <= 0:
+            return self
+        load_by_channel = {**self.load_by_channel, channel: self.load_by_channel[channel] - 1}
+        return self.model_copy(update={"load": self.load - 1, "load_by_channel": load_by_channel,
+                                       "version": self.version + 1})
 
     @classmethod
     def new(cls, agent_id: str, profile: AgentProfile, at: datetime) -> "Agent":
@@ -483,6 +499,55 @@ def choose_agent(
         ),
     )
     return Match(best, explain(best, best_score, requirements, len(eligible)), best_score)
+
+
+def shortlist(agents: Iterable[Agent], requirements: Requirements, limit: int) -> list[Agent]:
+    """The agents the hard constraints admit, most free first, at most `limit`: who `choose_agent` picks from.
+
+    The live dispatcher reads them from the skill index, the planning simulator from memory; both end here.
+    """
+    admitted = [agent for agent in agents if requirements.admits(agent)]
+    return sorted(admitted, key=lambda agent: -agent.free)[:limit]
+
+
+@dataclass(frozen=True)
+class Placement:
+    """The dispatcher's decision for one waiting ticket: who takes it, why, and how (assigned or offered)."""
+
+    match: Match
+    mode: Mode
+
+
+def place(
+    ticket: WaitingTicket, requirements: Requirements, candidates: list[Agent], now: datetime, *,
+    affinity_agent_id: str | None, default_mode: Mode,
+) -> Placement | None:
+    """The decision the dispatcher makes for a ticket at the head of what it serves, and the planning
+    simulator too: the best candidate, placed in their own mode (else the configured one)."""
+    match = choose_agent(candidates, ticket, requirements, now, affinity_agent_id=affinity_agent_id)
+    return Placement(match, match.agent.mode or default_mode) if match is not None else None
+
+
+class Room:
+    """What an agent with room takes from the waiting tickets read in queue order: each ticket they can
+    take, while they have room on its channel and overall. The dispatcher reads the queue through it when
+    an agent may have room, and so does the planning simulator."""
+
+    def __init__(self, agent: Agent, requirements_of: Callable[[WaitingTicket], Requirements]) -> None:
+        self._agent = agent
+        self._requirements_of = requirements_of
+        self._room = {channel: agent.free_on(channel) for channel in CHANNELS}
+        self.taken: list = []
+
+    @property
+    def full(self) -> bool:
+        return len(self.taken) >= self._agent.free or not any(self._room.values())
+
+    def offer(self, ticket: WaitingTicket) -> None:
+        channel = ticket.channel.value
+        if self._room[channel] > 0 and self._requirements_of(ticket).admits(self._agent):
+            self.taken.append(ticket)
+            self._room[channel] -= 1
 
 
 def _desc(agent_id: str) -> tuple:
