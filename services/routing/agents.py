@@ -118,7 +118,7 @@ class Agents:
     def _record_available(tx: RoutingTransaction, before: Agent, until: datetime) -> None:
         """An agent available until a change of presence (or a profile stating it again): that stretch for planning."""
         if before.status is Presence.AVAILABLE and before.presence_changed_at:
-            tx.planning.record(history.available(before.presence_changed_at, until))
+            tx.planning.record(history.available_during(before.presence_changed_at, until))
 
     async def _requeue_held(
         self, tx: RoutingTransaction, agent_id: str, status: Presence, cause: Envelope | None

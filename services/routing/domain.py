@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from functools import cached_property
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
@@ -141,10 +142,21 @@ class Agent(BaseModel):
     )
     version: int = 1
 
+    @cached_property
+    def limits(self) -> tuple[dict[str, int], int]:
+        """`channel_capacity` of the capacity, worked out once per agent (matching reads it for every candidate)."""
+        return channel_capacity(self.capacity)
+
+    def model_copy(self, *, update: dict | None = None, deep: bool = False) -> "Agent":
+        copied = super().model_copy(update=update, deep=deep)
+        if update and "capacity" in update:
+            copied.__dict__.pop("limits", None)  # worked out again from the new capacity
+        return copied
+
     @computed_field
     @property
     def free(self) -> int:
-        return max(channel_capacity(self.capacity)[1] - self.load, 0)
+        return max(self.limits[1] - self.load, 0)
 
     @computed_field
     @property
@@ -152,12 +164,12 @@ class Agent(BaseModel):
         return {channel: self.free_on(channel) for channel in CHANNELS}
 
     def free_on(self, channel: str) -> int:
-        limits, total = channel_capacity(self.capacity)
+        limits, total = self.limits
         return max(min(limits[channel] - self.load_by_channel.get(channel, 0), total - self.load), 0)
 
     def utilisation(self, channel: str) -> float:
         """Share of the channel's capacity not free: with a pool, tickets on other channels count too."""
-        limit = channel_capacity(self.capacity)[0][channel]
+        limit = self.limits[0][channel]
         return 1 - self.free_on(channel) / limit if limit else 1.0
 
     def speaks(self, language: str | None) -> bool:

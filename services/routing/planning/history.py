@@ -80,7 +80,7 @@ def handled(channel: str, skills: Iterable[str], assigned_at: datetime, until: d
     return increments
 
 
-def available(since: datetime, until: datetime) -> list[Increment]:
+def available_during(since: datetime, until: datetime) -> list[Increment]:
     """An agent was available from `since` to `until`: agent-seconds, bucket by bucket."""
     return [Increment(start, ALL, ALL, {"available_seconds": part}) for start, part in split(since, until)]
 
