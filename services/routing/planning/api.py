@@ -1,11 +1,12 @@
 """Planning's HTTP API (thin): history, forecast, staffing, simulations, and the staffing page."""
 
 from datetime import date, datetime
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
 from fastapi.responses import HTMLResponse
 
+from services.routing.planning.history import INTERVALS_MINUTES
 from services.routing.planning.page import PAGE
 from services.routing.planning.requests import SimulationRequest
 from services.routing.planning.service import (
@@ -17,7 +18,9 @@ from services.routing.planning.service import (
 from shared.events import Channel
 from shared.http import BODY, KEYED, problem_answers
 
-Interval = Annotated[Literal[15, 30, 60] | None, Query(description="Minutes; default PLANNING_INTERVAL_MINUTES.")]
+Interval = Annotated[
+    int | None, Query(ge=15, le=60, description="15, 30 or 60 minutes; default PLANNING_INTERVAL_MINUTES.")
+]
 Skills = Annotated[
     str | None, Query(max_length=500, pattern=r"^[A-Za-z0-9_.:-]+(,[A-Za-z0-9_.:-]+)*$",
                       description="A skill set: comma-separated skills (the tickets that need exactly these).")
@@ -29,6 +32,12 @@ NO_JOB = {404: "no such simulation on this replica (or it was forgotten: the las
 
 def _invalid(error: InvalidPlanningInput) -> HTTPException:
     return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(error))
+
+
+def _minutes(interval: int | None) -> int | None:
+    if interval is not None and interval not in INTERVALS_MINUTES:
+        raise InvalidPlanningInput("interval: 15, 30 or 60 (minutes)")
+    return interval
 
 
 def _numbers(text: str) -> list[float]:
@@ -57,7 +66,7 @@ def build_planning_routes(views: PlanningViews, jobs: SimulationJobs, require_ap
         """Recorded per interval: arrivals, waits and handle times per channel and skill set; agents available and
         their occupancy (ticket-seconds held per second available)."""
         try:
-            return await views.history(_instant(start, "from"), _instant(end, "to"), interval)
+            return await views.history(_instant(start, "from"), _instant(end, "to"), _minutes(interval))
         except InvalidPlanningInput as error:
             raise _invalid(error) from None
 
@@ -71,7 +80,12 @@ def build_planning_routes(views: PlanningViews, jobs: SimulationJobs, require_ap
         trend: bool = False,
     ) -> dict:
         """Expected arrivals per interval: the seasonal mean of the same weekday, with the backtest's MAPE."""
-        return await views.forecast(day, interval, channel.value if channel else None, skills, weeks=weeks, trend=trend)
+        try:
+            return await views.forecast(
+                day, _minutes(interval), channel.value if channel else None, skills, weeks=weeks, trend=trend
+            )
+        except InvalidPlanningInput as error:
+            raise _invalid(error) from None
 
     @api.get("/staffing", dependencies=read)
     async def staffing(
@@ -93,7 +107,7 @@ def build_planning_routes(views: PlanningViews, jobs: SimulationJobs, require_ap
         try:
             return await views.staffing(
                 day=day, arrivals=_numbers(arrivals) if arrivals is not None else None, aht_seconds=aht_seconds,
-                interval_minutes=interval, target_seconds=target_seconds, service_level=service_level,
+                interval_minutes=_minutes(interval), target_seconds=target_seconds, service_level=service_level,
                 max_occupancy=max_occupancy, shrinkage=shrinkage, concurrency=concurrency,
                 channel=channel.value if channel else None, skills=skills, weeks=weeks, trend=trend,
             )

@@ -59,6 +59,6 @@ class PlanningRepository:
         return await self._tickets.find(
             {"created_ms": {"$gte": from_ms, "$lt": to_ms}},
             {"required_skills": 1, "skill_levels": 1, "channel": 1, "language": 1, "priority": 1, "category": 1,
-             "customer_id": 1, "created_ms": 1, "assigned_ms": 1, "finished_ms": 1, "state": 1},
+             "customer_id": 1, "created_ms": 1, "assigned_ms": 1, "finished_ms": 1, "state": 1, "assignee_id": 1},
             session=self._session,
         ).sort("created_ms", ASCENDING).limit(limit).to_list()

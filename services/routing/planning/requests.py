@@ -127,6 +127,11 @@ class SimulationRequest(BaseModel):
     sla_seconds: dict[Priority, float] = Field(
         default_factory=dict, description="Wait past which a ticket of that priority breaches; default target_seconds."
     )
+    latency: str = Field(
+        default="none", pattern="^(none|recorded)$",
+        description="`none`: an instant router; `recorded`: the platform's own delays in the replayed period "
+        "(from a ticket's creation to routing seeing it, and from a solve to its slot being given out again).",
+    )
     seed: int = 1
 
     @model_validator(mode="after")
@@ -136,6 +141,8 @@ class SimulationRequest(BaseModel):
         ids = [agent.id for agent in self.roster]
         if duplicates := sorted({agent_id for agent_id in ids if ids.count(agent_id) > 1}):
             raise ValueError(f"roster: agents listed twice: {', '.join(duplicates[:10])}")
+        if self.latency == "recorded" and not self.arrivals.recorded:
+            raise ValueError("latency: recorded needs a recorded period (arrivals.recorded)")
         if any(seconds <= 0 for seconds in self.sla_seconds.values()):
             raise ValueError("sla_seconds must be positive")
         return self

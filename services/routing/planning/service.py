@@ -25,12 +25,14 @@ from services.routing.planning.requests import SimulationRequest
 from services.routing.planning.simulation import (
     Arrival,
     Cancelled,
+    Latency,
     RosterAgent,
     Scenario,
     Shift,
     Simulation,
     handle_sampler,
     poisson_arrivals,
+    recorded_latency,
     report,
 )
 from shared.clock import from_ms, to_ms, utc_now
@@ -250,6 +252,8 @@ class SimulationJobs:
         try:
             outcome = await asyncio.to_thread(Simulation(scenario).run, progress=progress, cancelled=job.cancel.is_set)
             job.result = report(scenario, outcome)
+            job.result["summary"]["latency_seconds"] = {"arrival": round(scenario.latency.arrival, 3),
+                                                        "release": round(scenario.latency.release, 3)}
             job.status, job.progress = "done", 1.0
         except Cancelled:
             job.status = "cancelled"
@@ -268,8 +272,11 @@ class SimulationJobs:
         rng = random.Random(request.seed)
         handle = request.handle_times
         sampler = handle_sampler(rng, handle.distribution, handle.mean_seconds, handle.sigma) if handle.mean_seconds else None
+        latency = Latency()
         if request.arrivals.recorded:
-            arrivals = await self._recorded(start, end, handle.recorded, sampler)
+            arrivals, latency = await self._recorded(start, end, handle.recorded, sampler)
+            if request.latency == "none":
+                latency = Latency()
         else:
             arrivals = self._from_rates(request, rng, sampler)
         if not arrivals:
@@ -287,12 +294,12 @@ class SimulationJobs:
         return Scenario(
             roster=roster, arrivals=tuple(arrivals), start=start, end=end,
             interval=timedelta(minutes=request.interval_minutes or limits.interval_minutes),
-            target_seconds=request.target_seconds, sla_seconds=request.sla_seconds, config=self._config,
+            target_seconds=request.target_seconds, sla_seconds=request.sla_seconds, config=self._config, latency=latency,
         )
 
     async def _recorded(
         self, start: datetime, end: datetime, recorded_handle: bool, sampler: Callable[[], float] | None
-    ) -> list[Arrival]:
+    ) -> tuple[list[Arrival], Latency]:
         limit = self._limits.max_tickets
         documents = await self._uow.reads.planning.tickets_created(to_ms(start), to_ms(end), limit + 1)
         if len(documents) > limit:
@@ -316,7 +323,7 @@ class SimulationJobs:
                 customer_id=document.get("customer_id"), created_at=from_ms(document["created_ms"]),
             )
             arrivals.append(Arrival(ticket, seconds))
-        return arrivals
+        return arrivals, recorded_latency(documents)
 
     def _from_rates(self, request: SimulationRequest, rng: random.Random, sampler) -> list[Arrival]:
         if sampler is None:

@@ -81,6 +81,41 @@ class Scenario:
     sla_seconds: dict[str, float] = field(default_factory=dict)
     """Priority -> the wait past which a ticket breaches; a priority not named uses `target_seconds`."""
     config: RoutingConfig = RoutingConfig()
+    latency: "Latency" = field(default_factory=lambda: Latency())
+
+
+@dataclass(frozen=True)
+class Latency:
+    """How long the live platform takes to act on a fact, in seconds: a ticket reaches the dispatcher
+    `arrival` after it was created (the hop from intake through the broker), and a freed slot is
+    given out `release` after the ticket was solved. Zero models an instant router; a replay may use
+    what the recorded period shows (`recorded_latency`)."""
+
+    arrival: float = 0.0
+    release: float = 0.0
+
+
+def recorded_latency(tickets: list[dict]) -> Latency:
+    """The medians the recorded tickets (`created_ms`, `assigned_ms`, `finished_ms`, `assignee_id`) show:
+
+    - a ticket whose agent freed no slot while it waited waited only for routing to see it: `arrival`;
+    - a ticket whose agent freed a slot while it waited was given out that long after the slot freed: `release`.
+    """
+    finishes: dict[str, list[int]] = {}
+    for ticket in tickets:
+        if ticket.get("assignee_id") and ticket.get("finished_ms"):
+            finishes.setdefault(ticket["assignee_id"], []).append(ticket["finished_ms"])
+    arrivals, releases = [], []
+    for ticket in tickets:
+        created, assigned = ticket["created_ms"], ticket.get("assigned_ms")
+        if not assigned or not ticket.get("assignee_id"):
+            continue
+        freed = [f for f in finishes.get(ticket["assignee_id"], []) if created < f <= assigned]
+        if freed:
+            releases.append((assigned - max(freed)) / 1000)
+        else:
+            arrivals.append(max(assigned - created, 0) / 1000)
+    return Latency(quantile(arrivals, 0.5) or 0.0, quantile(releases, 0.5) or 0.0)
 
 
 @dataclass
@@ -110,7 +145,7 @@ class Outcome:
 
 # --- events ---------------------------------------------------------------------------------
 
-ARRIVE, FINISH, SHIFT_START, SHIFT_END, ESCALATE = range(5)
+ARRIVE, FINISH, SHIFT_START, SHIFT_END, ESCALATE, RELEASED = range(6)
 
 
 class Simulation:
@@ -162,7 +197,8 @@ class Simulation:
         for arrival in scenario.arrivals:
             self._handle[arrival.ticket.ticket_id] = arrival.handle_seconds
             self._arriving[arrival.ticket.ticket_id] = arrival.ticket
-            self._at(arrival.ticket.created_at, ARRIVE, arrival.ticket.ticket_id)
+            self._at(arrival.ticket.created_at + timedelta(seconds=scenario.latency.arrival), ARRIVE,
+                     arrival.ticket.ticket_id)
         total = len(self._events) or 1
         handled = 0
         while self._events and self._events[0][0] < scenario.end:
@@ -246,7 +282,12 @@ class Simulation:
             self._held[ticket.assignee_id].discard(subject)
             agent = self.agents[ticket.assignee_id]
             self._set_agent(agent.released(ticket.channel.value), now)
-            dirty_agents.add(agent.id)
+            if self.scenario.latency.release:
+                self._at(now + timedelta(seconds=self.scenario.latency.release), RELEASED, agent.id)
+            else:
+                dirty_agents.add(agent.id)
+        elif kind == RELEASED:
+            dirty_agents.add(subject)
         elif kind == SHIFT_START:
             self._set_agent(self.agents[subject].model_copy(update={"status": Presence.AVAILABLE}), now)
             self._available.add(subject)
