@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 UV_VERSION := 0.13.8
 
-.PHONY: install run test test-unit test-integration lint clean promtool asyncapi
+.PHONY: install run test test-unit test-integration lint clean test-programs asyncapi
 
 install: $(VENV)/.installed
 
@@ -17,17 +17,21 @@ $(VENV)/.installed: pyproject.toml uv.lock
 run: install
 	$(VENV)/bin/switchboard up
 
-test: install promtool
+test: install test-programs
 	$(VENV)/bin/pytest
 
-# tests/deploy checks the alert rules with promtool and scrapes the running services with a real
-# Prometheus server: both come from Debian's `prometheus` package, installed here when missing
-# (CI runs as root; elsewhere this uses sudo).
-promtool:
-	@command -v promtool >/dev/null 2>&1 || { \
+# The tests' programs from Debian's packages, installed when missing (CI runs as root; elsewhere this
+# uses sudo): tests/deploy checks the alert rules with promtool and scrapes the running services with
+# a real Prometheus server (package `prometheus`); the pages' tests drive a real headless chromium
+# through Playwright (package `chromium`; Playwright's own browser download is never used).
+test-programs:
+	@missing=""; \
+	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	[ -z "$$missing" ] || { \
 		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 		$$SUDO apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; }
 
 # Regenerate the committed AsyncAPI documents (deploy/asyncapi/) from the services' code.
 asyncapi: install
@@ -36,7 +40,7 @@ asyncapi: install
 test-unit: install
 	$(VENV)/bin/pytest tests/unit
 
-test-integration: install
+test-integration: install test-programs
 	$(VENV)/bin/pytest -m integration
 
 clean:

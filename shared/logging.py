@@ -100,6 +100,9 @@ def configure_logging(service: str, *, level: str = "INFO", fmt: str = "json") -
         root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # The lag monitor's probe assigns partitions every 15 s, which this logger would announce each time;
+    # the group coordinator's lines already say what each consumer is given.
+    logging.getLogger("aiokafka.consumer.subscription_state").setLevel(logging.WARNING)
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         uvicorn_logger = logging.getLogger(name)
         uvicorn_logger.handlers.clear()

@@ -13,6 +13,7 @@ from shared.kafka_binding import ContentMode, encode
 from shared.metrics import PlatformMetrics
 from shared.mongo import Lease, Transaction, UnitOfWork
 from shared.mongo_filters import eq
+from shared.wakeup import IdleBackoff, Wakeup
 
 log = logging.getLogger(__name__)
 
@@ -88,14 +89,14 @@ class OutboxRelay:
         self._content_mode = content_mode
         self._batch_size = batch_size
         self._retention_ms = int(retention_seconds * 1000)
-        self._wakeup = asyncio.Event()
+        self._wakeup = Wakeup()
 
     def wake(self) -> None:
         """Called after a commit that stored events, so they go out without waiting for a poll."""
         self._wakeup.set()
 
     async def run(self) -> None:
-        idle_polls = 0
+        backoff = IdleBackoff(self._poll_interval, self.IDLE_BACKOFF)
         while True:
             try:
                 published = await self.relay_once() if await self._lease.acquire() else 0
@@ -104,13 +105,9 @@ class OutboxRelay:
             except Exception:
                 log.exception("outbox relay failed; retrying")
                 published = 0
-            idle_polls = 0 if published else min(idle_polls + 1, self.IDLE_BACKOFF)
+            wait = backoff.next_wait(found_work=published > 0)
             if published < self._batch_size:
-                try:
-                    await asyncio.wait_for(self._wakeup.wait(), self._poll_interval * max(1, idle_polls))
-                except TimeoutError:
-                    pass
-                self._wakeup.clear()
+                await self._wakeup.sleep(wait)
 
     async def replay_since(self, seconds: float) -> None:
         """Queue recently sent events again, for a broker that lost them (the embedded one restarted)."""

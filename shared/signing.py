@@ -1,17 +1,21 @@
-"""What one side signs and the other checks, so both spell it alike: signed webhooks and CSAT links,
-and the Message-ID domain that lets a reply find its ticket.
+"""What one side signs and the other checks, so both spell it alike: signed webhooks, survey links
+(CSAT and NPS), and the Message-ID domain that lets a reply find its ticket.
 
 Webhooks (notify's outgoing ones, and inbound email posted to intake): the sender puts the unix time
 in `X-Switchboard-Timestamp` and `sha256=<hex HMAC-SHA256(key, "{timestamp}.{raw body}")>` in
 `X-Switchboard-Signature`. A timestamp more than the tolerance away from now is refused, so a
 captured request cannot be replayed later.
 
-CSAT links (notify writes them, intake checks them): `signature` is hex HMAC-SHA256(key,
-"{ticket_id}.{expires}"), `expires` unix seconds.
+Survey links (notify writes them, intake checks them), signed with the same key, `expires` unix seconds:
+- CSAT: `signature` is hex HMAC-SHA256(key, "{ticket_id}.{expires}").
+- NPS: `signature` is hex HMAC-SHA256(key, the JSON array `["nps", survey_id, customer_id, ticket_id,
+  expires]`, compact). JSON keeps the fields apart whatever a customer id holds, and the leading "nps"
+  keeps a CSAT signature from ever passing as an NPS one.
 """
 
 import hashlib
 import hmac
+import json
 
 TIMESTAMP_HEADER = "X-Switchboard-Timestamp"
 SIGNATURE_HEADER = "X-Switchboard-Signature"
@@ -52,7 +56,22 @@ def csat_signature(key: str, ticket_id: str, expires: int) -> str:
 
 
 def verify_csat(key: str, ticket_id: str, expires: int, signature: str, *, now: float) -> None:
-    if not hmac.compare_digest(csat_signature(key, ticket_id, expires).encode(), signature.lower().encode()):
+    _verify_link(csat_signature(key, ticket_id, expires), signature, expires, now)
+
+
+def nps_signature(key: str, survey_id: str, customer_id: str, ticket_id: str, expires: int) -> str:
+    signed = json.dumps(["nps", survey_id, customer_id, ticket_id, expires], separators=(",", ":"))
+    return _hmac_hex(key, signed.encode())
+
+
+def verify_nps(
+    key: str, survey_id: str, customer_id: str, ticket_id: str, expires: int, signature: str, *, now: float
+) -> None:
+    _verify_link(nps_signature(key, survey_id, customer_id, ticket_id, expires), signature, expires, now)
+
+
+def _verify_link(expected: str, signature: str, expires: int, now: float) -> None:
+    if not hmac.compare_digest(expected.encode(), signature.lower().encode()):
         raise BadSignature("the survey link's signature is not valid")
     if expires < now:
         raise BadSignature("the survey link has expired")

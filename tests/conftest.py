@@ -2,10 +2,13 @@
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import yaml
 from hypothesis import settings
 
+from services.notify.rules import RULES_FILE
 from tests.support import RunningPlatform, started_platform
 
 # CI explores the same examples on every run, so a red build is reproducible and never a roll of
@@ -14,8 +17,23 @@ settings.register_profile("ci", derandomize=True, database=None)
 if os.environ.get("CI"):
     settings.load_profile("ci")
 
+NPS_SURVEY_DELAY_SECONDS = 1
+"""The session's platform sends the NPS survey this long after a solve, not a week, so a test sees it."""
+
+
+def notify_rules_with_a_prompt_nps_survey(directory: Path) -> Path:
+    """The shipped notify rules, but for the NPS survey's delay: its once-per-customer period stays 90 days."""
+    rules = yaml.safe_load(RULES_FILE.read_text())
+    [nps] = [rule for rule in rules["rules"] if rule["kind"] == "nps_survey"]
+    nps["delay_seconds"] = NPS_SURVEY_DELAY_SECONDS
+    path = directory / "notify-rules.yaml"
+    path.write_text(yaml.safe_dump(rules, sort_keys=False))
+    return path
+
 
 @pytest.fixture(scope="session")
 def running_platform(tmp_path_factory) -> Iterator[RunningPlatform]:
-    with started_platform(tmp_path_factory.mktemp("switchboard")) as platform:
+    data_dir = tmp_path_factory.mktemp("switchboard")
+    rules = notify_rules_with_a_prompt_nps_survey(tmp_path_factory.mktemp("notify-rules"))
+    with started_platform(data_dir, NOTIFY_RULES_PATH=str(rules)) as platform:
         yield platform

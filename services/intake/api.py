@@ -1,17 +1,22 @@
 """Intake's REST API: thin handlers that parse, call one use case, and answer.
 
-Two routes authenticate by signature instead of an API key: the inbound email webhook (signed by
-the mail provider's relay) and the CSAT link (signed by notify), since neither caller holds a key.
+Some routes authenticate by signature instead of an API key: the inbound email webhook (signed by
+the mail provider's relay) and the CSAT and NPS survey links (signed by notify), since none of their
+callers holds a key.
 """
 
 import html
+import json
 import time
 from typing import Annotated, Literal
+from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request, Response, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, field_validator, model_validator
 
+from services.intake import survey_pages
 from services.intake.domain import (
     CHANNEL_METADATA,
     InvalidSubmission,
@@ -28,13 +33,14 @@ from services.intake.service import (
     IdempotencyConflict,
     Intake,
     ReplayedWebhook,
+    SurveyAnswered,
     TicketNotFound,
     VersionMismatch,
 )
 from services.intake.settings import IntakeSettings
 from shared.events import AuthorType, Customer, CustomerTier, Priority, TicketStatus, TicketSubmit
 from shared.http import BODY, KEYED, Problem, describe_validation_errors, problem_answers
-from shared.signing import BadSignature, verify_csat, verify_webhook
+from shared.signing import BadSignature, verify_csat, verify_nps, verify_webhook
 
 
 Id = Annotated[str, Path(max_length=100, description="A ticket's or customer's id.")]
@@ -159,15 +165,85 @@ class CsatAnswer(BaseModel):
     message: str
 
 
+class NpsAnswer(BaseModel):
+    survey_id: str
+    customer_id: str
+    ticket_id: str
+    score: int
+    message: str
+
+
+class NpsBody(BaseModel):
+    """An answer to the NPS survey, posted as JSON or by the survey page's form."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    score: int = Field(ge=0, le=10)
+    comment: str | None = Field(default=None, max_length=survey_pages.COMMENT_MAX_CHARS)
+
+
+_NPS_FORM = {  # what the survey's page posts; an empty comment is none
+    "type": "object",
+    "properties": {
+        "score": {"type": "integer", "minimum": 0, "maximum": 10},
+        "comment": {"type": "string", "maxLength": survey_pages.COMMENT_MAX_CHARS},
+    },
+    "required": ["score"],
+    "additionalProperties": False,
+}
+
+
+async def _nps_from_json(request: Request) -> NpsBody:
+    """The answer a JSON client posted, refused as FastAPI refuses a JSON body it reads itself."""
+    try:
+        sent = await request.json()
+    except json.JSONDecodeError as invalid:
+        raise RequestValidationError(
+            [{"type": "json_invalid", "loc": ("body", invalid.pos), "msg": "JSON decode error"}]
+        ) from None
+    except ValueError:  # not UTF-8, say
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "the body cannot be read as JSON") from None
+    return _nps_answer(sent)
+
+
+async def _nps_from_form(request: Request) -> NpsBody:
+    """The answer the survey page's form posted. Read here, since FastAPI reads forms only with
+    python-multipart, and one route takes either body."""
+    try:
+        fields = parse_qsl((await request.body()).decode(), keep_blank_values=True, strict_parsing=True)
+    except ValueError:  # not UTF-8, or not `name=value&...`
+        raise RequestValidationError(
+            [{"type": "form_invalid", "loc": ("body",), "msg": "not a form-encoded body (name=value&...)"}]
+        ) from None
+    sent: dict[str, str] = {}
+    for name, value in fields:
+        if name in sent:
+            raise RequestValidationError([{"type": "form_repeated", "loc": ("body", name), "msg": "given twice"}])
+        sent[name] = value.replace("\r\n", "\n")  # a browser sends a textarea's line breaks as CRLF
+    if not sent.get("comment"):
+        sent.pop("comment", None)
+    return _nps_answer(sent)
+
+
+def _nps_answer(sent: object) -> NpsBody:
+    """`sent` as an answer, or the 422 FastAPI gives a body it validated itself."""
+    try:
+        return NpsBody.model_validate(sent)
+    except ValidationError as invalid:
+        raise RequestValidationError(
+            [{**error, "loc": ("body", *error["loc"])} for error in invalid.errors(include_url=False)]
+        ) from None
+
+
 class StatusConflict(Problem):
     allowed: list[TicketStatus] | None = Field(default=None, description="The statuses the ticket may move to now.")
 
 
 _REASONS = {
     401: "the webhook signature is missing, wrong or stale",
-    403: "the CSAT link's signature is wrong or expired",
+    403: "the survey link's signature is wrong or expired",
     404: "no such ticket or customer",
-    409: "conflict: a reused key, a replayed webhook, a closed ticket, a ticket not solved yet",
+    409: "conflict: a reused key, a replayed webhook, a closed ticket, a ticket not solved yet, a survey already answered",
     412: "If-Match is not the ticket's current version",
     503: "the signing key is not configured",
 }
@@ -188,6 +264,17 @@ _REPLAYED = _header("Idempotent-Replayed", "`true` when this is the answer to an
 
 def _problem(code: int, message: str, **extra) -> JSONResponse:
     return JSONResponse({"detail": message, "message": message, **extra}, status_code=code)
+
+
+_FORM = "application/x-www-form-urlencoded"
+
+
+def _content_type(request: Request) -> str:
+    return (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+
+
+def _accepts_html(request: Request) -> bool:
+    return "text/html" in request.headers.get("accept", "")
 
 
 def _etag(ticket: Ticket, response: Response) -> Ticket:
@@ -461,6 +548,106 @@ def build_routes(
                 f"<body><h1>{thanks}</h1><p>You rated ticket {html.escape(ticket_id)} {score} out of 5.</p></body></html>"
             )
         return CsatAnswer(ticket_id=ticket_id, score=score, message=thanks)
+
+    SurveyId = Annotated[str, Query(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_-]+$")]
+    SurveyTicket = Annotated[str, Query(min_length=1, max_length=100)]
+    Expires = Annotated[int, Query(ge=0)]
+    Signature = Annotated[str, Query(min_length=64, max_length=64, pattern=r"^[0-9a-fA-F]{64}$")]
+    _HTML = {"text/html": {"schema": {"type": "string"}}}
+    _ANSWERED = {  # a page to a browser (the link followed, or the form posted), else the Problem
+        409: {**_doc(409)[409], "content": _HTML, "description": "the survey was answered already"}
+    }
+
+    @signed.get(
+        "/customers/{customer_id}/nps",
+        response_model=None,
+        tags=["nps"],
+        responses={**_doc(403, 409), **_ANSWERED, 200: {"content": _HTML, "description": "the survey's form"}},
+    )
+    async def nps_from_link(
+        customer_id: Id,
+        request: Request,
+        survey: SurveyId,
+        ticket_id: SurveyTicket,
+        score: Annotated[int, Query(ge=0, le=10)],
+        expires: Expires,
+        signature: Signature,
+    ):
+        """The relationship survey's link notify mails ("how likely are you to recommend us", 0..10). It
+        answers nothing: it shows a form, `score` preselected, that POSTs the answer, so a mail scanner
+        fetching every link cannot answer for the customer."""
+        if (refused := _refused_link(customer_id, survey, ticket_id, expires, signature)) is not None:
+            return refused
+        if await reads.nps_answers.answered(survey):
+            return _answered_already(survey, as_page=_accepts_html(request))
+        page = survey_pages.question(
+            survey_id=survey, ticket_id=ticket_id, expires=expires, signature=signature, score=score
+        )
+        return HTMLResponse(page, headers=survey_pages.HEADERS)
+
+    @signed.post(
+        "/customers/{customer_id}/nps",
+        response_model=NpsAnswer,
+        tags=["nps"],
+        responses={
+            **_doc(*BODY, 403, 409),
+            **_ANSWERED,
+            200: {"content": _HTML, "description": "the answer: JSON, or a thank-you page to a posted form"},
+        },
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": NpsBody.model_json_schema()},
+                    _FORM: {"schema": _NPS_FORM},
+                },
+            }
+        },
+    )
+    async def nps_answer(
+        customer_id: Id,
+        request: Request,
+        survey: SurveyId,
+        ticket_id: SurveyTicket,
+        expires: Expires,
+        signature: Signature,
+    ):
+        """The answer, authorised by the link's signature: JSON `{"score", "comment"}`, or the survey page's
+        form (form-encoded), which gets a page back."""
+        from_form = _content_type(request) == _FORM
+        answer = await _nps_from_form(request) if from_form else await _nps_from_json(request)
+        if (refused := _refused_link(customer_id, survey, ticket_id, expires, signature)) is not None:
+            return refused
+        try:
+            await intake.answer_nps(
+                survey_id=survey, customer_id=customer_id, ticket_id=ticket_id, score=answer.score,
+                comment=answer.comment,
+            )
+        except SurveyAnswered:
+            return _answered_already(survey, as_page=from_form)
+        if from_form:
+            return HTMLResponse(survey_pages.thanks(answer.score), headers=survey_pages.HEADERS)
+        return NpsAnswer(
+            survey_id=survey, customer_id=customer_id, ticket_id=ticket_id, score=answer.score,
+            message="Thank you for your answer.",
+        )
+
+    def _refused_link(customer_id: str, survey: str, ticket_id: str, expires: int, signature: str) -> JSONResponse | None:
+        if settings.csat_signing_key is None:
+            return _problem(status.HTTP_503_SERVICE_UNAVAILABLE, "surveys are not configured")
+        try:
+            verify_nps(
+                settings.csat_signing_key.get_secret_value(), survey, customer_id, ticket_id, expires, signature,
+                now=time.time(),
+            )
+        except BadSignature as bad:
+            return _problem(status.HTTP_403_FORBIDDEN, str(bad))
+        return None
+
+    def _answered_already(survey: str, *, as_page: bool) -> Response:
+        if as_page:
+            return HTMLResponse(survey_pages.answered_already(), status.HTTP_409_CONFLICT, headers=survey_pages.HEADERS)
+        return _problem(status.HTTP_409_CONFLICT, str(SurveyAnswered(survey)))
 
     routes.include_router(keyed)
     routes.include_router(signed)

@@ -20,7 +20,7 @@ from pymongo.operations import InsertOne, ReplaceOne, UpdateOne
 
 from services.intake.domain import TICKET_ID_PATTERN, Message, SlaSummary, Ticket
 from shared.clock import from_ms, now_ms, to_ms
-from shared.events import Customer
+from shared.events import Customer, CustomerNpsReceived
 from shared.mongo import KnownDocuments, Transaction
 from shared.mongo_filters import eq
 
@@ -320,6 +320,24 @@ class SeenSignatures:
         await self._seen.delete_many({"expires_ms": {"$lt": now_ms()}}, session=self._session)
 
 
+class NpsAnswers:
+    """Answers to notify's NPS surveys, one per survey: the survey id is the `_id`, so the primary key
+    itself refuses a second answer, even two sent at once."""
+
+    def __init__(self, tx: Transaction) -> None:
+        self._answers = tx.db["nps_answers"]
+        self._session = tx.session
+
+    async def answered(self, survey_id: str) -> bool:
+        return await self._answers.find_one({"_id": survey_id}, {"_id": 1}, session=self._session) is not None
+
+    async def add(self, answer: CustomerNpsReceived) -> None:
+        """Raises `DuplicateKeyError` when the survey was answered meanwhile."""
+        document = answer.model_dump(mode="json", exclude={"survey_id", "answered_at"})
+        document.update(_id=answer.survey_id, answered_ms=to_ms(answer.answered_at))
+        await self._answers.insert_one(document, session=self._session)
+
+
 class IntakeTransaction(Transaction):
     """A transaction of intake's, carrying its repositories (each built once, on first use)."""
 
@@ -346,3 +364,7 @@ class IntakeTransaction(Transaction):
     @cached_property
     def seen_signatures(self) -> SeenSignatures:
         return SeenSignatures(self)
+
+    @cached_property
+    def nps_answers(self) -> NpsAnswers:
+        return NpsAnswers(self)

@@ -33,6 +33,7 @@ from shared.envelope import Envelope, new_event
 from shared.events import (
     AuthorType,
     Channel,
+    CustomerNpsReceived,
     Priority,
     SlaClockEvent,
     TicketAssigned,
@@ -68,6 +69,13 @@ class TicketNotFound(LookupError):
 
 class ReplayedWebhook(Exception):
     """The same signed webhook request was already received."""
+
+
+class SurveyAnswered(Exception):
+    """The NPS survey has its answer already: the first one stands."""
+
+    def __init__(self, survey_id: str) -> None:
+        super().__init__(f"survey {survey_id} was already answered; an answer cannot be changed")
 
 
 @dataclass(frozen=True)
@@ -316,6 +324,33 @@ class Intake:
 
         return await self._with_retries(work)
 
+    async def answer_nps(
+        self, *, survey_id: str, customer_id: str, ticket_id: str, score: int, comment: str | None
+    ) -> CustomerNpsReceived:
+        """Record the customer's answer to a relationship survey and publish it, once per survey."""
+
+        async def work(tx: IntakeTransaction) -> CustomerNpsReceived:
+            answers = tx.nps_answers
+            if await answers.answered(survey_id):
+                raise SurveyAnswered(survey_id)
+            answer = CustomerNpsReceived(
+                survey_id=survey_id,
+                customer_id=customer_id,
+                ticket_id=ticket_id,
+                score=score,
+                comment=comment,
+                answered_at=utc_now(),
+            )
+            await answers.add(answer)
+            # Keyed by the ticket, as its CSAT is: on the ticket's partition, after its solved event.
+            tx.publish(topics.TICKETS, new_event(answer, source=self._source, subject=ticket_id))
+            return answer
+
+        try:
+            return await self._requests.run(work)
+        except DuplicateKeyError:  # another answer to the survey was stored between the check and the insert
+            raise SurveyAnswered(survey_id) from None
+
     async def close_solved(self) -> None:
         """Housekeeping: solved tickets whose reopen window is over become closed."""
         cutoff = now_ms() - int(self._reopen_window.total_seconds() * 1000)
@@ -472,6 +507,7 @@ __all__ = [
     "MessageAdded",
     "ReplayedWebhook",
     "Submitted",
+    "SurveyAnswered",
     "TicketClosedForReplies",
     "TicketNotFound",
     "VersionMismatch",

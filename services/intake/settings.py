@@ -19,7 +19,8 @@ class IntakeSettings(ServiceSettings):
         "follow-up ticket, and the solved ticket is closed.",
     )
     csat_signing_key: SecretStr | None = Field(
-        default=None, description="Key of the HMAC notify signs CSAT survey links with; unset: CSAT answers 503."
+        default=None,
+        description="Key of the HMAC notify signs survey links (CSAT and NPS) with; unset: survey answers 503.",
     )
     inbound_email_signing_key: SecretStr | None = Field(
         default=None, description="Key of the HMAC that signs inbound email webhooks; unset: the webhook answers 503."

@@ -11,13 +11,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from enum import StrEnum
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError, validate_email
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from shared.signing import MESSAGE_ID_DOMAIN, csat_signature
+from shared.signing import MESSAGE_ID_DOMAIN, csat_signature, nps_signature
 
 DEFAULT_LOCALE = "en"
 DIGEST_KIND = "digest"
@@ -32,6 +32,7 @@ class DeliveryKind(StrEnum):
     SLA_WARNING = "sla_warning"
     SLA_BREACHED = "sla_breached"
     CSAT_SURVEY = "csat_survey"
+    NPS_SURVEY = "nps_survey"
     FOLLOW_UP = "follow_up"
     DIGEST = "digest"
 
@@ -269,6 +270,38 @@ def csat_links(base_url: str, key: str, ticket_id: str, expires: datetime) -> di
         + urlencode({"score": score, "expires": expires_s, "signature": signature})
         for score in range(1, 6)
     }
+
+
+# --- NPS links and the once-per-customer limit ----------------------------------------------------
+
+
+NPS_SCORES = range(0, 11)
+
+
+def survey_id_for(key: str) -> str:
+    """Derived from the delivery's key, so the survey a delivery carries is the same however often it is planned."""
+    return f"nps-{hashlib.sha256(key.encode()).hexdigest()[:24]}"
+
+
+def nps_links(
+    base_url: str, key: str, *, survey_id: str, customer_id: str, ticket_id: str, expires: datetime
+) -> dict[str, str]:
+    """One signed link per score, 0 to 10, under the customer: intake takes the first answer to the survey."""
+    expires_s = int(expires.timestamp())
+    signature = nps_signature(key, survey_id, customer_id, ticket_id, expires_s)
+    path = f"{base_url.rstrip('/')}/v1/customers/{quote(customer_id, safe='')}/nps?"
+    return {
+        str(score): path
+        + urlencode(
+            {"survey": survey_id, "ticket_id": ticket_id, "score": score, "expires": expires_s, "signature": signature}
+        )
+        for score in NPS_SCORES
+    }
+
+
+def customer_limit_key(kind: str, customer: str) -> str:
+    """The `_id` of a customer's period of a once-per-customer kind."""
+    return f"{kind}:{customer}"
 
 
 def describe_duration(seconds: float) -> str:

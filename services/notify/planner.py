@@ -25,7 +25,9 @@ from services.notify.domain import (
     describe_instant,
     locale_of,
     message_id_for,
+    nps_links,
     quiet_hours_end,
+    survey_id_for,
 )
 from services.notify.rules import Audience, Rule
 from shared.clock import from_ms
@@ -110,7 +112,9 @@ class PlanConfig:
     csat_signing_key: str = ""
     csat_link_ttl: timedelta = timedelta(days=14)
     survey_kinds: frozenset[str] = frozenset()
-    """Kinds whose templates show `csat_links`: without a signing key they cannot be sent."""
+    """Kinds whose templates show signed links (`csat_links`, `nps_links`): without a signing key they cannot be sent."""
+    nps_kinds: frozenset[str] = frozenset()
+    """Kinds whose templates show `nps_links`: each delivery of one carries a survey of its own."""
     team_webhook_url: str = ""
     supervisors_webhook_url: str = ""
     max_event_age: timedelta = timedelta(days=3)
@@ -209,7 +213,7 @@ def plan(
         problem = f"the event is older than {describe_duration(config.max_event_age.total_seconds())}"
     if problem is not None:
         return Delivery(**base, state=DeliveryState.SUPPRESSED, reason=problem)
-    context = build_context(rule, event, ticket, recipient, config, due)
+    context = build_context(rule, event, ticket, recipient, config, due, key)
     held_reason = None
     awaiting = None
     if rule.wait_for_sla and ticket is not None and ticket.first_reply_due_ms is None:
@@ -249,11 +253,19 @@ def suppression(rule: Rule, recipient: Recipient, preferences: Preferences | Non
             return f"the customer opted out of {rule.kind}"
     if rule.kind in config.survey_kinds and not config.csat_signing_key:
         return "CSAT_SIGNING_KEY is not set: the survey link cannot be signed"
+    if rule.kind in config.nps_kinds and not recipient.id:
+        return "the customer has no id: an NPS survey link is under the customer"
     return None
 
 
 def build_context(
-    rule: Rule, event: Envelope, ticket: TicketView | None, recipient: Recipient, config: PlanConfig, due: datetime
+    rule: Rule,
+    event: Envelope,
+    ticket: TicketView | None,
+    recipient: Recipient,
+    config: PlanConfig,
+    due: datetime,
+    key: str,
 ) -> dict:
     """Everything a template may use; JSON-able, so it is stored with the delivery and can render again."""
     data = event.data
@@ -272,6 +284,9 @@ def build_context(
         "first_reply_due": None,
         "csat_links": None,
         "csat_expires": None,
+        "nps_links": None,
+        "nps_expires": None,
+        "survey_id": None,
         "metric": getattr(data, "metric", None),
         "due_at": None,
         "remaining": None,
@@ -289,6 +304,18 @@ def build_context(
         expires = due + config.csat_link_ttl
         context["csat_links"] = csat_links(config.intake_public_url, config.csat_signing_key, context["ticket_id"], expires)
         context["csat_expires"] = describe_instant(expires, recipient.timezone)
+    if rule.kind in config.nps_kinds and config.csat_signing_key and recipient.id:
+        expires = due + config.csat_link_ttl
+        context["survey_id"] = survey_id_for(key)
+        context["nps_links"] = nps_links(
+            config.intake_public_url,
+            config.csat_signing_key,
+            survey_id=context["survey_id"],
+            customer_id=recipient.id,
+            ticket_id=context["ticket_id"],
+            expires=expires,
+        )
+        context["nps_expires"] = describe_instant(expires, recipient.timezone)
     return context
 
 
@@ -380,6 +407,9 @@ SAMPLE_CONTEXT: dict = {
     "first_reply_due": "2026-03-02 13:30 UTC",
     "csat_links": {str(score): f"https://support.example.com/csat?score={score}" for score in range(1, 6)},
     "csat_expires": "2026-03-16 13:30 UTC",
+    "nps_links": {str(score): f"https://support.example.com/nps?score={score}" for score in range(0, 11)},
+    "nps_expires": "2026-03-16 13:30 UTC",
+    "survey_id": "nps-000000000000000000000000",
     "metric": "first_reply",
     "due_at": "2026-03-02 13:30 UTC",
     "remaining": "15 minutes",

@@ -270,6 +270,48 @@ class OwedDeliveries:
         return [_from_document(document) for document in documents]
 
 
+class CustomerLimits:
+    """Which delivery holds each customer's period of a once-per-customer kind (`_id` `<kind>:<customer>`),
+    and until when (`until_ms`, the period after its due time).
+
+    Read by `_id` through the transaction's cache (a batch's prefetch loads them with one `$in`), and
+    taken with a conditional upsert matching only a period that ends by the new delivery's due time:
+    when another replica took it meanwhile, the upsert collides with its `_id` and fails the batch,
+    which the consumer retries and which then sees that period taken. So the limit holds across
+    replicas and restarts, at no cost of a scan.
+    """
+
+    def __init__(self, tx: Transaction) -> None:
+        self._limits = KnownDocuments(tx.db["customer_limits"], tx)
+
+    async def load(self, keys: Iterable[str]) -> None:
+        await self._limits.load(keys)
+
+    async def take(self, key: str, delivery_id: str, *, due_ms: int, until_ms: int) -> bool:
+        """False when another delivery holds a period that `due_ms` falls in; queued otherwise."""
+        current = await self._limits.get(key)
+        if current is not None and current["delivery_id"] == delivery_id:
+            return True  # planned again (a redelivered event): the period is already this delivery's
+        if current is not None and current["until_ms"] > due_ms:
+            return False
+        fields = {"delivery_id": delivery_id, "until_ms": until_ms, "taken_ms": now_ms()}
+        self._limits.write_later(
+            {"_id": key, **fields},
+            UpdateOne({"_id": key, "until_ms": {"$lte": due_ms}}, {"$set": fields}, upsert=True),
+        )
+        return True
+
+    async def release(self, key: str, delivery_id: str) -> None:
+        """The delivery holding the period was cancelled before it went: the next one may take it."""
+        current = await self._limits.get(key)
+        if current is None or current["delivery_id"] != delivery_id:
+            return
+        self._limits.write_later(
+            {**current, "until_ms": 0},
+            UpdateOne({"_id": key, **eq(delivery_id=delivery_id)}, {"$set": {"until_ms": 0}}),
+        )
+
+
 class TicketViews:
     """Notify's own view of tickets, built from the events it consumes (it never reads intake's database)."""
 
@@ -351,6 +393,10 @@ class NotifyTransaction(Transaction):
     @cached_property
     def tickets(self) -> TicketViews:
         return TicketViews(self)
+
+    @cached_property
+    def customer_limits(self) -> CustomerLimits:
+        return CustomerLimits(self)
 
     @cached_property
     def contacts(self) -> Contacts:

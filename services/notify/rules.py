@@ -14,6 +14,7 @@ rules:
     wait_for_sla: null                # e.g. first_reply: hold until that SLA clock started (or the timeout)
     wait_for_sla_seconds: 5
     cancel_on: [support.ticket.reopened.v1]  # events that cancel it while still pending
+    once_per_customer_seconds: null   # e.g. 7776000: at most one of this kind per customer every 90 days
 ```
 
 A file that does not parse, names an unknown event, audience or field, or repeats a kind is
@@ -93,6 +94,8 @@ class Rule(BaseModel):
     wait_for_sla: str | None = None
     wait_for_sla_seconds: float = Field(default=5, ge=0)
     cancel_on: list[str] = Field(default_factory=list)
+    once_per_customer_seconds: float | None = Field(default=None, gt=0)
+    """At most one delivery of this kind per customer within this long (by due time): a relationship survey."""
 
     @model_validator(mode="after")
     def _consistent(self) -> "Rule":
@@ -108,6 +111,8 @@ class Rule(BaseModel):
             raise ValueError(f"audience 'agent' needs an event naming an agent; {self.event} does not")
         if self.transactional and self.opt_in:
             raise ValueError("a rule cannot be both transactional and opt-in")
+        if self.once_per_customer_seconds is not None and self.to != [Audience.CUSTOMER]:
+            raise ValueError("once_per_customer_seconds needs 'to: [customer]' alone")
         return self
 
     @property
@@ -144,6 +149,17 @@ class RuleBook(BaseModel):
 
     def cancelled_by(self, event_type: str) -> list[str]:
         return [rule.kind for rule in self.rules if event_type in rule.cancel_on]
+
+    def of_kind(self, kind: str) -> Rule | None:
+        return next((rule for rule in self.rules if rule.kind == kind), None)
+
+    def once_per_customer(self, event_type: str) -> list[Rule]:
+        """The rules limited per customer that `event_type` plans or cancels: whose limits its batch reads."""
+        return [
+            rule
+            for rule in self.rules
+            if rule.once_per_customer_seconds and event_type in (rule.event, *rule.cancel_on)
+        ]
 
     def event_types(self) -> set[str]:
         wanted = {payload.EVENT_TYPE for payload in TRACKED_EVENTS}

@@ -34,14 +34,16 @@ from services.notify.domain import (
     RetryPolicy,
     SendFailure,
     after_failure,
+    customer_limit_key,
     delivery_key,
+    describe_duration,
     digest_key,
     digest_window,
     sent,
 )
 from services.notify.planner import PlanConfig, Preferences, fold_into_digest, plan, released, resolve
-from services.notify.repository import NotifyTransaction, OwedDeliveries, TicketViews
-from services.notify.rules import SUPPORTED_EVENTS, RuleBook
+from services.notify.repository import CustomerLimits, NotifyTransaction, OwedDeliveries, TicketViews
+from services.notify.rules import SUPPORTED_EVENTS, Rule, RuleBook
 from shared import topics
 from shared.clock import to_ms, utc_now
 from shared.consumer import Subscription
@@ -60,6 +62,7 @@ from shared.events import (
 from shared.group_commit import GroupCommit
 from shared.kafka_binding import CONTENT_TYPE, STRUCTURED_CONTENT_TYPE
 from shared.mongo import Lease, UnitOfWork
+from shared.wakeup import IdleBackoff, Wakeup
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +154,7 @@ class Notifications:
         self._dead_letters = dead_letters
         self._dead_letter_lease = dead_letter_lease
         self._replica = replica
-        self._sender_wakeup = asyncio.Event()
+        self._sender_wakeup = Wakeup()
         """Names this replica's claims; the same after a restart (host and port, not process id)."""
 
     # --- deciding ------------------------------------------------------------------------------
@@ -165,15 +168,22 @@ class Notifications:
 
     async def prefetch(self, tx: NotifyTransaction, events: Sequence[Envelope]) -> None:
         """What the batch's events will read, one query per collection: their tickets, the customers'
-        preferences and the agents' contacts, and which of the deliveries they may owe exist already."""
+        preferences, their once-per-customer periods and the agents' contacts, and which of the deliveries
+        they may owe exist already."""
         await tx.tickets.load({event.data.ticket_id for event in events})
-        views = [view for event in events if (view := await tx.tickets.get(event.data.ticket_id))]
+        views = {view.ticket_id: view for event in events if (view := await tx.tickets.get(event.data.ticket_id))}
         created = [event.data for event in events if isinstance(event.data, TicketCreated)]
         await tx.preferences.load(
-            {view.customer_id for view in views if view.customer_id} | {data.customer.id for data in created}
+            {view.customer_id for view in views.values() if view.customer_id} | {data.customer.id for data in created}
+        )
+        await tx.customer_limits.load(
+            customer_limit_key(rule.kind, view.customer_id)
+            for event in events
+            if (view := views.get(event.data.ticket_id)) and view.customer_id
+            for rule in self._rules.once_per_customer(event.type)
         )
         await tx.contacts.load(
-            {view.assignee_id for view in views if view.assignee_id}
+            {view.assignee_id for view in views.values() if view.assignee_id}
             | {agent_id for event in events if (agent_id := getattr(event.data, "agent_id", None))}
         )
         await tx.owed.load(
@@ -195,6 +205,8 @@ class Notifications:
                 reason = f"cancelled by {event.type}"
                 if await deliveries.suppress(pending, reason):
                     self._suppressed(tx, pending.model_copy(update={"state": DeliveryState.SUPPRESSED, "reason": reason}), now)
+                    if (rule := self._rules.of_kind(pending.kind)) and rule.once_per_customer_seconds:
+                        await tx.customer_limits.release(_limit_key(pending), pending.id)
         if isinstance(event.data, SlaClockStarted) and ticket is not None and self._awaited(event.data.metric):
             await self._release_awaiting(deliveries, ticket, f"sla:{event.data.metric}", now)
         rules = [rule for rule in self._rules.for_event(event.type) if rule.matches(event.data)]
@@ -209,6 +221,8 @@ class Notifications:
             for audience in rule.to:
                 recipient = resolve(audience, event, ticket, contacts=contacts, preferences=preferences, config=self._config)
                 delivery = plan(rule, recipient, event, ticket, preferences, render=self._render, now=now, config=self._config)
+                if delivery.state is DeliveryState.PENDING and rule.once_per_customer_seconds:
+                    delivery = await self._once_per_customer(tx.customer_limits, rule, delivery)
                 if delivery.state is DeliveryState.PENDING and not rule.urgent:
                     delivery = await self._rate_limited(deliveries, delivery, preferences, now)
                 if await deliveries.add_if_absent(delivery) and delivery.state is DeliveryState.SUPPRESSED:
@@ -246,6 +260,17 @@ class Notifications:
         """The SLA clock a held message waited for started: it goes now, with the reply time."""
         for held in await deliveries.awaiting(ticket.ticket_id, awaiting):
             await deliveries.replace_pending(released(held, ticket, render=self._render, now=now))
+
+    @staticmethod
+    async def _once_per_customer(limits: CustomerLimits, rule: Rule, delivery: Delivery) -> Delivery:
+        """The delivery takes the customer's period of its kind, or is suppressed when another holds a period
+        its due time falls in (sent, or still due: a survey planned a week ahead counts from then)."""
+        period = rule.once_per_customer_seconds
+        due_ms = to_ms(delivery.next_attempt_at)
+        if await limits.take(_limit_key(delivery), delivery.id, due_ms=due_ms, until_ms=due_ms + int(period * 1000)):
+            return delivery
+        reason = f"at most one {rule.kind} per customer every {describe_duration(period)}: another is sent or due within that"
+        return delivery.model_copy(update={"state": DeliveryState.SUPPRESSED, "reason": reason})
 
     async def _rate_limited(
         self, deliveries: OwedDeliveries, delivery: Delivery, preferences: Preferences | None, now: datetime
@@ -298,7 +323,7 @@ class Notifications:
         restart, not the claim's whole lease. Stopped, it gives back what it holds, so the next sender
         (another replica, or this one started again elsewhere) need not wait for the lease either."""
         took_back = False
-        idle_polls = 0
+        backoff = IdleBackoff(self._poll_interval, IDLE_BACKOFF)
         try:
             while True:
                 try:
@@ -310,11 +335,9 @@ class Notifications:
                 except Exception:
                     log.exception("sending notifications failed; retrying")
                     claimed = 0
-                idle_polls = 0 if claimed else min(idle_polls + 1, IDLE_BACKOFF)
+                wait = backoff.next_wait(found_work=claimed > 0)
                 if claimed < SEND_BATCH:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._sender_wakeup.wait(), self._poll_interval * max(1, idle_polls))
-                    self._sender_wakeup.clear()
+                    await self._sender_wakeup.sleep(wait)
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(5):
@@ -457,6 +480,11 @@ class Notifications:
             correlation_id=delivery.correlation_id,
             causation_id=delivery.causation_id,
         )
+
+
+def _limit_key(delivery: Delivery) -> str:
+    """The customer by id, or by address when the ticket named no id."""
+    return customer_limit_key(delivery.kind, delivery.recipient_id or delivery.recipient)
 
 
 def _log_outcome(delivery: Delivery) -> None:

@@ -25,9 +25,11 @@ class NotifySettings(ServiceSettings):
     sender_poll_interval_seconds: float = Field(default=0.5, gt=0)
     notify_rules_path: Path = Field(default=RULES_FILE, description="The YAML file mapping events to notifications.")
     notify_templates_dir: Path = Field(default=TEMPLATES_DIRECTORY, description="Jinja2 templates, <kind>.<locale>.<part>.j2.")
-    intake_public_url: str = Field(default="http://127.0.0.1:8001", description="Where CSAT links point.")
-    csat_signing_key: SecretStr = Field(default=SecretStr(""), description="Signs CSAT links; intake checks them.")
-    csat_link_ttl_seconds: float = Field(default=14 * 24 * 3600, gt=0, description="How long a CSAT link works after it is sent.")
+    intake_public_url: str = Field(default="http://127.0.0.1:8001", description="Where CSAT and NPS links point.")
+    csat_signing_key: SecretStr = Field(default=SecretStr(""), description="Signs CSAT and NPS links; intake checks them.")
+    csat_link_ttl_seconds: float = Field(
+        default=14 * 24 * 3600, gt=0, description="How long a CSAT or NPS link works after it is sent."
+    )
     webhook_signing_key: SecretStr = Field(default=SecretStr(""), description="Signs outgoing webhooks and SMS requests.")
     team_webhook_url: str = Field(default="", description="Slack-compatible webhook of the support team (SLA breaches).")
     supervisors_webhook_url: str = Field(default="", description="Slack-compatible webhook of the supervisors.")

@@ -27,6 +27,7 @@ from shared import topics
 from shared.clock import now_ms
 from shared.envelope import new_event
 from shared.mongo import Lease, UnitOfWork
+from shared.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +129,7 @@ class Timers:
         self._settings = settings
         self._now = clock
         self.horizon = NearHorizon()
-        self._wakeup = asyncio.Event()
+        self._wakeup = Wakeup()
         self._holding = False
 
     def offer(self, clock: Clock) -> None:
@@ -163,12 +164,7 @@ class Timers:
                 next_ms = self.horizon.next_ms() if self._holding else None
                 if next_ms is not None:
                     wait = min(wait, (next_ms - self._now()) / 1000)
-                if wait > 0:
-                    try:
-                        await asyncio.wait_for(self._wakeup.wait(), wait)
-                    except TimeoutError:
-                        pass
-                self._wakeup.clear()
+                await self._wakeup.sleep(wait)
             except asyncio.CancelledError:
                 raise
             except Exception:

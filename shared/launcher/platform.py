@@ -27,6 +27,7 @@ from shared.launcher.servers import (
     listening,
     mongo_wire_command,
     stop_process,
+    stop_processes,
 )
 
 SERVICES = ("intake", "routing", "sla", "notify")
@@ -34,6 +35,10 @@ EXTERNAL_INFRASTRUCTURE = ("KAFKA_BOOTSTRAP_SERVERS", "MONGODB_URL", "SMTP_URL",
 """Variables that point the platform at real infrastructure (and real keys) instead of the embedded parts."""
 DEV_API_KEY = "dev-key"
 STOP_GRACE_SECONDS = 10.0
+BROKER_STORAGE_STOP_GRACE_SECONDS = 2.0
+"""SeaweedFS's `weed server` spends about 25 s winding down its own gRPC streams after SIGTERM. What it
+acknowledged is in its volume files already (the fault suite SIGKILLs it and loses nothing), so
+waiting buys nothing; it stops last, after the broker that wrote to it."""
 GENERATED_SECRETS = ("CSAT_SIGNING_KEY", "INBOUND_EMAIL_SIGNING_KEY", "WEBHOOK_SIGNING_KEY")
 """Signing keys services share (intake verifies what notify signs); made once per data dir unless set."""
 INFRASTRUCTURE = ("broker_storage", "kafka", "mongodb", "smtp")
@@ -128,6 +133,7 @@ class Platform:
             env["MONGODB_TRANSACTION_LOCK_DIR"] = str(self.data_dir / "mongo")
         for name in GENERATED_SECRETS:
             env.setdefault(name, self._secret(name))
+        env.setdefault("INTAKE_PUBLIC_URL", self.url("intake"))  # the survey links notify mails reach this intake
         env["HTTP_HOST"] = "127.0.0.1"
         env["HTTP_PORT"] = str(self.ports.of(service))
         env["PYTHONUNBUFFERED"] = "1"
@@ -230,10 +236,12 @@ class Platform:
 
     def stop(self) -> None:
         """Services first, so they finish their work while the infrastructure is still up."""
-        order = [name for name in self.processes if name not in INFRASTRUCTURE]
-        order += [name for name in reversed(INFRASTRUCTURE) if name in self.processes]
-        for name in order:
-            stop_process(self.processes.pop(name), STOP_GRACE_SECONDS)
+        services = [self.processes.pop(name) for name in list(self.processes) if name not in INFRASTRUCTURE]
+        stop_processes(services, STOP_GRACE_SECONDS)
+        for name in reversed(INFRASTRUCTURE):
+            if name in self.processes:
+                grace = BROKER_STORAGE_STOP_GRACE_SECONDS if name == "broker_storage" else STOP_GRACE_SECONDS
+                stop_process(self.processes.pop(name), grace)
         self._restart_at.clear()
 
     def exited(self) -> dict[str, int]:

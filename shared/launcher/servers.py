@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -30,10 +30,19 @@ def listening(port: int) -> bool:
 
 def stop_process(process: subprocess.Popen, grace_seconds: float = 10.0) -> None:
     """SIGTERM, and SIGKILL if it has not exited within `grace_seconds`."""
-    if process.poll() is None:
+    stop_processes([process], grace_seconds)
+
+
+def stop_processes(processes: Sequence[subprocess.Popen], grace_seconds: float = 10.0) -> None:
+    """SIGTERM to all at once, so they wind down side by side; SIGKILL to any still running after
+    `grace_seconds`."""
+    running = [process for process in processes if process.poll() is None]
+    for process in running:
         process.terminate()
+    deadline = time.monotonic() + grace_seconds
+    for process in running:
         try:
-            process.wait(grace_seconds)
+            process.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()

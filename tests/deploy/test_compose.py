@@ -62,7 +62,9 @@ REQUIRED_ENV = {
     "LOG_LEVEL": "INFO",
 }
 # Settings only one service reads, beyond ServiceSettings.
-SERVICE_ONLY_ENV = {"notify": {"SMTP_URL": "smtp://mailpit:1025"}}
+SERVICE_ONLY_ENV = {
+    "notify": {"SMTP_URL": "smtp://mailpit:1025", "INTAKE_PUBLIC_URL": "${INTAKE_PUBLIC_URL:-http://localhost:8001}"}
+}
 
 
 # ----------------------------------------------------------------------------------------------

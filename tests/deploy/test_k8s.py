@@ -16,6 +16,7 @@ import json
 import shutil
 import subprocess
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import jsonschema
 import pytest
@@ -154,9 +155,11 @@ def test_each_deployment_runs_its_service_safely_with_probes_and_resources(rende
 
 def test_config_and_secret_name_only_settings_the_services_read(rendered) -> None:
     from shared.launcher.platform import GENERATED_SECRETS
+    from services.notify.settings import NotifySettings
     from shared.settings import ServiceSettings
 
-    known = {field.upper() for field in ServiceSettings.model_fields} | set(GENERATED_SECRETS) | {"SMTP_URL"}
+    known = {field.upper() for settings in (ServiceSettings, NotifySettings) for field in settings.model_fields}
+    known |= set(GENERATED_SECRETS)
     name, resources = rendered
     for kind, field in (("ConfigMap", "data"), ("Secret", "stringData")):
         resource = resources.get((kind, f"switchboard-{'config' if kind == 'ConfigMap' else 'secrets'}"))
@@ -166,6 +169,15 @@ def test_config_and_secret_name_only_settings_the_services_read(rendered) -> Non
         unknown = set(resource.get(field, {})) - known
         assert not unknown, f"{name}: {kind} sets {sorted(unknown)}, which no setting reads"
 
+
+
+def test_the_survey_links_notify_mails_point_at_intakes_public_url(rendered) -> None:
+    name, resources = rendered
+    public = urlsplit(resources["ConfigMap", "switchboard-config"]["data"]["INTAKE_PUBLIC_URL"])
+    assert public.scheme in ("http", "https") and public.hostname and public.path in ("", "/"), (
+        f"{name}: INTAKE_PUBLIC_URL must be the address customers' browsers reach intake at"
+    )
+    assert public.hostname not in ("intake", "switchboard-intake"), f"{name}: an in-cluster name, not public"
 
 def test_prometheus_operator_resources_scrape_every_service_with_the_shipped_rules(rendered) -> None:
     name, resources = rendered

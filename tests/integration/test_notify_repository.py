@@ -1,11 +1,13 @@
 """Notify's MongoDB adapters against the real Mongo-wire server: a batch's reads see its own queued writes,
-replicas claiming due deliveries at once never share one, and a restarted replica takes back its own."""
+replicas claiming due deliveries at once never share one, a restarted replica takes back its own, and a
+customer's once-per-customer period is taken by one delivery only."""
 
 import asyncio
 from datetime import timedelta
 
 import pytest
 from pymongo import AsyncMongoClient
+from pymongo.errors import BulkWriteError
 
 from services.notify.domain import Delivery, DeliveryChannel, DeliveryState, message_id_for
 from services.notify.repository import NotifyTransaction
@@ -109,6 +111,39 @@ async def test_a_restarted_replica_takes_back_what_it_held_and_nothing_another_h
     assert released == 4
     assert {d.id for d in taken_back} == died_holding
     assert all(d.attempts == 2 for d in taken_back), "the send its previous process may have made counts"
+
+
+async def test_a_customers_period_goes_to_one_delivery_even_when_a_replica_read_it_free_before_another_took_it(database):
+    uow = unit_of_work(database, "periods")
+
+    async def take(key: str, delivery_id: str, due_ms: int) -> bool:
+        return await uow.run(lambda tx: tx.customer_limits.take(key, delivery_id, due_ms=due_ms, until_ms=due_ms + 90_000))
+
+    async def stored(key: str) -> dict:
+        return await uow.reads.db["customer_limits"].find_one({"_id": key}, {"_id": 0, "taken_ms": 0})
+
+    assert await take("nps_survey:ann", "d1", 1_000)
+    assert not await take("nps_survey:ann", "d2", 50_000), "due within d1's period"
+    assert await take("nps_survey:ann", "d1", 60_000), "d1 planned again keeps its period"
+    assert await stored("nps_survey:ann") == {"delivery_id": "d1", "until_ms": 91_000}
+    assert await take("nps_survey:ann", "d3", 91_000), "due as d1's period ends"
+
+    await uow.run(lambda tx: tx.customer_limits.release("nps_survey:ann", "d1"))
+    assert await stored("nps_survey:ann") == {"delivery_id": "d3", "until_ms": 181_000}, "only its holder releases it"
+    await uow.run(lambda tx: tx.customer_limits.release("nps_survey:ann", "d3"))
+    assert await take("nps_survey:ann", "d4", 100_000), "a cancelled survey's period is free again"
+
+    assert await take("nps_survey:bo", "theirs", 1_000)
+
+    async def read_free_before_theirs_committed(tx) -> bool:
+        tx.cache["customer_limits"] = {"nps_survey:bo": None}  # what this replica's prefetch read
+        return await tx.customer_limits.take("nps_survey:bo", "mine", due_ms=2_000, until_ms=92_000)
+
+    with pytest.raises(BulkWriteError) as collided:
+        await uow.run(read_free_before_theirs_committed)
+    assert collided.value.details["writeErrors"][0]["code"] == 11000  # the batch fails, and is retried...
+    assert not await take("nps_survey:bo", "mine", 2_000), "...seeing the period taken"
+    assert await stored("nps_survey:bo") == {"delivery_id": "theirs", "until_ms": 91_000}
 
 
 async def claim_due(tx, replica: str, limit: int) -> list[Delivery]:

@@ -29,6 +29,8 @@ SIGNED = {  # authenticated by a signature, not an API key
     ("POST", "/v1/inbound/email"),
     ("GET", "/v1/tickets/{ticket_id}/csat"),
     ("POST", "/v1/tickets/{ticket_id}/csat"),
+    ("GET", "/v1/customers/{customer_id}/nps"),
+    ("POST", "/v1/customers/{customer_id}/nps"),
 }
 ERRORS = {  # every /v1 route, with the error answers the README promises for it
     ("POST", "/v1/tickets"): {401, 403, 409, 413, 422, 429},
@@ -41,6 +43,8 @@ ERRORS = {  # every /v1 route, with the error answers the README promises for it
     ("POST", "/v1/inbound/email"): {401, 409, 413, 422},
     ("GET", "/v1/tickets/{ticket_id}/csat"): {403, 404, 409, 422},
     ("POST", "/v1/tickets/{ticket_id}/csat"): {403, 404, 409, 413, 422},
+    ("GET", "/v1/customers/{customer_id}/nps"): {403, 409, 422},
+    ("POST", "/v1/customers/{customer_id}/nps"): {403, 409, 413, 422},
 }
 
 
@@ -299,6 +303,7 @@ async def test_every_service_documents_its_errors_and_metrics_and_refuses_in_its
     routing, notify = (documents[name]["components"]["schemas"] for name in ("routing", "notify"))
     assert routing["AgentProfile"]["properties"]["skills"]["additionalProperties"] is False
     assert notify["WantedPreferences"]["properties"]["opt_out"]["items"]["enum"] == [
-        "acknowledgement", "agent_reply", "assignment", "csat_survey", "follow_up", "sla_breached", "sla_warning"
+        "acknowledgement", "agent_reply", "assignment", "csat_survey", "follow_up", "nps_survey", "sla_breached",
+        "sla_warning",
     ]
     assert all(branch["required"] for branch in notify["ContactDetails"]["anyOf"]), "{} would be a contact"

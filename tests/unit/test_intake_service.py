@@ -7,7 +7,7 @@ import pytest
 from pymongo.errors import DuplicateKeyError
 
 from services.intake.domain import Message, NotRatable, Ticket
-from services.intake.service import IdempotencyConflict, Intake, VersionMismatch
+from services.intake.service import IdempotencyConflict, Intake, SurveyAnswered, VersionMismatch
 from shared.clock import utc_now
 from shared.consumer import RejectedEvent
 from shared.envelope import new_event
@@ -15,6 +15,7 @@ from shared.events import (
     AuthorType,
     Channel,
     Customer,
+    CustomerNpsReceived,
     Priority,
     TicketAssigned,
     TicketStatus,
@@ -31,6 +32,7 @@ class IntakeStore:
     messages: list[Message] = field(default_factory=list)
     customers: dict[str, dict] = field(default_factory=dict)
     keys: dict[str, dict] = field(default_factory=dict)
+    nps_answers: dict[str, CustomerNpsReceived] = field(default_factory=dict)
 
 
 class FakeTickets:
@@ -99,6 +101,19 @@ class FakeIdempotencyKeys:
         self._keys[key] = {"fingerprint": fingerprint, "ticket_id": ticket_id, "answer": answer, **outcome}
 
 
+class FakeNpsAnswers:
+    def __init__(self, store: IntakeStore) -> None:
+        self._answers = store.nps_answers
+
+    async def answered(self, survey_id: str) -> bool:
+        return survey_id in self._answers
+
+    async def add(self, answer: CustomerNpsReceived) -> None:
+        if answer.survey_id in self._answers:
+            raise DuplicateKeyError(answer.survey_id)
+        self._answers[answer.survey_id] = answer
+
+
 class FakeIntakeTransaction(FakeTransaction):
     def __init__(self, store: IntakeStore) -> None:
         super().__init__()
@@ -106,6 +121,7 @@ class FakeIntakeTransaction(FakeTransaction):
         self.messages = FakeMessages(store)
         self.customers = FakeCustomers(store)
         self.idempotency_keys = FakeIdempotencyKeys(store)
+        self.nps_answers = FakeNpsAnswers(store)
 
 
 @pytest.fixture
@@ -249,6 +265,46 @@ async def test_a_ticket_that_is_not_solved_cannot_be_rated(intake, uow, store):
         await intake.rate(ticket.id, 5, None)
     assert store.tickets[ticket.id].csat is None
     assert uow.events_of_type("support.ticket.csat_received.v1") == []
+
+
+async def answer(intake: Intake, score: int = 9, comment: str | None = "Fast and kind") -> CustomerNpsReceived:
+    return await intake.answer_nps(
+        survey_id="nps-1", customer_id="cust-1", ticket_id="TKT-1", score=score, comment=comment
+    )
+
+
+async def test_an_nps_answer_is_recorded_and_announced_in_the_same_commit(intake, uow, store):
+    answered = await answer(intake)
+
+    assert store.nps_answers == {"nps-1": answered}
+    assert (answered.customer_id, answered.ticket_id, answered.score, answered.comment) == ("cust-1", "TKT-1", 9, "Fast and kind")
+    (event,) = uow.events_of_type("support.customer.nps_received.v1")
+    assert (event.data, event.subject) == (answered, "TKT-1")
+    assert uow.commits == 1
+
+
+async def test_a_second_answer_to_the_same_survey_is_refused_and_the_first_stands(intake, uow, store):
+    first = await answer(intake, score=9)
+
+    with pytest.raises(SurveyAnswered, match="survey nps-1 was already answered; an answer cannot be changed"):
+        await answer(intake, score=2)
+
+    assert store.nps_answers == {"nps-1": first}
+    assert [event.data.score for event in uow.events_of_type("support.customer.nps_received.v1")] == [9]
+
+
+async def test_an_answer_stored_between_the_check_and_the_insert_is_refused_too(intake, uow, store, monkeypatch):
+    first = await answer(intake, score=9)
+
+    async def not_seen_yet(self, survey_id: str) -> bool:
+        return False
+
+    monkeypatch.setattr(FakeNpsAnswers, "answered", not_seen_yet)
+    with pytest.raises(SurveyAnswered):
+        await answer(intake, score=2)
+
+    assert store.nps_answers == {"nps-1": first}
+    assert len(uow.events_of_type("support.customer.nps_received.v1")) == 1
 
 
 async def test_an_assignment_sets_the_assignee_and_the_customers_last_agent(intake, uow, store):

@@ -19,6 +19,10 @@ def test_by_default_everything_is_embedded_and_services_point_at_it(tmp_path):
     assert env["HTTP_PORT"] == "12"
     assert env["SWITCHBOARD_API_KEYS"] == DEV_API_KEY == platform.api_key
     assert Path(env["MONGODB_TRANSACTION_LOCK_DIR"]) == tmp_path.resolve() / "mongo"
+    assert env["INTAKE_PUBLIC_URL"] == "http://127.0.0.1:11", "survey links reach the intake it started"
+    assert Platform(tmp_path, PORTS, environ={"INTAKE_PUBLIC_URL": "https://help.example.com"}).service_environment(
+        "notify"
+    )["INTAKE_PUBLIC_URL"] == "https://help.example.com"
     assert "OUTBOX_REPLAY_ON_START_SECONDS" not in env, "the embedded broker keeps what it acknowledged"
 
 

@@ -1,5 +1,6 @@
 """What each rule owes whom, decided without I/O: pending, held, or suppressed with a reason."""
 
+from dataclasses import replace
 from datetime import UTC, datetime, time, timedelta
 
 import pytest
@@ -184,6 +185,36 @@ def test_the_surveys_are_the_kinds_whose_templates_show_signed_links_whatever_th
     assert SURVEYS == {"csat_survey"}
     assert decide("follow_up", solved(), preferences=Preferences(opt_in=["follow_up"]),
                   config=PlanConfig(survey_kinds=SURVEYS)).state is DeliveryState.PENDING
+
+
+NPS = TEMPLATES.kinds_using("nps_links")
+NPS_CONFIG = replace(CONFIG, survey_kinds=SURVEYS | NPS, nps_kinds=NPS)
+
+
+def test_the_nps_survey_is_due_a_week_after_solving_with_eleven_signed_links_under_the_customer_in_their_language():
+    delivery = decide("nps_survey", solved(), ticket=TICKET.model_copy(update={"language": "de"}), config=NPS_CONFIG)
+
+    assert NPS == {"nps_survey"}
+    assert delivery.state is DeliveryState.PENDING and delivery.next_attempt_at == NOW + timedelta(days=7)
+    assert (delivery.locale, delivery.subject) == ("de", "Wie wahrscheinlich ist es, dass Sie uns weiterempfehlen?")
+    links = delivery.context["nps_links"]
+    assert list(links) == [str(score) for score in range(11)]
+    survey = delivery.context["survey_id"]
+    assert all(link.startswith(f"http://127.0.0.1:8001/v1/customers/c1/nps?survey={survey}&ticket_id=TKT-1&score=")
+               for link in links.values())
+    assert all(f"{score}: {link}" in delivery.text for score, link in links.items())
+
+
+def test_an_nps_survey_without_a_signing_key_or_a_customer_id_is_suppressed_with_the_reason():
+    unsigned = decide("nps_survey", solved(), config=replace(NPS_CONFIG, csat_signing_key=""))
+    anonymous = decide("nps_survey", solved(), ticket=TICKET.model_copy(update={"customer_id": None}), config=NPS_CONFIG)
+
+    assert (unsigned.state, unsigned.reason) == (
+        DeliveryState.SUPPRESSED, "CSAT_SIGNING_KEY is not set: the survey link cannot be signed"
+    )
+    assert (anonymous.state, anonymous.reason) == (
+        DeliveryState.SUPPRESSED, "the customer has no id: an NPS survey link is under the customer"
+    )
 
 
 def test_the_follow_up_goes_only_to_customers_who_opted_in():

@@ -25,11 +25,18 @@ def test_the_shipped_rules_cover_the_issue():
     rules = load_rules()
 
     assert rules.kinds == [
-        "acknowledgement", "agent_reply", "assignment", "sla_warning", "sla_breached", "csat_survey", "follow_up"
+        "acknowledgement", "agent_reply", "assignment", "sla_warning", "sla_breached", "csat_survey", "follow_up",
+        "nps_survey",
     ]
-    survey = next(rule for rule in rules.rules if rule.kind == "csat_survey")
+    survey = rules.of_kind("csat_survey")
     assert survey.delay_seconds == 24 * 3600 and not survey.transactional
-    assert rules.cancelled_by("support.ticket.reopened.v1") == ["csat_survey", "follow_up"]
+    assert rules.cancelled_by("support.ticket.reopened.v1") == ["csat_survey", "follow_up", "nps_survey"]
+    nps = rules.of_kind("nps_survey")
+    assert (nps.event, nps.to, nps.delay_seconds) == ("support.ticket.solved.v1", ["customer"], 7 * 24 * 3600)
+    assert nps.once_per_customer_seconds == 90 * 24 * 3600 and not nps.transactional and not nps.urgent
+    assert rules.once_per_customer("support.ticket.solved.v1") == [nps]
+    assert rules.once_per_customer("support.ticket.reopened.v1") == [nps]
+    assert rules.once_per_customer("support.ticket.created.v1") == []
 
 
 def test_notify_consumes_the_three_topics_it_needs():
@@ -55,6 +62,9 @@ def test_a_minimal_file_loads(tmp_path):
         (GOOD + "    colour: red\n", "rules.0.colour: Extra inputs are not permitted"),
         (GOOD.replace("acknowledgement", "digest"), "reserved"),
         (GOOD.replace("version: 1", "version: 2"), "version"),
+        (GOOD + "    once_per_customer_seconds: 0\n", "rules.0.once_per_customer_seconds"),
+        (GOOD.replace("[customer]", "[customer, supervisors]") + "    once_per_customer_seconds: 60\n",
+         "once_per_customer_seconds needs 'to: [customer]' alone"),
     ],
 )
 def test_a_wrong_rules_file_is_refused_with_the_reason(tmp_path, text, reason):

@@ -4,11 +4,12 @@ records each outcome and dead-letters what failed for good."""
 
 from dataclasses import dataclass, field
 from datetime import timedelta
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from prometheus_client import CollectorRegistry
 
-from services.notify.domain import Delivery, DeliveryState, RetryPolicy, SendFailure
+from services.notify.domain import Delivery, DeliveryState, QuietHours, RetryPolicy, SendFailure
 from services.notify.planner import AgentContact, PlanConfig, Preferences, TicketView
 from services.notify.repository import DeadLetter
 from services.notify.rules import load_rules
@@ -27,10 +28,12 @@ from shared.events import (
     TicketReopened,
     TicketSolved,
 )
+from shared.signing import verify_nps
 from tests.fakes import FakeTransaction, FakeUnitOfWork
 from tests.support import DeadLetterSink
 
 TICKET = "TKT-notify-1"
+SIGNING_KEY = "k3y"
 RULES = load_rules()
 TEMPLATES = Templates(kinds=RULES.kinds)
 
@@ -46,6 +49,7 @@ class NotifyStore:
     tickets: dict[str, dict] = field(default_factory=dict)
     contacts: dict[str, AgentContact] = field(default_factory=dict)
     preferences: dict[str, Preferences] = field(default_factory=dict)
+    customer_limits: dict[str, dict] = field(default_factory=dict)
 
 
 def _untouched(delivery: Delivery | None) -> bool:
@@ -184,6 +188,29 @@ class FakeById:
         return self._documents.get(id_)
 
 
+class FakeCustomerLimits:
+    """`CustomerLimits`: the delivery holding each customer's period, and its end, as the conditional write keeps them."""
+
+    def __init__(self, store: NotifyStore) -> None:
+        self._limits = store.customer_limits
+
+    async def load(self, keys) -> None:
+        return None
+
+    async def take(self, key: str, delivery_id: str, *, due_ms: int, until_ms: int) -> bool:
+        current = self._limits.get(key)
+        if current is not None and current["delivery_id"] == delivery_id:
+            return True
+        if current is not None and current["until_ms"] > due_ms:
+            return False
+        self._limits[key] = {"delivery_id": delivery_id, "until_ms": until_ms}
+        return True
+
+    async def release(self, key: str, delivery_id: str) -> None:
+        if self._limits.get(key, {}).get("delivery_id") == delivery_id:
+            self._limits[key]["until_ms"] = 0
+
+
 class FakeNotifyTransaction(FakeTransaction):
     def __init__(self, store: NotifyStore) -> None:
         super().__init__()
@@ -192,6 +219,7 @@ class FakeNotifyTransaction(FakeTransaction):
         self.tickets = FakeTicketViews(store)
         self.contacts = FakeById(store.contacts)
         self.preferences = FakeById(store.preferences)
+        self.customer_limits = FakeCustomerLimits(store)
 
 
 class RecordingSender:
@@ -237,7 +265,12 @@ def notifications(uow, sender, dead_letters) -> Notifications:
         channels=sender,
         retry=RetryPolicy(max_attempts=3, base=timedelta(seconds=1)),
         poll_interval_seconds=0.01,
-        config=PlanConfig(csat_signing_key="k3y", survey_kinds=TEMPLATES.kinds_using("csat_links")),
+        config=PlanConfig(
+            csat_signing_key=SIGNING_KEY,
+            intake_public_url="https://help.example.com",
+            survey_kinds=TEMPLATES.kinds_using("csat_links") | TEMPLATES.kinds_using("nps_links"),
+            nps_kinds=TEMPLATES.kinds_using("nps_links"),
+        ),
         metrics=NotifyMetrics(CollectorRegistry()),
         dead_letters=dead_letters,
         replica="notify-test:8004",
@@ -250,8 +283,8 @@ async def consume(uow: FakeUnitOfWork, notifications: Notifications, payload) ->
     return event
 
 
-def created() -> TicketCreated:
-    return TicketCreated(ticket_id=TICKET, channel=Channel.WEB, subject="Refund", priority=Priority.NORMAL,
+def created(ticket_id: str = TICKET) -> TicketCreated:
+    return TicketCreated(ticket_id=ticket_id, channel=Channel.WEB, subject="Refund", priority=Priority.NORMAL,
                          customer=Customer(id="cust-1", email="ann@example.com", name="Ann"), required_skills=[],
                          created_at=utc_now())
 
@@ -320,9 +353,9 @@ async def test_a_reopen_cancels_the_survey_still_waiting_to_go(uow, notification
 
     (survey,) = of_kind(store, "csat_survey")
     assert (survey.state, survey.reason) == (DeliveryState.SUPPRESSED, "cancelled by support.ticket.reopened.v1")
-    cancelled = [event.data for event in uow.events_of_type("support.notification.suppressed.v1")
-                 if event.data.reason.startswith("cancelled")]
-    assert [data.notification_id for data in cancelled] == [survey.id]
+    cancelled = {event.data.kind: event.data.notification_id for event in uow.events_of_type("support.notification.suppressed.v1")
+                 if event.data.reason.startswith("cancelled")}
+    assert cancelled == {"csat_survey": survey.id, "nps_survey": of_kind(store, "nps_survey")[0].id}
 
 
 async def assignment_owed(uow, notifications, store) -> Envelope:
@@ -371,3 +404,111 @@ async def test_a_send_that_fails_for_good_is_announced_and_dead_lettered_once(uo
     assert parked["topic"] == topics.NOTIFICATIONS and str(failed.id).encode() in parked["value"]
     assert (parked["error"], parked["details"]) == ("550 no such mailbox", {"dlq-notification-id": delivery.id})
     assert await notifications.relay_dead_letters() == 0
+
+
+# --- the NPS survey: once per customer every 90 days --------------------------------------------------
+
+NPS_PERIOD = timedelta(days=90)
+
+
+async def solve(uow, notifications, ticket_id: str) -> Envelope:
+    await consume(uow, notifications, created(ticket_id))
+    return await consume(uow, notifications, TicketSolved(ticket_id=ticket_id, solved_at=utc_now()))
+
+
+def nps_of(store: NotifyStore, ticket_id: str) -> Delivery:
+    (survey,) = [delivery for delivery in of_kind(store, "nps_survey") if delivery.ticket_id == ticket_id]
+    return survey
+
+
+async def test_a_solved_ticket_owes_its_customer_an_nps_survey_a_week_later_with_a_signed_link_per_score(
+    uow, notifications, store
+):
+    before = utc_now()
+    solved = await solve(uow, notifications, "TKT-nps-1")
+
+    survey = nps_of(store, "TKT-nps-1")
+    assert (survey.state, survey.recipient, survey.recipient_id) == (DeliveryState.PENDING, "ann@example.com", "cust-1")
+    assert before + timedelta(days=7) <= survey.next_attempt_at <= utc_now() + timedelta(days=7)
+    assert survey.subject == "How likely are you to recommend us?"
+    links = survey.context["nps_links"]
+    assert list(links) == [str(score) for score in range(11)] and all(link in survey.text and link.replace("&", "&amp;") in survey.html for link in links.values())
+    url = urlsplit(links["9"])
+    query = {name: values[0] for name, values in parse_qs(url.query).items()}
+    assert (url.scheme, url.netloc, url.path) == ("https", "help.example.com", "/v1/customers/cust-1/nps")
+    assert (query["score"], query["ticket_id"], query["survey"]) == ("9", "TKT-nps-1", survey.context["survey_id"])
+    verify_nps(SIGNING_KEY, query["survey"], "cust-1", "TKT-nps-1", int(query["expires"]), query["signature"],
+               now=utc_now().timestamp())
+    assert int(query["expires"]) >= (survey.next_attempt_at + timedelta(days=13)).timestamp()
+    await uow.run(lambda tx: notifications.on_event(tx, solved))
+    assert nps_of(store, "TKT-nps-1") == survey, "the same event delivered again plans nothing new"
+    assert store.customer_limits["nps_survey:cust-1"] == {
+        "delivery_id": survey.id, "until_ms": to_ms(survey.next_attempt_at + NPS_PERIOD)
+    }
+
+
+async def test_another_solved_ticket_of_the_customer_within_90_days_gets_no_second_survey_and_says_why(
+    uow, notifications, store
+):
+    await solve(uow, notifications, "TKT-nps-1")
+    solved = await solve(uow, notifications, "TKT-nps-2")
+
+    first, second = nps_of(store, "TKT-nps-1"), nps_of(store, "TKT-nps-2")
+    assert first.state is DeliveryState.PENDING
+    assert (second.state, second.reason) == (
+        DeliveryState.SUPPRESSED,
+        "at most one nps_survey per customer every 90 days: another is sent or due within that",
+    )
+    (announced,) = [e for e in uow.events_of_type("support.notification.suppressed.v1") if e.data.kind == "nps_survey"]
+    assert (announced.subject, announced.causationid, announced.data.reason) == ("TKT-nps-2", str(solved.id), second.reason)
+    assert store.customer_limits["nps_survey:cust-1"]["delivery_id"] == first.id
+
+
+async def test_once_the_period_has_passed_the_next_solved_ticket_owes_a_survey_again(uow, notifications, store):
+    store.customer_limits["nps_survey:cust-1"] = {
+        "delivery_id": "an-old-one", "until_ms": to_ms(utc_now() + timedelta(days=7) - timedelta(minutes=1))
+    }
+
+    await solve(uow, notifications, "TKT-nps-3")
+
+    survey = nps_of(store, "TKT-nps-3")
+    assert survey.state is DeliveryState.PENDING
+    assert store.customer_limits["nps_survey:cust-1"]["delivery_id"] == survey.id
+
+
+async def test_a_reopen_cancels_the_waiting_survey_and_frees_the_period_for_the_next_solve(uow, notifications, store):
+    await solve(uow, notifications, "TKT-nps-1")
+    cancelled = nps_of(store, "TKT-nps-1")
+
+    await consume(uow, notifications, TicketReopened(ticket_id="TKT-nps-1", reopened_at=utc_now()))
+    await consume(uow, notifications, TicketSolved(ticket_id="TKT-nps-1", solved_at=utc_now()))
+
+    surveys = sorted(of_kind(store, "nps_survey"), key=lambda d: d.created_at)
+    assert [(d.id == cancelled.id, d.state) for d in surveys] == [
+        (True, DeliveryState.SUPPRESSED), (False, DeliveryState.PENDING)
+    ]
+    assert store.customer_limits["nps_survey:cust-1"]["delivery_id"] == surveys[1].id
+
+
+async def test_a_customer_who_opted_out_gets_no_survey_and_takes_no_period(uow, notifications, store):
+    store.preferences["cust-1"] = Preferences(opt_out=["nps_survey"])
+
+    await solve(uow, notifications, "TKT-nps-1")
+
+    survey = nps_of(store, "TKT-nps-1")
+    assert (survey.state, survey.reason) == (DeliveryState.SUPPRESSED, "the customer opted out of nps_survey")
+    assert store.customer_limits == {}
+
+
+async def test_the_survey_waits_for_the_end_of_quiet_hours_and_its_period_counts_from_then(uow, notifications, store):
+    due = utc_now() + timedelta(days=7)
+    store.preferences["cust-1"] = Preferences(
+        quiet_hours=QuietHours(start=(due - timedelta(hours=1)).time(), end=(due + timedelta(hours=1)).time().replace(second=0, microsecond=0))
+    )
+
+    await solve(uow, notifications, "TKT-nps-1")
+
+    survey = nps_of(store, "TKT-nps-1")
+    assert survey.state is DeliveryState.PENDING and survey.reason.startswith("quiet hours until")
+    assert survey.next_attempt_at.time() == store.preferences["cust-1"].quiet_hours.end
+    assert store.customer_limits["nps_survey:cust-1"]["until_ms"] == to_ms(survey.next_attempt_at + NPS_PERIOD)

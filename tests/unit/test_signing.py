@@ -1,11 +1,19 @@
-"""Webhook and CSAT signatures: what a sender signs and a receiver checks."""
+"""Webhook and survey (CSAT, NPS) signatures: what a sender signs and a receiver checks."""
 
 import hashlib
 import hmac
 
 import pytest
 
-from shared.signing import BadSignature, csat_signature, verify_csat, verify_webhook, webhook_signature
+from shared.signing import (
+    BadSignature,
+    csat_signature,
+    nps_signature,
+    verify_csat,
+    verify_nps,
+    verify_webhook,
+    webhook_signature,
+)
 
 KEY = "secret-key"
 NOW = 1_800_000_000
@@ -40,6 +48,22 @@ def test_csat_links_verify_until_they_expire():
         verify_csat(KEY, "TKT-1", NOW + 60, signature, now=NOW + 61)
     with pytest.raises(BadSignature, match="not valid"):
         verify_csat(KEY, "TKT-2", NOW + 60, signature, now=NOW)
+
+
+def test_nps_links_verify_until_they_expire_and_bind_survey_customer_and_ticket():
+    signature = nps_signature(KEY, "nps-1", "cust.1", "TKT-1", NOW + 60)
+
+    verify_nps(KEY, "nps-1", "cust.1", "TKT-1", NOW + 60, signature.upper(), now=NOW)
+    with pytest.raises(BadSignature, match="expired"):
+        verify_nps(KEY, "nps-1", "cust.1", "TKT-1", NOW + 60, signature, now=NOW + 61)
+    for survey, customer, ticket in [("nps-2", "cust.1", "TKT-1"), ("nps-1", "cust", "1.TKT-1"), ("nps-1", "cust.1", "TKT-2")]:
+        with pytest.raises(BadSignature, match="not valid"):
+            verify_nps(KEY, survey, customer, ticket, NOW + 60, signature, now=NOW)
+
+
+def test_a_csat_signature_never_passes_as_an_nps_one():
+    with pytest.raises(BadSignature, match="not valid"):
+        verify_nps(KEY, "nps-1", "cust-1", "TKT-1", NOW + 60, csat_signature(KEY, "TKT-1", NOW + 60), now=NOW)
 
 
 def test_webhook_signature_covers_timestamp_and_body():
