@@ -1,7 +1,7 @@
 """Planning's HTTP API (thin): history, forecast, staffing, simulations, and the staffing page."""
 
 from datetime import date, datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
 from fastapi.responses import HTMLResponse
@@ -102,6 +102,8 @@ def build_planning_routes(views: PlanningViews, jobs: SimulationJobs, require_ap
         skills: Skills = None,
         weeks: Weeks = None,
         trend: bool = False,
+        arrivals_from: Annotated[Literal["forecast", "recorded"], Query(
+            description="With a date: its forecast, or the arrivals recorded that day (what it needed).")] = "forecast",
     ) -> dict:
         """Agents needed per interval for `service_level` of tickets within `target_seconds` (Erlang C)."""
         try:
@@ -110,6 +112,7 @@ def build_planning_routes(views: PlanningViews, jobs: SimulationJobs, require_ap
                 interval_minutes=_minutes(interval), target_seconds=target_seconds, service_level=service_level,
                 max_occupancy=max_occupancy, shrinkage=shrinkage, concurrency=concurrency,
                 channel=channel.value if channel else None, skills=skills, weeks=weeks, trend=trend,
+                recorded=arrivals_from == "recorded",
             )
         except InvalidPlanningInput as error:
             raise _invalid(error) from None

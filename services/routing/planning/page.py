@@ -15,7 +15,7 @@ PAGE = """<!doctype html>
   body { font: 14px system-ui, sans-serif; margin: 1.5rem; color: #1d2330; }
   form { display: flex; flex-wrap: wrap; gap: .75rem; align-items: end; margin-bottom: 1rem; }
   label { display: flex; flex-direction: column; gap: .2rem; font-size: 12px; color: #4a5366; }
-  input { padding: .3rem .4rem; font: inherit; }
+  input, select { padding: .3rem .4rem; font: inherit; }
   button { padding: .4rem .9rem; font: inherit; cursor: pointer; }
   #status { margin: .5rem 0; color: #4a5366; }
   #status.error { color: #b00020; }
@@ -36,6 +36,8 @@ PAGE = """<!doctype html>
   <label>Service level <input id="level" type="number" min="0.01" max="0.99" step="0.01" value="0.8"></label>
   <label>Shrinkage <input id="shrinkage" type="number" min="0" max="0.9" step="0.01" value="0"></label>
   <label>Handle time (s, optional) <input id="aht" type="number" min="1"></label>
+  <label>Arrivals <select id="basis"><option value="forecast">forecast</option>
+    <option value="recorded">recorded that day</option></select></label>
   <button type="submit">Show</button>
 </form>
 <div id="status" role="status">Give the API key and a day.</div>
@@ -97,7 +99,8 @@ $("query").addEventListener("submit", async (event) => {
   status.className = "";
   status.textContent = "Loading…";
   const query = new URLSearchParams({date: $("date").value, target_seconds: $("target").value,
-                                     service_level: $("level").value, shrinkage: $("shrinkage").value});
+                                     service_level: $("level").value, shrinkage: $("shrinkage").value,
+                                     arrivals_from: $("basis").value});
   if ($("aht").value) query.set("aht_seconds", $("aht").value);
   try {
     const response = await fetch(`/v1/planning/staffing?${query}`,
@@ -107,7 +110,8 @@ $("query").addEventListener("submit", async (event) => {
     draw(body.intervals);
     const peak = Math.max(...body.intervals.map((r) => r.agents_with_shrinkage));
     status.textContent = `${body.date}: peak ${peak} agents needed; handle time ${body.aht_seconds} s; ` +
-      `forecast MAPE ${body.backtest && body.backtest.mape_percent !== null ? body.backtest.mape_percent + "%" : "n/a"}`;
+      (body.backtest ? `forecast MAPE ${body.backtest.mape_percent !== null ? body.backtest.mape_percent + "%" : "n/a"}`
+                     : body.method);
   } catch (error) {
     status.className = "error";
     status.textContent = `Could not load the staffing: ${error.message}`;

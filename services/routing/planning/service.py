@@ -112,16 +112,10 @@ class PlanningViews:
         interval = interval_minutes or self._limits.interval_minutes
         weeks = weeks or self._limits.forecast_weeks
         per_day = 24 * 60 // interval
-        start = day_start(day) - timedelta(weeks=weeks * 2)
-        documents = await self._records.buckets(to_ms(start), to_ms(day_start(day)))
-        wanted = [d for d in documents if d["channel"] != ALL
-                  and (channel is None or d["channel"] == channel)
-                  and (skills is None or d["skills"] == skill_set(skills.split(",")))]
-        by_day: dict[date, list[float]] = {}
-        for document in wanted:
-            at = from_ms(document["bucket_ms"])
-            slot = (at.hour * 60 + at.minute) // interval
-            by_day.setdefault(at.date(), [0.0] * per_day)[slot] += document.get("arrivals", 0)
+        # Each day the forecast reads is backtested from the weeks before it: twice the weeks back.
+        by_day, handle = await self._daily_arrivals(
+            day_start(day) - timedelta(weeks=weeks * 2), day_start(day), interval, channel, skills
+        )
         first = await self._records.first_bucket_ms()
         result = forecast_day(day, lambda d: by_day.get(d, [0.0] * per_day),
                               from_ms(first).date() if first is not None else None, weeks=weeks, trend=trend)
@@ -137,26 +131,51 @@ class PlanningViews:
                          "mape_percent": round(result.mape, 1) if result.mape is not None else None},
             "intervals": [{"start": (day_start(day) + timedelta(minutes=interval * i)).isoformat(),
                            "arrivals": round(value, 2)} for i, value in enumerate(arrivals)],
-        }, _handle_from(wanted)
+        }, handle
+
+    async def _daily_arrivals(
+        self, start: datetime, end: datetime, interval: int, channel: str | None, skills: str | None
+    ) -> tuple[dict[date, list[float]], float | None]:
+        """Recorded arrivals per interval of each day in [start, end) of the channel and skill set asked for
+        (every one when not asked), and their mean handle time."""
+        per_day = 24 * 60 // interval
+        documents = await self._records.buckets(to_ms(start), to_ms(end))
+        wanted = [d for d in documents if d["channel"] != ALL
+                  and (channel is None or d["channel"] == channel)
+                  and (skills is None or d["skills"] == skill_set(skills.split(",")))]
+        by_day: dict[date, list[float]] = {}
+        for document in wanted:
+            at = from_ms(document["bucket_ms"])
+            slot = (at.hour * 60 + at.minute) // interval
+            by_day.setdefault(at.date(), [0.0] * per_day)[slot] += document.get("arrivals", 0)
+        handled = sum(d.get("handled", 0) for d in wanted)
+        return by_day, sum(d.get("handle_seconds", 0.0) for d in wanted) / handled if handled else None
 
     async def staffing(
         self, *, day: date | None, arrivals: list[float] | None, aht_seconds: float | None, interval_minutes: int | None,
         target_seconds: float, service_level: float, max_occupancy: float, shrinkage: float, concurrency: int,
-        channel: str | None, skills: str | None, weeks: int | None, trend: bool,
+        channel: str | None, skills: str | None, weeks: int | None, trend: bool, recorded: bool = False,
     ) -> dict:
+        """Agents needed per interval for the given arrivals, or for a day's: forecast, or as recorded (`recorded`:
+        what the day needed, against the agents it had)."""
         interval = interval_minutes or self._limits.interval_minutes
         if (day is None) == (arrivals is None):
             raise InvalidPlanningInput("give either date, or arrivals (with aht_seconds)")
         available: list[float | None] = []
         basis: dict = {}
         if day is not None:
-            forecast, handle = await self._forecast(day, interval, channel, skills, weeks=weeks, trend=trend)
-            arrivals = [row["arrivals"] for row in forecast["intervals"]]
+            if recorded:
+                by_day, handle = await self._daily_arrivals(day_start(day), day_start(day) + DAY, interval, channel, skills)
+                arrivals = by_day.get(day, [0.0] * (24 * 60 // interval))
+                basis = {"method": "the arrivals recorded that day"}
+            else:
+                forecast, handle = await self._forecast(day, interval, channel, skills, weeks=weeks, trend=trend)
+                arrivals = [row["arrivals"] for row in forecast["intervals"]]
+                basis = {key: forecast[key] for key in ("method", "days_used", "backtest")}
             if aht_seconds is None:
                 if handle is None:
-                    raise InvalidPlanningInput("no handle time recorded before that date: give aht_seconds")
+                    raise InvalidPlanningInput("no handle time recorded for that date: give aht_seconds")
                 aht_seconds = handle
-            basis = {key: forecast[key] for key in ("method", "days_used", "backtest")}
             recorded = await self._intervals(day_start(day), day_start(day) + DAY, interval)
             by_start = {row.start_ms: row.available_seconds / (interval * 60) for row in recorded}
             available = [round(by_start[ms], 2) if (ms := to_ms(day_start(day)) + i * interval * 60_000) in by_start
@@ -185,10 +204,6 @@ class PlanningViews:
             **basis, "intervals": rows,
         }
 
-
-def _handle_from(documents: list[dict]) -> float | None:
-    count = sum(d.get("handled", 0) for d in documents)
-    return sum(d.get("handle_seconds", 0.0) for d in documents) / count if count else None
 
 
 # --- simulations -------------------------------------------------------------------------------
