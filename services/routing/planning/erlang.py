@@ -20,7 +20,12 @@ the same moment; use the concurrency agents actually sustain, not their configur
 import math
 from dataclasses import dataclass
 
-MAX_AGENTS = 100_000
+MAX_TRAFFIC = 20_000.0
+"""Erlangs one interval may offer (the search for the agents needed grows with it)."""
+
+
+class TooMuchTraffic(ValueError):
+    pass
 
 
 def erlang_b(servers: int, traffic: float) -> float:
@@ -37,7 +42,11 @@ def erlang_c(servers: int, traffic: float) -> float:
         return 0.0
     if servers <= traffic:
         return 1.0
-    blocking = erlang_b(servers, traffic)
+    return _waiting(servers, traffic, erlang_b(servers, traffic))
+
+
+def _waiting(servers: int, traffic: float, blocking: float) -> float:
+    """Erlang C from Erlang B for the same servers and traffic."""
     return servers * blocking / (servers - traffic * (1 - blocking))
 
 
@@ -84,19 +93,21 @@ def agents_needed(
     traffic = rate * aht_seconds
     if traffic <= 0:
         return Staffing(arrivals, aht_seconds, 0.0, 0, 0, 1.0, 0.0, 0.0, 0.0)
+    if traffic > MAX_TRAFFIC:
+        raise TooMuchTraffic(f"{traffic:.0f} Erlangs in one interval, over the limit of {MAX_TRAFFIC:.0f}")
     agents = max(1, math.floor(traffic / concurrency))
-    while agents <= MAX_AGENTS:
-        slots = agents * concurrency
-        if (
-            slots > traffic
-            and traffic / slots <= max_occupancy
-            and service_level(slots, traffic, aht_seconds, target_seconds) >= service_level_goal
-        ):
-            break
-        agents += 1
-    else:
-        raise ValueError(f"more than {MAX_AGENTS} agents needed")
     slots = agents * concurrency
+    blocking = erlang_b(slots, traffic)  # then carried up one server at a time: the search stays linear
+    while not (
+        slots > traffic
+        and traffic / slots <= max_occupancy
+        and 1 - _waiting(slots, traffic, blocking) * math.exp(-(slots - traffic) * target_seconds / aht_seconds)
+        >= service_level_goal
+    ):
+        agents += 1
+        for n in range(slots + 1, agents * concurrency + 1):
+            blocking = traffic * blocking / (n + traffic * blocking)
+        slots = agents * concurrency
     return Staffing(
         arrivals=arrivals,
         aht_seconds=aht_seconds,

@@ -184,10 +184,14 @@ class PlanningViews:
             raise InvalidPlanningInput("aht_seconds is required with arrivals")
         rows = []
         for index, count in enumerate(arrivals):
-            need = erlang.agents_needed(
-                count, interval * 60, aht_seconds, target_seconds=target_seconds, service_level_goal=service_level,
-                max_occupancy=max_occupancy, shrinkage=shrinkage, concurrency=concurrency,
-            )
+            try:
+                need = erlang.agents_needed(
+                    count, interval * 60, aht_seconds, target_seconds=target_seconds,
+                    service_level_goal=service_level, max_occupancy=max_occupancy, shrinkage=shrinkage,
+                    concurrency=concurrency,
+                )
+            except erlang.TooMuchTraffic as too_much:
+                raise InvalidPlanningInput(f"interval {index + 1}: {too_much}") from None
             row = {"arrivals": round(count, 2), "traffic_erlangs": round(need.traffic, 3), "agents": need.agents,
                    "agents_with_shrinkage": need.scheduled, "service_level": round(need.service_level, 4),
                    "probability_of_waiting": round(need.probability_of_waiting, 4),

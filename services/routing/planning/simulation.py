@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 from itertools import count
 
 from services.routing.domain import (
+    CHANNELS,
     Agent,
     Presence,
     Requirements,
@@ -34,6 +35,7 @@ from services.routing.domain import (
     WaitingTicket,
     affinity_agent,
     place,
+    primary_language,
     queue_key,
     shortlist,
 )
@@ -160,7 +162,7 @@ class Simulation:
         self._available: set[str] = set()
         self._free: set[str] = set()
         """Available agents with room: what the candidate read's index holds (presence and free capacity)."""
-        self.queue: list[tuple] = []  # (queue_key, ticket_id), sorted
+        self.queue: list[tuple] = []  # (queue_key, ticket_id, channel, language), sorted
         self.tickets: dict[str, RoutedTicket] = {}
         self._handle: dict[str, float] = {}
         self._holding: dict[str, int] = {}  # ticket -> serial of its current assignment
@@ -168,6 +170,7 @@ class Simulation:
         self._affinity: dict[str, tuple[str, datetime]] = {}
         self._arriving: dict[str, WaitingTicket] = {}
         self._accrued_to: dict[str, datetime] = {}
+        self._known_requirements: dict[str, tuple[tuple, Requirements]] = {}
         self.outcomes: dict[str, TicketOutcome] = {}
         intervals = max(1, math.ceil((scenario.end - scenario.start) / scenario.interval))
         self._intervals = intervals
@@ -278,6 +281,7 @@ class Simulation:
             if self._holding.get(subject) != serial:
                 return  # handed back meanwhile: that handling never finished
             ticket = self.tickets.pop(subject)  # solved: it leaves routing's hands (`RoutedTicket.finish`)
+            self._known_requirements.pop(subject, None)
             del self._holding[subject]
             self._held[ticket.assignee_id].discard(subject)
             agent = self.agents[ticket.assignee_id]
@@ -323,11 +327,15 @@ class Simulation:
         if ticket.next_escalation_at is not None:
             self._at(ticket.next_escalation_at, ESCALATE, ticket.ticket_id, ticket.queued_at.timestamp())
 
+    @staticmethod
+    def _entry(ticket: RoutedTicket) -> tuple:
+        return (queue_key(ticket), ticket.ticket_id, ticket.channel.value, ticket.language)
+
     def _enqueue(self, ticket: RoutedTicket) -> None:
-        bisect.insort(self.queue, (queue_key(ticket), ticket.ticket_id))
+        bisect.insort(self.queue, self._entry(ticket))
 
     def _dequeue(self, ticket: RoutedTicket) -> None:
-        entry = (queue_key(ticket), ticket.ticket_id)
+        entry = self._entry(ticket)
         index = bisect.bisect_left(self.queue, entry)
         if index < len(self.queue) and self.queue[index] == entry:
             del self.queue[index]
@@ -340,7 +348,14 @@ class Simulation:
     # --- the dispatcher's pass, as `Dispatcher._drain_once` makes it ----------------------------
 
     def _requirements(self, ticket: RoutedTicket, now: datetime) -> Requirements:
-        return self.config.requirements(ticket, now)
+        """`RoutingConfig.requirements`, kept per ticket until its escalation step changes: nobody declines in a
+        simulation, so nothing else it depends on changes while the ticket waits."""
+        key = (ticket.ticket_id, ticket.escalation_step, ticket.queued_at)
+        if (known := self._known_requirements.get(ticket.ticket_id)) is not None and known[0] == key:
+            return known[1]
+        requirements = self.config.requirements(ticket, now)
+        self._known_requirements[ticket.ticket_id] = (key, requirements)
+        return requirements
 
     def _drain(self, now: datetime, ticket_ids: set[str], agent_ids: set[str]) -> None:
         if not self._free:
@@ -356,8 +371,8 @@ class Simulation:
             if agent.status is not Presence.AVAILABLE or agent.free <= 0:
                 continue
             room = Room(agent, lambda t: self._requirements(t, now))
-            for _, ticket_id in self.queue[:AGENT_SCAN_LIMIT]:
-                room.offer(self.tickets[ticket_id])
+            for ticket in self._waiting_for(agent):
+                room.offer(ticket)
                 if room.full:
                     break
             found.update((ticket.ticket_id, ticket) for ticket in room.taken)
@@ -381,6 +396,19 @@ class Simulation:
                 self._assign(ticket, placement.match, now)
         if self._clock:
             self.decision_seconds += self._clock() - started
+
+    def _waiting_for(self, agent: Agent):
+        """The queue in order, as the dispatcher's read for an agent with room filters it: the channels they have
+        room on, their languages (or none), at most `AGENT_SCAN_LIMIT` tickets."""
+        channels = {channel for channel in CHANNELS if agent.free_on(channel) > 0}
+        languages = {primary_language(language) for language in agent.languages} | {None} if agent.languages else None
+        read = 0
+        for _, ticket_id, channel, language in self.queue:
+            if channel in channels and (languages is None or language in languages):
+                yield self.tickets[ticket_id]
+                read += 1
+                if read >= AGENT_SCAN_LIMIT:
+                    return
 
     def _pool(self, requirements: Requirements):
         """Agents available with room who have every required skill (what the candidate read's index finds)."""
