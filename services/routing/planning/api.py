@@ -26,12 +26,20 @@ Skills = Annotated[
                       description="A skill set: comma-separated skills (the tickets that need exactly these).")
 ]
 Weeks = Annotated[int | None, Query(ge=1, le=12, description="Same weekdays looked back at; default PLANNING_FORECAST_WEEKS.")]
+DAY = r"^\d{4}-\d{2}-\d{2}$"
 JobId = Annotated[str, Path(pattern=r"^[a-f0-9]{32}$")]
 NO_JOB = {404: "no such simulation on this replica (or it was forgotten: the last 50 are kept)"}
 
 
 def _invalid(error: InvalidPlanningInput) -> HTTPException:
     return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(error))
+
+
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise InvalidPlanningInput(f"date: {text} is not a day (YYYY-MM-DD)") from None
 
 
 def _minutes(interval: int | None) -> int | None:
@@ -72,7 +80,7 @@ def build_planning_routes(views: PlanningViews, jobs: SimulationJobs, require_ap
 
     @api.get("/forecast", dependencies=read)
     async def forecast(
-        day: Annotated[date, Query(alias="date", description="The day (UTC) to forecast.")],
+        day: Annotated[str, Query(alias="date", pattern=DAY, description="The day (UTC) to forecast.")],
         interval: Interval = None,
         channel: Channel | None = None,
         skills: Skills = None,
@@ -82,14 +90,16 @@ def build_planning_routes(views: PlanningViews, jobs: SimulationJobs, require_ap
         """Expected arrivals per interval: the seasonal mean of the same weekday, with the backtest's MAPE."""
         try:
             return await views.forecast(
-                day, _minutes(interval), channel.value if channel else None, skills, weeks=weeks, trend=trend
+                _day(day), _minutes(interval), channel.value if channel else None, skills, weeks=weeks, trend=trend
             )
         except InvalidPlanningInput as error:
             raise _invalid(error) from None
 
     @api.get("/staffing", dependencies=read)
     async def staffing(
-        day: Annotated[date | None, Query(alias="date", description="Forecast this day (UTC); or give arrivals.")] = None,
+        day: Annotated[
+            str | None, Query(alias="date", pattern=DAY, description="Forecast this day (UTC); or give arrivals.")
+        ] = None,
         arrivals: Annotated[str | None, Query(max_length=5000, description="Tickets per interval, comma-separated.")] = None,
         aht_seconds: Annotated[float | None, Query(gt=0, le=86400)] = None,
         target_seconds: Annotated[float, Query(gt=0, le=86400)] = 20,
@@ -108,7 +118,7 @@ def build_planning_routes(views: PlanningViews, jobs: SimulationJobs, require_ap
         """Agents needed per interval for `service_level` of tickets within `target_seconds` (Erlang C)."""
         try:
             return await views.staffing(
-                day=day, arrivals=_numbers(arrivals) if arrivals is not None else None, aht_seconds=aht_seconds,
+                day=_day(day) if day is not None else None, arrivals=_numbers(arrivals) if arrivals is not None else None, aht_seconds=aht_seconds,
                 interval_minutes=_minutes(interval), target_seconds=target_seconds, service_level=service_level,
                 max_occupancy=max_occupancy, shrinkage=shrinkage, concurrency=concurrency,
                 channel=channel.value if channel else None, skills=skills, weeks=weeks, trend=trend,
