@@ -208,6 +208,7 @@ async def test_the_planning_page_draws_what_a_day_needed_against_the_agents_it_h
     assert "peak" in status and "arrivals recorded that day" in status, status
     assert bars >= 1  # intervals with agents available
     _, arrivals, needed, _, available = cells
-    assert float(arrivals) >= 2 and int(needed) >= 1 and float(available) > 0, cells
+    # Available: recorded for the interval (its agent-seconds so far, which round to 0 early in it), not "–".
+    assert float(arrivals) >= 2 and int(needed) >= 1 and float(available) >= 0, cells
     assert running.platform.api_key not in url
     assert browser.refused == []
