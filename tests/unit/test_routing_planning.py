@@ -294,3 +294,18 @@ async def test_unknown_skills_and_sizes_over_the_limits_are_refused_before_runni
     nothing = _request(arrivals={"rates": [{"skills": {"billing": 1}, "per_interval": [0, 0]}]})
     with pytest.raises(InvalidPlanningInput, match="empty period"):
         await jobs.scenario(SimulationRequest.model_validate(nothing))
+
+
+async def test_a_simulation_runs_as_a_job_that_reports_its_result_or_stops_when_cancelled():
+    jobs = SimulationJobs(uow=None, config=RoutingConfig(), limits=PlanningLimits(max_running=2))
+    small = await jobs.submit(SimulationRequest.model_validate(_request()))
+    busy = _request(arrivals={"rates": [{"channel": "chat", "skills": {"billing": 1}, "per_interval": [500] * 8}]})
+    big = await jobs.submit(SimulationRequest.model_validate(busy))
+    assert jobs.cancel(big.id).status == "running"  # it stops at its next look, within a few thousand events
+
+    await small.task
+    await big.task
+
+    assert small.view()["status"] == "done" and small.view()["progress"] == 1.0
+    assert small.view()["result"]["summary"]["tickets"] > 0
+    assert jobs.get(big.id).view()["status"] == "cancelled" and "result" not in big.view()
