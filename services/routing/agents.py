@@ -21,6 +21,7 @@ from services.routing.domain import (
 )
 from services.routing.metrics import RoutingMetrics
 from services.routing.offers import Offers
+from services.routing.planning import history
 from services.routing.publishing import TicketPublisher
 from services.routing.repository import RoutingTransaction
 from shared.clock import utc_now
@@ -54,8 +55,10 @@ class Agents:
                     if await tx.agents.create(Agent.new(agent_id, profile, utc_now())):
                         return None
                     continue
-                if await tx.agents.replace(current.with_profile(profile, utc_now()), expected_version=current.version):
+                updated = current.with_profile(profile, utc_now())
+                if await tx.agents.replace(updated, expected_version=current.version):
                     break
+            self._record_available(tx, current, updated.presence_changed_at)
             if profile.status is not Presence.AVAILABLE and current.status is not profile.status:
                 await self._requeue_held(tx, agent_id, profile.status, cause=None)
             return None
@@ -102,12 +105,20 @@ class Agents:
         changed = await tx.agents.set_status(agent_id, status, at, only_if_newer=only_if_newer)
         if changed is None:
             return None
-        agent, before = changed
+        agent, before_change = changed
+        before = before_change.status
+        self._record_available(tx, before_change, at)
         if status is not Presence.AVAILABLE and before is not status:
             await self._requeue_held(tx, agent_id, status, cause)
         if status is Presence.AVAILABLE:
             self._dispatcher.wake(agent_id=agent_id)
         return agent
+
+    @staticmethod
+    def _record_available(tx: RoutingTransaction, before: Agent, until: datetime) -> None:
+        """An agent available until a change of presence (or a profile stating it again): that stretch for planning."""
+        if before.status is Presence.AVAILABLE and before.presence_changed_at:
+            tx.planning.record(history.available_during(before.presence_changed_at, until))
 
     async def _requeue_held(
         self, tx: RoutingTransaction, agent_id: str, status: Presence, cause: Envelope | None
@@ -118,10 +129,13 @@ class Agents:
         if status not in self._config.unassign_on:
             return
         for ticket in await tx.tickets.held_by(agent_id, [RoutedTicketState.ASSIGNED]):
-            unassigned = ticket.unassign(status, utc_now(), self._config.policy)
+            now = utc_now()
+            unassigned = ticket.unassign(status, now, self._config.policy)
             if unassigned is None or await tx.tickets.apply(unassigned) is None:
                 continue
             await tx.agents.release_slot(agent_id, ticket.channel.value)
+            if ticket.assigned_at:
+                tx.planning.record(history.handled(ticket.channel.value, ticket.required_skills, ticket.assigned_at, now))
             self._publisher.publish(tx, ticket, unassigned.facts, cause)
             tx.on_commit(self._metrics.unassignments.inc)
             self._dispatcher.wake(ticket_id=ticket.ticket_id)

@@ -7,7 +7,7 @@ stops the service at start with the reason, before anything connects.
 from dataclasses import dataclass
 from datetime import timedelta
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 
 from services.routing.agents import Agents
 from services.routing.api import build_routes
@@ -16,6 +16,8 @@ from services.routing.domain import RoutingConfig
 from services.routing.escalation import Escalation
 from services.routing.metrics import RoutingMetrics
 from services.routing.offers import Offers
+from services.routing.planning.api import build_planning_routes
+from services.routing.planning.service import PlanningViews, SimulationJobs
 from services.routing.publishing import TicketPublisher
 from services.routing.repository import RoutingTransaction
 from services.routing.settings import RoutingSettings
@@ -89,10 +91,16 @@ def build_app(settings: RoutingSettings | None = None) -> FastAPI:
         await routing.run_dispatcher(sweeper_lease, settings.queue_sweep_interval_seconds)
 
     stored = kit.uow.reads
+    limits = settings.planning_limits()
+    api = APIRouter()
+    api.include_router(build_routes(routing.agents, routing.offers, routing.views, kit.require_api_key(), kit.needs))
+    api.include_router(build_planning_routes(
+        PlanningViews(kit.uow, limits), SimulationJobs(kit.uow, config, limits), kit.require_api_key(), kit.needs
+    ))
     return kit.create_app(
         description="Assigns each ticket to the best available agent with the right skills, language and free "
         "capacity on its channel; keeps a priority queue, offers, escalation and presence.",
-        api=build_routes(routing.agents, routing.offers, routing.views, kit.require_api_key(), kit.needs),
+        api=api,
         prefetch=routing.tickets.prefetch,
         subscriptions=[
             Subscription(
@@ -108,6 +116,7 @@ def build_app(settings: RoutingSettings | None = None) -> FastAPI:
             Subscription(topics.SLA, {SlaWarning: routing.tickets.on_sla_warning}),
             Subscription(topics.AGENTS, {AgentStatusChanged: routing.agents.on_agent_status_changed}),
         ],
-        ensure_indexes=[stored.agents.ensure_indexes, stored.tickets.ensure_indexes, stored.tickets.seed_queue_depth],
+        ensure_indexes=[stored.agents.ensure_indexes, stored.tickets.ensure_indexes, stored.tickets.seed_queue_depth,
+                        stored.planning.ensure_indexes],
         background=[dispatcher],
     )

@@ -24,10 +24,11 @@ from services.routing.domain import (
     RoutingConfig,
     affinity_agent,
     can_return_to,
-    choose_agent,
+    place,
     queue_key,
 )
 from services.routing.metrics import RoutingMetrics
+from services.routing.planning import history
 from services.routing.publishing import TicketPublisher
 from services.routing.repository import RoutingTransaction
 from shared.clock import from_ms, to_ms, utc_now
@@ -187,8 +188,10 @@ class Dispatcher:
                 extra = await tx.agents.get(preferred)
                 if extra is not None:
                     candidates.append(extra)
-            if (match := choose_agent(candidates, ticket, requirements, now, affinity_agent_id=preferred)) is not None:
-                self._place(tx, ticket, match, (match.agent.mode or self._config.mode).value)
+            placement = place(ticket, requirements, candidates, now, affinity_agent_id=preferred,
+                              default_mode=self._config.mode)
+            if placement is not None:
+                self._place(tx, ticket, placement.match, placement.mode.value)
                 placed += 1
         return placed, sweep and len(queue) >= DRAIN_SCAN_LIMIT
 
@@ -225,6 +228,7 @@ class Dispatcher:
         self._publisher.publish(tx, ticket, assigned.facts)
         if ticket.customer_id:
             tx.affinities.remember(ticket.customer_id, match.agent.id, to_ms(now))
+        tx.planning.record(history.assigned(ticket.channel.value, ticket.required_skills, ticket.queued_at, now))
         wait = max((now - ticket.created_at).total_seconds(), 0)
         tx.on_commit(lambda: self._metrics.assignments.labels(mode=mode).inc())
         tx.on_commit(lambda: self._metrics.queue_wait.observe(wait))

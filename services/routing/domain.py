@@ -13,10 +13,11 @@
   changes; each returns a `Transition` carrying the facts it causes, for the use case to store and publish.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from functools import cached_property
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
@@ -141,10 +142,21 @@ class Agent(BaseModel):
     )
     version: int = 1
 
+    @cached_property
+    def limits(self) -> tuple[dict[str, int], int]:
+        """`channel_capacity` of the capacity, worked out once per agent (matching reads it for every candidate)."""
+        return channel_capacity(self.capacity)
+
+    def model_copy(self, *, update: dict | None = None, deep: bool = False) -> "Agent":
+        copied = super().model_copy(update=update, deep=deep)
+        if update and "capacity" in update:
+            copied.__dict__.pop("limits", None)  # worked out again from the new capacity
+        return copied
+
     @computed_field
     @property
     def free(self) -> int:
-        return max(channel_capacity(self.capacity)[1] - self.load, 0)
+        return max(self.limits[1] - self.load, 0)
 
     @computed_field
     @property
@@ -152,12 +164,12 @@ class Agent(BaseModel):
         return {channel: self.free_on(channel) for channel in CHANNELS}
 
     def free_on(self, channel: str) -> int:
-        limits, total = channel_capacity(self.capacity)
+        limits, total = self.limits
         return max(min(limits[channel] - self.load_by_channel.get(channel, 0), total - self.load), 0)
 
     def utilisation(self, channel: str) -> float:
         """Share of the channel's capacity not free: with a pool, tickets on other channels count too."""
-        limit = channel_capacity(self.capacity)[0][channel]
+        limit = self.limits[0][channel]
         return 1 - self.free_on(channel) / limit if limit else 1.0
 
     def speaks(self, language: str | None) -> bool:
@@ -172,6 +184,22 @@ class Agent(BaseModel):
         return Agent.model_validate(
             {**self.model_dump(), **profile.model_dump(), "presence_changed_at": at, "version": self.version + 1}
         )
+
+    def claimed(self, channel: str, at: datetime) -> "Agent":
+        """After taking one unit of capacity on `channel` at `at` (an offer or an assignment)."""
+        load_by_channel = {**self.load_by_channel, channel: self.load_by_channel.get(channel, 0) + 1}
+        return self.model_copy(
+            update={"load": self.load + 1, "load_by_channel": load_by_channel, "last_assigned_at": at,
+                    "version": self.version + 1}
+        )
+
+    def released(self, channel: str) -> "Agent":
+        """After giving back one unit of capacity on `channel` (never below zero)."""
+        if self.load_by_channel.get(channel, 0) <= 0:
+            return self
+        load_by_channel = {**self.load_by_channel, channel: self.load_by_channel[channel] - 1}
+        return self.model_copy(update={"load": self.load - 1, "load_by_channel": load_by_channel,
+                                       "version": self.version + 1})
 
     @classmethod
     def new(cls, agent_id: str, profile: AgentProfile, at: datetime) -> "Agent":
@@ -483,6 +511,55 @@ def choose_agent(
         ),
     )
     return Match(best, explain(best, best_score, requirements, len(eligible)), best_score)
+
+
+def shortlist(agents: Iterable[Agent], requirements: Requirements, limit: int) -> list[Agent]:
+    """The agents the hard constraints admit, most free first, at most `limit`: who `choose_agent` picks from.
+
+    The live dispatcher reads them from the skill index, the planning simulator from memory; both end here.
+    """
+    admitted = [agent for agent in agents if requirements.admits(agent)]
+    return sorted(admitted, key=lambda agent: -agent.free)[:limit]
+
+
+@dataclass(frozen=True)
+class Placement:
+    """The dispatcher's decision for one waiting ticket: who takes it, why, and how (assigned or offered)."""
+
+    match: Match
+    mode: Mode
+
+
+def place(
+    ticket: WaitingTicket, requirements: Requirements, candidates: list[Agent], now: datetime, *,
+    affinity_agent_id: str | None, default_mode: Mode,
+) -> Placement | None:
+    """The decision the dispatcher makes for a ticket at the head of what it serves, and the planning
+    simulator too: the best candidate, placed in their own mode (else the configured one)."""
+    match = choose_agent(candidates, ticket, requirements, now, affinity_agent_id=affinity_agent_id)
+    return Placement(match, match.agent.mode or default_mode) if match is not None else None
+
+
+class Room:
+    """What an agent with room takes from the waiting tickets read in queue order: each ticket they can
+    take, while they have room on its channel and overall. The dispatcher reads the queue through it when
+    an agent may have room, and so does the planning simulator."""
+
+    def __init__(self, agent: Agent, requirements_of: Callable[[WaitingTicket], Requirements]) -> None:
+        self._agent = agent
+        self._requirements_of = requirements_of
+        self._room = {channel: agent.free_on(channel) for channel in CHANNELS}
+        self.taken: list = []
+
+    @property
+    def full(self) -> bool:
+        return len(self.taken) >= self._agent.free or not any(self._room.values())
+
+    def offer(self, ticket: WaitingTicket) -> None:
+        channel = ticket.channel.value
+        if self._room[channel] > 0 and self._requirements_of(ticket).admits(self._agent):
+            self.taken.append(ticket)
+            self._room[channel] -= 1
 
 
 def _desc(agent_id: str) -> tuple:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from services.routing.dispatcher import Dispatcher
 from services.routing.domain import OfferClosed, RoutedTicket, RoutingConfig, Transition, UnknownOffer
 from services.routing.metrics import RoutingMetrics
+from services.routing.planning import history
 from services.routing.publishing import TicketPublisher
 from services.routing.repository import RoutingTransaction
 from shared.clock import now_ms, to_ms, utc_now
@@ -54,6 +55,7 @@ class Offers:
             self._publisher.publish(tx, ticket, accepted.facts)
             if ticket.customer_id:
                 tx.affinities.remember(ticket.customer_id, agent_id, to_ms(now))
+            tx.planning.record(history.assigned(ticket.channel.value, ticket.required_skills, ticket.queued_at, now))
             wait = (now - ticket.created_at).total_seconds()
             tx.on_commit(self._metrics.offers.labels(outcome="accepted").inc)
             tx.on_commit(self._metrics.assignments.labels(mode="offer").inc)

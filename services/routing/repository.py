@@ -35,13 +35,16 @@ from services.routing.domain import (
     Presence,
     QueueSummary,
     Requirements,
+    Room,
     RoutedTicket,
     RoutedTicketState,
     Transition,
     WaitingTicket,
     channel_capacity,
     primary_language,
+    shortlist,
 )
+from services.routing.planning.repository import PlanningRepository
 from shared.clock import from_ms, now_ms, to_ms, utc_now
 from shared.events import Priority
 from shared.mongo import KnownDocuments, Transaction
@@ -129,8 +132,7 @@ class AgentRepository:
             for document in documents:
                 self._known.setdefault(document["_id"], _agent(document))  # a claimed agent: as claimed
             read = self._cache[(CANDIDATES_READ, requirements)] = [document["_id"] for document in documents]
-        admitted = [self._known[agent_id] for agent_id in read if requirements.admits(self._known[agent_id])]
-        return sorted(admitted, key=lambda agent: -agent.free)[:limit]
+        return shortlist((self._known[agent_id] for agent_id in read), requirements, limit)
 
     async def _matching(self, requirements: Requirements, limit: int) -> list[dict]:
         channel = requirements.channel
@@ -176,11 +178,7 @@ class AgentRepository:
         """Take one unit of capacity on `channel` from `agent` as this transaction knows them (`get`,
         `candidates`), who has room there: queued, expecting that version (`_or_abort`)."""
         now = now_ms()
-        load_by_channel = {**agent.load_by_channel, channel: agent.load_by_channel.get(channel, 0) + 1}
-        claimed = agent.model_copy(
-            update={"load": agent.load + 1, "load_by_channel": load_by_channel, "last_assigned_at": from_ms(now),
-                    "version": agent.version + 1}
-        )
+        claimed = agent.claimed(channel, from_ms(now))
         self._tx.write_later("agents", _or_abort(
             {"_id": agent.id, "version": agent.version},
             {"$inc": {"load": 1, "free": -1, f"load_by_channel.{channel}": 1, "version": 1},
@@ -206,8 +204,8 @@ class AgentRepository:
 
     async def set_status(
         self, agent_id: str, status: Presence, at: datetime, *, only_if_newer: bool = False
-    ) -> tuple[Agent, Presence] | None:
-        """The agent after the change (the presence in force since `at`) and the presence it had before.
+    ) -> tuple[Agent, Agent] | None:
+        """The agent after the change (the presence in force since `at`) and before it.
 
         None for an unknown agent or, `only_if_newer`, when the presence in force is not older than
         `at` (a newer change came first); an agent stored without the instant counts as older.
@@ -226,7 +224,7 @@ class AgentRepository:
         )
         if before is None:
             return None
-        return (await self.get(agent_id), Presence(before["status"]))
+        return (await self.get(agent_id), _agent(before))
 
     async def _refresh_free(self, agent: Agent) -> None:
         """Per-channel free capacity is derived (it depends on the pool too); store it for the index."""
@@ -337,8 +335,7 @@ class RoutedTicketRepository:
         query: dict = {**eq(state=RoutedTicketState.WAITING), "channel": {"$in": channels}}
         if agent.languages:
             query["language"] = {"$in": [*sorted({primary_language(l) for l in agent.languages}), None]}
-        room = {channel: agent.free_on(channel) for channel in channels}
-        taken: list[RoutedTicket] = []
+        room = Room(agent, requirements_of)
         cursor = (
             self._tickets.find(query, session=self._session)
             .sort([("urgency", DESCENDING), ("created_ms", ASCENDING)])
@@ -346,16 +343,12 @@ class RoutedTicketRepository:
         )
         try:
             async for document in cursor:
-                ticket = routed_ticket(document)
-                channel = ticket.channel.value
-                if room.get(channel, 0) > 0 and requirements_of(ticket).admits(agent):
-                    taken.append(ticket)
-                    room[channel] -= 1
-                    if len(taken) >= agent.free or not any(room.values()):
-                        break
+                room.offer(routed_ticket(document))
+                if room.full:
+                    break
         finally:
             await cursor.close()
-        return taken
+        return room.taken
 
     async def apply(self, transition: Transition) -> RoutedTicket | None:
         """Store `transition` if the stored ticket still has the values it started from; the ticket after it,
@@ -668,3 +661,7 @@ class RoutingTransaction(Transaction):
     @cached_property
     def affinities(self) -> AffinityRepository:
         return AffinityRepository(self)
+
+    @cached_property
+    def planning(self) -> PlanningRepository:
+        return PlanningRepository(self)

@@ -2,12 +2,13 @@
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import NoDecode
 
 from services.routing.domain import DECLINE_COOLDOWN, EscalationPolicy, Mode, Presence
+from services.routing.planning.service import PlanningLimits
 from shared import rules_file
 from shared.rules_file import RulesFileError
 from shared.settings import ServiceSettings
@@ -33,6 +34,16 @@ class RoutingSettings(ServiceSettings):
     )
     affinity_window_seconds: float = Field(
         default=7 * 24 * 3600, ge=0, description="How long routing prefers the agent who last helped a customer."
+    )
+    planning_interval_minutes: Literal[15, 30, 60] = Field(
+        default=15, description="Planning's default interval (history, forecast, staffing, simulations)."
+    )
+    planning_forecast_weeks: int = Field(default=4, ge=1, le=12, description="Same weekdays the forecast averages.")
+    planning_simulation_max_tickets: int = Field(default=100_000, ge=1, description="Tickets one simulation may replay.")
+    planning_simulation_max_agents: int = Field(default=2_000, ge=1, description="Agents one simulation's roster may hold.")
+    planning_simulation_max_days: float = Field(default=2.0, gt=0, le=31, description="Longest period one simulation covers.")
+    planning_simulations_running: int = Field(
+        default=2, ge=1, le=16, description="Simulations running at once per replica (each is a thread of CPU work)."
     )
     escalation_file: Path | None = Field(default=None, description="YAML (or JSON) file with the escalation workflow.")
     escalation_json: str | None = Field(default=None, description="The escalation workflow as JSON, instead of a file.")
@@ -70,3 +81,10 @@ class RoutingSettings(ServiceSettings):
                 f"{'.'.join(str(p) for p in e['loc']) or 'workflow'}: {e['msg']}" for e in error.errors(include_url=False)
             )
             raise ValueError(f"ESCALATION_JSON: invalid escalation workflow: {problems}") from None
+
+    def planning_limits(self) -> PlanningLimits:
+        return PlanningLimits(
+            interval_minutes=self.planning_interval_minutes, forecast_weeks=self.planning_forecast_weeks,
+            max_tickets=self.planning_simulation_max_tickets, max_agents=self.planning_simulation_max_agents,
+            max_days=self.planning_simulation_max_days, max_running=self.planning_simulations_running,
+        )

@@ -8,7 +8,8 @@ import re
 from collections.abc import Sequence
 
 from services.routing.dispatcher import Dispatcher
-from services.routing.domain import RoutedTicket, RoutingConfig, WaitingTicket
+from services.routing.domain import RoutedTicket, RoutedTicketState, RoutingConfig, WaitingTicket
+from services.routing.planning import history
 from services.routing.repository import RoutingTransaction
 from shared.clock import utc_now
 from shared.consumer import RejectedEvent
@@ -56,6 +57,7 @@ class TicketEvents:
         )
         ticket = RoutedTicket.queue(needs, self._policy, correlation_id=event.correlationid, causation_id=str(event.id))
         if await tx.tickets.enqueue(ticket):
+            tx.planning.record(history.arrived(ticket.channel.value, ticket.required_skills, ticket.created_at))
             self._dispatcher.wake(ticket_id=ticket.ticket_id)
 
     async def on_priority_changed(self, tx: RoutingTransaction, event: Envelope[TicketPriorityChanged]) -> None:
@@ -79,10 +81,13 @@ class TicketEvents:
     async def _finish(self, tx: RoutingTransaction, ticket_id: str, how: str) -> None:
         """The ticket leaves routing's hands: the queue if it waited, its agent's capacity if it was held."""
         ticket = await self._known_ticket(tx, ticket_id)
-        if (finished := ticket.finish(how, utc_now())) is None:
+        now = utc_now()
+        if (finished := ticket.finish(how, now)) is None:
             return
         if await tx.tickets.apply(finished) is None:
             raise RuntimeError(f"ticket {ticket_id} changed concurrently")  # the batch is retried
+        if ticket.state is RoutedTicketState.ASSIGNED and ticket.assigned_at:
+            tx.planning.record(history.handled(ticket.channel.value, ticket.required_skills, ticket.assigned_at, now))
         if agent_id := ticket.slot_holder:
             await tx.agents.release_slot(agent_id, ticket.channel.value)
             self._dispatcher.wake(agent_id=agent_id)

@@ -143,7 +143,7 @@ class FakeAgents:
         if agent is None or only_if_newer and agent.presence_changed_at and agent.presence_changed_at >= at:
             return None
         self._stored[agent_id] = agent.model_copy(update={"status": status, "presence_changed_at": at})
-        return self._stored[agent_id], agent.status
+        return self._stored[agent_id], agent
 
 
 class FakeAffinities:
@@ -160,12 +160,31 @@ class FakeAffinities:
         return self._stored.get(customer_id)
 
 
+class FakePlanning:
+    """The history's buckets, summed as MongoDB's `$inc` upserts would."""
+
+    def __init__(self, stored: dict[str, dict]) -> None:
+        self._stored = stored
+
+    def record(self, increments) -> None:
+        for increment in increments:
+            bucket = self._stored.setdefault(increment.key, {
+                "bucket_ms": increment.bucket_ms, "channel": increment.channel, "skills": increment.skills})
+            for name, value in increment.counts.items():
+                *path, leaf = name.split(".")
+                target = bucket
+                for part in path:
+                    target = target.setdefault(part, {})
+                target[leaf] = target.get(leaf, 0) + value
+
+
 class FakeRoutingTransaction(FakeTransaction):
-    def __init__(self, tickets: dict, agents: dict, affinities: dict) -> None:
+    def __init__(self, tickets: dict, agents: dict, affinities: dict, history: dict) -> None:
         super().__init__()
         self.tickets = FakeTickets(tickets)
         self.agents = FakeAgents(agents)
         self.affinities = FakeAffinities(affinities)
+        self.planning = FakePlanning(history)
 
 
 class Routed:
@@ -175,7 +194,10 @@ class Routed:
         self.tickets: dict[str, RoutedTicket] = {}
         self.agents: dict[str, Agent] = {}
         self.affinities: dict[str, tuple[str, int]] = {}
-        self.uow = FakeUnitOfWork(lambda: FakeRoutingTransaction(self.tickets, self.agents, self.affinities))
+        self.history: dict[str, dict] = {}
+        self.uow = FakeUnitOfWork(
+            lambda: FakeRoutingTransaction(self.tickets, self.agents, self.affinities, self.history)
+        )
         self.metrics = RoutingMetrics(CollectorRegistry())
         self.use_cases: RoutingUseCases = routing_use_cases(self.uow, "switchboard/routing", self.metrics, config)
 
