@@ -70,6 +70,7 @@ def test_the_occupancy_cap_shrinkage_and_concurrency_add_agents_as_documented():
     shrunk = erlang.agents_needed(100, 1800, 180, target_seconds=20, service_level_goal=0.8, shrinkage=0.3)
     chats = erlang.agents_needed(100, 1800, 180, target_seconds=20, service_level_goal=0.8, concurrency=3)
 
+    assert plain.agents == 14
     assert capped.agents == 17 and capped.occupancy <= 0.6  # 10 Erlangs over 17 agents: 0.59
     assert shrunk.agents == 14 and shrunk.scheduled == 20  # 14 / 0.7
     assert chats.agents == 5  # 14 slots needed, three per agent
