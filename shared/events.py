@@ -229,6 +229,7 @@ class TicketAssigned(Payload):
     agent_id: str
     reason: str = Field(description="Why this agent was chosen, for people reading the audit trail.")
     assigned_at: AwareDatetime
+    team: str | None = Field(default=None, description="The agent's team when assigned, for reports by team.")
 
 
 class TicketUnassigned(Payload):

@@ -66,6 +66,8 @@ CREATED = {
 }
 WAIT = {"t1": 30, "t2": 90, "t3": 200, "t4": 400, "t5": 1000, "t6": 50, "t7": 60, "t8": 299, "t9": 901}
 AGENT = {"t1": "A", "t2": "A", "t3": "A", "t4": "A", "t5": "A", "t6": "A", "t7": "B", "t8": "B", "t9": "B"}
+TEAM = {"A": "red", "B": "blue"}
+"""Each agent's team as routing names it on `ticket.assigned`: one agent per team, so a team's figures are its agent's."""
 FIRST_REPLY = {"t1": (7200, 7000), "t2": (5400, 5000), "t3": (4000, 3900), "t4": (600, 600), "t5": (1200, 1100), "t7": (300, 300), "t8": (900, 800)}
 RESOLUTION = {"t1": (20000, 18000), "t2": (10000, 9000), "t4": (8000, 8000), "t5": (3000, 3000), "t7": (5000, 4000), "t8": (40000, 30000)}
 WARNED = ("t6", "t10")
@@ -131,10 +133,10 @@ def events(prefix: str) -> list[tuple[str, Envelope]]:
         if name == "t8":
             emit(topics.TICKETS, TicketPriorityChanged(ticket_id=ticket, previous_priority=Priority.NORMAL, priority=Priority.URGENT, changed_at=later(100)), later(100))
         if name == "t5":
-            emit(topics.ROUTING, TicketAssigned(ticket_id=ticket, agent_id=f"{prefix}-B", reason="first", assigned_at=later(1000)), later(1000))
-            emit(topics.ROUTING, TicketAssigned(ticket_id=ticket, agent_id=f"{prefix}-A", reason="moved", assigned_at=later(1100)), later(1100))
+            emit(topics.ROUTING, TicketAssigned(ticket_id=ticket, agent_id=f"{prefix}-B", reason="first", assigned_at=later(1000), team=f"{prefix}-{TEAM['B']}"), later(1000))
+            emit(topics.ROUTING, TicketAssigned(ticket_id=ticket, agent_id=f"{prefix}-A", reason="moved", assigned_at=later(1100), team=f"{prefix}-{TEAM['A']}"), later(1100))
         elif name in AGENT:
-            emit(topics.ROUTING, TicketAssigned(ticket_id=ticket, agent_id=f"{prefix}-{AGENT[name]}", reason="best", assigned_at=later(WAIT[name])), later(WAIT[name]))
+            emit(topics.ROUTING, TicketAssigned(ticket_id=ticket, agent_id=f"{prefix}-{AGENT[name]}", reason="best", assigned_at=later(WAIT[name]), team=f"{prefix}-{TEAM[AGENT[name]]}"), later(WAIT[name]))
         escalations = {"t9": 2, "t10": 1}.get(name, 0)
         for step in range(1, escalations + 1):
             emit(topics.ROUTING, TicketEscalated(ticket_id=ticket, step=step, action="widen_to_l2", description="waited", escalated_at=later(1200 * step)), later(1200 * step))

@@ -103,7 +103,9 @@ def fold(state: dict, event_id: str, data: Payload) -> dict:
         case TicketPriorityChanged():
             state["priority"] = _later(state["priority"], [to_ms(data.changed_at), event_id, data.priority.value])
         case TicketAssigned():
-            state["assignments"] = _add_once(state["assignments"], [event_id, to_ms(data.assigned_at), data.agent_id])
+            state["assignments"] = _add_once(
+                state["assignments"], [event_id, to_ms(data.assigned_at), data.agent_id, data.team]
+            )
         case TicketUnassigned():
             state["unassignments"] = _add_once(
                 state["unassignments"], [event_id, to_ms(data.unassigned_at), data.agent_id]
@@ -202,7 +204,7 @@ def fact_document(ticket_id: str, state: dict) -> dict:
         "language": created.get("language"),
         "customer_id": created.get("customer_id"),
         "tier": created.get("tier"),
-        "team": None,  # no event names a team yet (see the README)
+        "team": assignments[-1][3] if assignments else None,
         "agent_id": assignments[-1][2] if assignments else None,
         "assignees": [
             {
@@ -210,7 +212,7 @@ def fact_document(ticket_id: str, state: dict) -> dict:
                 "assigned_ms": at,
                 "unassigned_ms": next((ms for _, ms, who in unassigned if who == agent_id and ms >= at), None),
             }
-            for _, at, agent_id in assignments
+            for _, at, agent_id, _team in assignments
         ],
         "first_assigned_ms": first_assigned_ms,
         "first_reply_ms": state["first_agent_reply_ms"],

@@ -223,7 +223,7 @@ class Dispatcher:
             self._publisher.publish(tx, ticket, offered.facts)
             log.info("offered %s to %s (%s)", ticket.ticket_id, match.agent.id, offer_id)
             return
-        assigned = ticket.assign(match.agent.id, match.reason, now)
+        assigned = ticket.assign(match.agent.id, match.reason, now, team=match.agent.team)
         tx.tickets.claim(assigned)
         self._publisher.publish(tx, ticket, assigned.facts)
         if ticket.customer_id:

@@ -718,9 +718,9 @@ class RoutedTicket(WaitingTicket):
             return_to=None, offer_expires_at=expires, reason=reason, offer_ids=[*self.offer_ids, offer_id],
         )
 
-    def assign(self, agent_id: str, reason: str, now: datetime) -> "Transition":
+    def assign(self, agent_id: str, reason: str, now: datetime, team: str | None = None) -> "Transition":
         self._must_be(RoutedTicketState.WAITING)
-        assigned = TicketAssigned(ticket_id=self.ticket_id, agent_id=agent_id, reason=reason, assigned_at=now)
+        assigned = TicketAssigned(ticket_id=self.ticket_id, agent_id=agent_id, reason=reason, assigned_at=now, team=team)
         return self._becomes(
             ("state", "version"), [assigned], state=RoutedTicketState.ASSIGNED, assignee_id=agent_id,
             assigned_at=now, reason=reason, return_to=None,
@@ -731,12 +731,12 @@ class RoutedTicket(WaitingTicket):
         self._must_be(RoutedTicketState.WAITING)
         return self._becomes(("state", "version"), return_to=None)
 
-    def accept(self, offer_id: str, now: datetime) -> "Transition":
+    def accept(self, offer_id: str, now: datetime, team: str | None = None) -> "Transition":
         self._must_be_open(offer_id, now)
         answered = TicketOfferAnswered(ticket_id=self.ticket_id, offer_id=offer_id, agent_id=self.assignee_id,
                                        outcome=OfferOutcome.ACCEPTED, answered_at=now)
         assigned = TicketAssigned(ticket_id=self.ticket_id, agent_id=self.assignee_id,
-                                  reason=f"accepted an offer: {self.reason or ''}", assigned_at=now)
+                                  reason=f"accepted an offer: {self.reason or ''}", assigned_at=now, team=team)
         return self._becomes(
             ("state", "offer_id"), [answered, assigned], state=RoutedTicketState.ASSIGNED, assigned_at=now,
             offer_id=None,

@@ -49,7 +49,8 @@ class Offers:
                 rejected = ticket.reject(offer_id, now, self._config.decline_cooldown)
                 await self._returned(tx, ticket, OfferOutcome.REJECTED, rejected, cause=None)
                 return OfferAnswer(offer_id, ticket.ticket_id, agent_id, OfferOutcome.REJECTED)
-            accepted = ticket.accept(offer_id, now)
+            agent = await tx.agents.get(agent_id)
+            accepted = ticket.accept(offer_id, now, team=agent.team if agent else None)
             if await tx.tickets.apply(accepted) is None:
                 raise OfferClosed(f"offer {offer_id} is no longer open")
             self._publisher.publish(tx, ticket, accepted.facts)

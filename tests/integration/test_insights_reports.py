@@ -101,6 +101,11 @@ async def test_the_summary_gives_the_hand_computed_figures(seeded) -> None:
     assert agent_a["first_reply"]["calendar"] == {"p50": 4000.0, "p90": 7200.0, "mean": 3680.0, "count": 5}
     assert by_agent[f"{prefix}-B"]["sla"]["first_reply"]["attainment_pct"] == 100.0
 
+    by_team = {group.pop("group"): group for group in (await summary(client, group_by="team"))["groups"]}
+    assert list(by_team) == [f"{prefix}-blue", f"{prefix}-red", None]
+    for agent, team in scenario.TEAM.items():  # each agent is their team's only member: the same figures
+        assert by_team[f"{prefix}-{team}"] == {k: v for k, v in by_agent[f"{prefix}-{agent}"].items() if k != "group"}
+
     vip = (await summary(client, tier="vip", group_by="policy"))["groups"]
     assert [(group["group"], group["created"], group["csat"]["mean"]) for group in vip] == [("vip", 2, 4.5)]
 

@@ -266,7 +266,7 @@ async def test_an_sla_warning_moves_a_waiting_ticket_ahead_of_older_ones_of_its_
 async def test_the_ticket_goes_to_a_skilled_agent_with_room_least_utilised_first():
     routed = Routed()
     await routed.agent("a-junior", skills={"billing": 1}, capacity=5)
-    await routed.agent("b-small", skills={"billing": 3}, capacity=1)
+    await routed.agent("b-small", skills={"billing": 3}, capacity=1, team="billing-desk")
     await routed.agent("c-large", skills={"billing": 3}, capacity=4)
     await routed.agent("d-large", skills={"billing": 3}, capacity=4)
     for ticket_id in ("T-1", "T-2", "T-3"):
@@ -276,6 +276,7 @@ async def test_the_ticket_goes_to_a_skilled_agent_with_room_least_utilised_first
     assert [event["agent_id"] for event in assigned] == ["b-small", "c-large", "d-large"], (
         "never the junior; equals by id; never past capacity; then the least utilised")
     assert "skills: billing 3>=2" in assigned[0]["reason"]
+    assert [event["team"] for event in assigned] == ["billing-desk", None, None], "the assignee's team, for reports"
     assert [agent.load for agent in routed.agents.values()] == [0, 1, 1, 1]
 
 
@@ -298,7 +299,7 @@ async def test_the_customers_previous_agent_gets_their_next_ticket_and_routing_r
 
 async def test_an_accepted_offer_assigns_the_ticket_and_keeps_the_slot():
     routed = Routed(RoutingConfig(mode=Mode.OFFER))
-    await routed.agent("ann")
+    await routed.agent("ann", team="billing-desk")
     await routed.created("T-offer")
     [offered] = routed.published("offered")
     assert routed.holder("T-offer") == ("offered", "ann") and routed.agents["ann"].load == 1
@@ -309,6 +310,7 @@ async def test_an_accepted_offer_assigns_the_ticket_and_keeps_the_slot():
     assert [e["outcome"] for e in routed.published("offer_answered")] == [OfferOutcome.ACCEPTED]
     [assigned] = routed.published("assigned")
     assert assigned["reason"].startswith("accepted an offer: ") and routed.holder("T-offer") == ("assigned", "ann")
+    assert assigned["team"] == "billing-desk", "for insights' reports by team"
     assert routed.agents["ann"].load == 1
 
 
