@@ -48,9 +48,7 @@ async def tickets_of(running_platform, customer_id: str) -> list[dict]:
 async def test_a_ticket_submitted_with_the_sdk_is_created_assigned_and_acknowledged(running_platform, mode):
     skill = unique("refunds")
     agent = unique("ada")
-    # Room for the suite's strays too: tickets other tests left waiting with no skill required fit any agent,
-    # and the queue serves them first (in CI, two of them filled a capacity of 2 and this ticket waited).
-    await running_platform.put_agent(agent, skills={skill: 3}, capacity=200)
+    await running_platform.put_agent(agent, skills={skill: 3}, capacity=2)
     customer, email = unique("cust"), f"{unique('ann')}@example.com"
     event_id = unique("crm-case")  # not a UUID: CloudEvents allows any non-empty string
 
