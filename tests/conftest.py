@@ -4,13 +4,12 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 from hypothesis import settings
 
 from services.notify.rules import RULES_FILE
-from tests.support import RunningPlatform, started_platform
+from tests.support import RunningPlatform, started_platform, take_every_ticket_no_test_claims
 
 # CI explores the same examples on every run, so a red build is reproducible and never a roll of
 # the dice; developers' runs keep drawing new ones (and keep the failures they find in .hypothesis/).
@@ -40,19 +39,3 @@ def running_platform(tmp_path_factory) -> Iterator[RunningPlatform]:
         take_every_ticket_no_test_claims(platform)
         yield platform
 
-
-def take_every_ticket_no_test_claims(platform: RunningPlatform) -> None:
-    """An agent with no skills and room for the whole session, on the platform the tests share.
-
-    Many tests submit tickets that need no skill and no one in particular. Without this agent they
-    would wait, and the queue serves the oldest first: a later test's agent, who fits any such ticket,
-    would be handed them before the ticket its test is waiting for. Tests that watch an assignment
-    ask for a skill of their own (`unique`), which this agent lacks.
-    """
-    response = httpx.put(
-        f"{platform.platform.url('routing')}/v1/agents/session-desk",
-        json={"name": "Session desk", "skills": {}, "capacity": 1000, "status": "available"},
-        headers=platform.headers,
-        timeout=10,
-    )
-    response.raise_for_status()

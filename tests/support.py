@@ -55,6 +55,24 @@ def started_platform(data_dir: Path, **settings: str) -> Iterator["RunningPlatfo
         platform.stop()
 
 
+def take_every_ticket_no_test_claims(platform: "RunningPlatform") -> None:
+    """An agent with no skills and room for the whole session, on the platform the tests share.
+
+    Many tests submit tickets that need no skill and no one in particular. Without this agent they
+    would wait, and the queue serves the oldest first: a later test's agent, who fits any such ticket,
+    would be handed them before the ticket its test is waiting for. Tests that watch an assignment
+    ask for a skill of their own (`unique`), which this agent lacks. Called again after anything that
+    may have changed every agent (the routing API's fuzz).
+    """
+    response = httpx.put(
+        f"{platform.platform.url('routing')}/v1/agents/session-desk",
+        json={"name": "Session desk", "skills": {}, "capacity": 1000, "status": "available"},
+        headers=platform.headers,
+        timeout=10,
+    )
+    response.raise_for_status()
+
+
 class RunningPlatform:
     """A started platform plus what a test needs to talk to it like a user would."""
 

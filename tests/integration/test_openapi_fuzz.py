@@ -21,6 +21,7 @@ from schemathesis.config import SchemathesisConfig
 from schemathesis.engine import events, from_schema
 
 from shared.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, webhook_signature
+from tests.support import take_every_ticket_no_test_claims
 
 pytestmark = pytest.mark.integration
 
@@ -138,7 +139,7 @@ class SigningSession(requests.Session):
         return super().send(request, **kwargs)
 
 
-SERVICES = ("intake", "routing", "sla", "notify")
+SERVICES = ("intake", "routing", "sla", "notify", "insights")
 RUN = SchemathesisConfig.from_str(
     """
 # Every check is on (the default), none left out; the examples (there are none), coverage, fuzzing and
@@ -149,7 +150,7 @@ continue-on-failure = true
 enabled = false  # each run on its own: nothing learnt from an earlier one, nothing left in the work tree
 
 [generation]
-max-examples = 10  # per operation and phase: the four services in about a minute each on a busy machine
+max-examples = 10  # per operation and phase: the five services in about a minute each on a busy machine
 deterministic = true  # the same requests on every run, so CI is reproducible
 database = "none"
 with-security-parameters = false  # the run sends the platform's key (`headers`), and probes without it
@@ -235,6 +236,7 @@ def test_every_check_of_schemathesis_passes_on_every_service(running_platform, s
                 routing.patch(
                     f"{url}/v1/agents/{agent_id}", json={"status": "offline"}, headers=running_platform.headers
                 )
+        take_every_ticket_no_test_claims(running_platform)  # the fuzz may have sent it away with its tickets
     failures = failures_of(run)
     assert not failures, f"{len(failures)} failed checks on {service}:\n\n" + "\n\n".join(failures[:20])
 
