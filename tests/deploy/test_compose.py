@@ -63,7 +63,16 @@ REQUIRED_ENV = {
 }
 # Settings only one service reads, beyond ServiceSettings.
 SERVICE_ONLY_ENV = {
-    "notify": {"SMTP_URL": "smtp://mailpit:1025", "INTAKE_PUBLIC_URL": "${INTAKE_PUBLIC_URL:-http://localhost:8001}"}
+    "intake": {
+        "CSAT_SIGNING_KEY": "${CSAT_SIGNING_KEY:-}",
+        "INBOUND_EMAIL_SIGNING_KEY": "${INBOUND_EMAIL_SIGNING_KEY:-}",
+    },
+    "notify": {
+        "SMTP_URL": "smtp://mailpit:1025",
+        "INTAKE_PUBLIC_URL": "${INTAKE_PUBLIC_URL:-http://localhost:8001}",
+        "CSAT_SIGNING_KEY": "${CSAT_SIGNING_KEY:-}",
+        "WEBHOOK_SIGNING_KEY": "${WEBHOOK_SIGNING_KEY:-}",
+    },
 }
 
 
@@ -312,6 +321,26 @@ def test_service_environment_has_no_names_the_settings_ignore(services: dict, na
     known |= set(SERVICE_ONLY_ENV.get(name, {}))
     unknown = set(environment(services[name])) - known
     assert not unknown, f"service {name!r} sets {sorted(unknown)}, which no setting of the service reads"
+
+
+@pytest.mark.parametrize("name,port", sorted(APP_SERVICES.items()))
+def test_service_gets_every_signing_key_it_reads_from_the_operator(services: dict, name: str, port: int) -> None:
+    """A signing key left out of compose silently turns its feature off (surveys, inbound email,
+    webhooks); a literal one would be public. Each is passed through from the operator's environment."""
+    import importlib
+
+    module = importlib.import_module(f"services.{name}.settings")
+    settings = next(
+        value for value in vars(module).values() if isinstance(value, type) and value.__name__.lower() == f"{name}settings"
+    )
+    env = environment(services[name])
+    for field in settings.model_fields:
+        if field.endswith("_signing_key"):
+            variable = field.upper()
+            assert re.fullmatch(rf"\$\{{{variable}(:-|:\?[^}}]*)\}}", env.get(variable, "")), (
+                f"service {name!r} sets {variable}={env.get(variable)!r}: it reads that key, so compose must pass "
+                f"it from the operator's environment as ${{{variable}:-}} or ${{{variable}:?message}}"
+            )
 
 
 @pytest.mark.parametrize("name,port", sorted(APP_SERVICES.items()))
