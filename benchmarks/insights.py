@@ -79,7 +79,7 @@ def synthetic_fact(number: int, now_ms: int, rng: random.Random) -> dict:
     }
     state["priority"] = [created, f"e{number}p", rng.choice(PRIORITIES)]
     wait = rng.expovariate(1 / 300) * 1000
-    state["assignments"] = [[f"e{number}a", created + int(wait), f"agent-{number % 40:02d}"]]
+    state["assignments"] = [[f"e{number}a", created + int(wait), f"agent-{number % 40:02d}", f"team-{number % 4}"]]
     reply = created + int(wait + rng.expovariate(1 / 1800) * 1000)
     state["first_agent_reply_ms"] = reply
     policy = "vip" if state["created"]["tier"] == "vip" else "standard"
