@@ -167,6 +167,9 @@ class ServiceKit:
         """`publishes` (topic -> payload types) documents what the service sends in its AsyncAPI
         document; by default the service's entry in `shared.contract.PUBLISHES`."""
         background = list(background)
+        publishes = contract.PUBLISHES.get(self.name, {}) if publishes is None else publishes
+        # A read model (insights) publishes nothing, so it runs no relay: no polls, no lease.
+        relay_jobs, relay_chores = ((self.relay.run,), (self.relay.purge_sent,)) if publishes else ((), ())
         if subscriptions:
             consumer = EventConsumer(
                 subscriptions,
@@ -203,8 +206,8 @@ class ServiceKit:
                 await self.relay.replay_since(self.settings.outbox_replay_on_start_seconds)
             await self.broker.start()
             await self.dead_letters.start()
-            chores = (self.relay.purge_sent, lambda: self.uow.run(self.inbox.purge_expired), *housekeeping)
-            tasks = [asyncio.create_task(job()) for job in (self.relay.run, *background)]
+            chores = (*relay_chores, lambda: self.uow.run(self.inbox.purge_expired), *housekeeping)
+            tasks = [asyncio.create_task(job()) for job in (*relay_jobs, *background)]
             tasks.extend(asyncio.create_task(repeat(HOUSEKEEPING_INTERVAL_SECONDS, chore)()) for chore in chores)
             try:
                 yield
@@ -225,9 +228,7 @@ class ServiceKit:
             responses=problem_answers(413),  # BodySizeLimit guards every route
         )
         app.state.service_name = self.name
-        asyncapi = self.asyncapi(
-            description, subscriptions, contract.PUBLISHES.get(self.name, {}) if publishes is None else publishes
-        )
+        asyncapi = self.asyncapi(description, subscriptions, publishes)
         app.state.asyncapi = asyncapi  # what tools.asyncapi_export writes to deploy/asyncapi/
         install_http_conventions(app, self.metrics, self.settings.max_request_bytes)
 

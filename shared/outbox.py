@@ -62,10 +62,11 @@ class OutboxRelay:
     A commit in this process wakes the relay at once; otherwise it looks again after the poll
     interval, and when it keeps finding nothing it waits longer each time, up to `IDLE_BACKOFF`
     polls, so an idle service costs next to nothing: a look that finds nothing is one indexed read,
-    outside any transaction.
+    outside any transaction, and the lease is claimed only once there is something to send (an idle
+    replica renews nothing).
     """
 
-    IDLE_BACKOFF = 4
+    IDLE_BACKOFF = 8
 
     def __init__(
         self,
@@ -99,7 +100,7 @@ class OutboxRelay:
         backoff = IdleBackoff(self._poll_interval, self.IDLE_BACKOFF)
         while True:
             try:
-                published = await self.relay_once() if await self._lease.acquire() else 0
+                published = await self.relay_once()
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -122,6 +123,8 @@ class OutboxRelay:
         if await self._outbox.find_one(eq(sent=False), {"_id": 1}) is None:
             self._metrics.outbox_lag.set(0)
             return 0  # nothing to relay, found without opening a transaction: an idle poll costs one read
+        if not await self._lease.acquire():
+            return 0  # another replica relays
         pending = await self._uow.run(self._pending)
         self._metrics.outbox_lag.set((now_ms() - pending[0]["created_ms"]) / 1000 if pending else 0)
         if not pending:
