@@ -75,7 +75,10 @@ class Dispatcher:
         self, lease: Lease, interval_seconds: float, *, chores: Sequence[Chore], after_chores: Chore
     ) -> None:
         """Drain when woken; every interval, on the lease holder, first the `chores`, then a sweep of the
-        queue's head; `after_chores` every interval on every replica (the gauges)."""
+        queue's head; `after_chores` every interval on every replica (the gauges).
+
+        With no ticket waiting or offered there is nothing for the chores or the sweep, so the lease
+        is not even claimed: an idle routing service costs a few reads an interval, no transaction."""
         last_chores = 0.0
         loop = asyncio.get_running_loop()
         while True:
@@ -96,7 +99,7 @@ class Dispatcher:
                 leader = False
                 if chores_due:
                     last_chores = loop.time()
-                    leader = await lease.acquire()
+                    leader = await self._uow.reads.tickets.any_waiting_or_offered() and await lease.acquire()
                     if leader:
                         for chore in chores:
                             await chore()

@@ -311,6 +311,14 @@ class RoutedTicketRepository:
         self._count_waiting({ticket.priority.value: 1})
         return True
 
+    async def any_waiting_or_offered(self) -> bool:
+        """Whether the queue's chores (the sweep, escalation, lapsed declines, expired offers) have
+        anything to look at: at most two indexed reads."""
+        for state in (RoutedTicketState.WAITING, RoutedTicketState.OFFERED):
+            if await self._tickets.find_one(eq(state=state), {"_id": 1}, session=self._session) is not None:
+                return True
+        return False
+
     async def waiting(self, limit: int) -> list[RoutedTicket]:
         """The queue, in order: most urgent first, then oldest."""
         return _routed_tickets(
