@@ -518,6 +518,7 @@ def build_routes(
     _ANSWERED = {  # a page to a browser (the link followed, or the form posted), else the Problem
         409: {**_doc(409)[409], "content": _HTML, "description": "the survey was answered already"}
     }
+    _REFUSED = {code: {**answer, "content": _HTML} for code, answer in _doc(403, 503).items()}  # the same
 
     def _answer_body(survey: survey_pages.Survey, body: type[BaseModel]) -> dict:
         """The POST's body, documented: JSON, or the form the survey's page posts."""
@@ -528,17 +529,18 @@ def build_routes(
         "/tickets/{ticket_id}/csat",
         response_model=None,
         tags=["csat"],
-        responses={**_doc(403), 200: {"content": _HTML, "description": "the survey's form"}},
+        responses={**_REFUSED, 200: {"content": _HTML, "description": "the survey's form"}},
     )
     async def csat_from_link(
         ticket_id: Id,
+        request: Request,
         score: Annotated[int, Query(ge=1, le=5)],
         expires: Expires,
         signature: Signature,
     ):
         """The survey link notify mails, one per score. It rates nothing: it shows a form, `score`
         preselected, that POSTs the rating, so a mail scanner fetching every link cannot rate for the customer."""
-        if (refused := _refused_csat_link(ticket_id, expires, signature)) is not None:
+        if (refused := _refused_csat_link(ticket_id, expires, signature, as_page=_accepts_html(request))) is not None:
             return refused
         page = survey_pages.question(
             survey_pages.CSAT, signed={"expires": expires, "signature": signature}, score=score,
@@ -553,7 +555,8 @@ def build_routes(
         response_model=CsatAnswer,
         tags=["csat"],
         responses={
-            **_doc(*BODY, 403),
+            **_doc(*BODY),
+            **_REFUSED,
             **_NOT_TAKEN,
             200: {"content": _HTML, "description": "the rating: JSON, or a thank-you page to a posted form"},
         },
@@ -564,7 +567,7 @@ def build_routes(
         form (form-encoded), which gets a page back. One rating per solved ticket: a later one replaces it."""
         from_form = _content_type(request) == _FORM
         rating = await _answer_from_form(request, CsatBody) if from_form else await _answer_from_json(request, CsatBody)
-        if (refused := _refused_csat_link(ticket_id, expires, signature)) is not None:
+        if (refused := _refused_csat_link(ticket_id, expires, signature, as_page=from_form)) is not None:
             return refused
         try:
             await intake.rate(ticket_id, rating.score, rating.comment)
@@ -576,14 +579,20 @@ def build_routes(
             return HTMLResponse(survey_pages.thanks(survey_pages.CSAT, rating.score), headers=survey_pages.HEADERS)
         return CsatAnswer(ticket_id=ticket_id, score=rating.score, message="Thank you for your feedback.")
 
-    def _refused_csat_link(ticket_id: str, expires: int, signature: str) -> JSONResponse | None:
+    def _refused_csat_link(ticket_id: str, expires: int, signature: str, *, as_page: bool) -> Response | None:
         if settings.csat_signing_key is None:
-            return _problem(status.HTTP_503_SERVICE_UNAVAILABLE, "CSAT is not configured")
+            return _link_refused(status.HTTP_503_SERVICE_UNAVAILABLE, "CSAT is not configured", as_page=as_page)
         try:
             verify_csat(settings.csat_signing_key.get_secret_value(), ticket_id, expires, signature, now=time.time())
         except BadSignature as bad:
-            return _problem(status.HTTP_403_FORBIDDEN, str(bad))
+            return _link_refused(status.HTTP_403_FORBIDDEN, str(bad), as_page=as_page)
         return None
+
+    def _link_refused(code: int, reason: str, *, as_page: bool) -> Response:
+        """A browser (the link opened, or the survey's form posted) gets a page that says why, not JSON."""
+        if as_page:
+            return HTMLResponse(survey_pages.link_refused(reason), code, headers=survey_pages.HEADERS)
+        return _problem(code, reason)
 
     def _not_taken(code: int, reason: str, *, as_page: bool) -> Response:
         if as_page:
@@ -594,7 +603,7 @@ def build_routes(
         "/customers/{customer_id}/nps",
         response_model=None,
         tags=["nps"],
-        responses={**_doc(403, 409), **_ANSWERED, 200: {"content": _HTML, "description": "the survey's form"}},
+        responses={**_REFUSED, **_ANSWERED, 200: {"content": _HTML, "description": "the survey's form"}},
     )
     async def nps_from_link(
         customer_id: Id,
@@ -608,10 +617,11 @@ def build_routes(
         """The relationship survey's link notify mails ("how likely are you to recommend us", 0..10). It
         answers nothing: it shows a form, `score` preselected, that POSTs the answer, so a mail scanner
         fetching every link cannot answer for the customer."""
-        if (refused := _refused_nps_link(customer_id, survey, ticket_id, expires, signature)) is not None:
+        as_page = _accepts_html(request)
+        if (refused := _refused_nps_link(customer_id, survey, ticket_id, expires, signature, as_page=as_page)) is not None:
             return refused
         if await reads.nps_answers.answered(survey):
-            return _answered_already(survey, as_page=_accepts_html(request))
+            return _answered_already(survey, as_page=as_page)
         page = survey_pages.question(
             survey_pages.NPS,
             signed={"survey": survey, "ticket_id": ticket_id, "expires": expires, "signature": signature},
@@ -624,7 +634,8 @@ def build_routes(
         response_model=NpsAnswer,
         tags=["nps"],
         responses={
-            **_doc(*BODY, 403, 409),
+            **_doc(*BODY),
+            **_REFUSED,
             **_ANSWERED,
             200: {"content": _HTML, "description": "the answer: JSON, or a thank-you page to a posted form"},
         },
@@ -642,7 +653,7 @@ def build_routes(
         form (form-encoded), which gets a page back."""
         from_form = _content_type(request) == _FORM
         answer = await _answer_from_form(request, NpsBody) if from_form else await _answer_from_json(request, NpsBody)
-        if (refused := _refused_nps_link(customer_id, survey, ticket_id, expires, signature)) is not None:
+        if (refused := _refused_nps_link(customer_id, survey, ticket_id, expires, signature, as_page=from_form)) is not None:
             return refused
         try:
             await intake.answer_nps(
@@ -658,16 +669,18 @@ def build_routes(
             message="Thank you for your answer.",
         )
 
-    def _refused_nps_link(customer_id: str, survey: str, ticket_id: str, expires: int, signature: str) -> JSONResponse | None:
+    def _refused_nps_link(
+        customer_id: str, survey: str, ticket_id: str, expires: int, signature: str, *, as_page: bool
+    ) -> Response | None:
         if settings.csat_signing_key is None:
-            return _problem(status.HTTP_503_SERVICE_UNAVAILABLE, "surveys are not configured")
+            return _link_refused(status.HTTP_503_SERVICE_UNAVAILABLE, "surveys are not configured", as_page=as_page)
         try:
             verify_nps(
                 settings.csat_signing_key.get_secret_value(), survey, customer_id, ticket_id, expires, signature,
                 now=time.time(),
             )
         except BadSignature as bad:
-            return _problem(status.HTTP_403_FORBIDDEN, str(bad))
+            return _link_refused(status.HTTP_403_FORBIDDEN, str(bad), as_page=as_page)
         return None
 
     def _answered_already(survey: str, *, as_page: bool) -> Response:

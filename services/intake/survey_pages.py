@@ -110,6 +110,15 @@ def answered_already() -> str:
     )
 
 
+def link_refused(reason: str) -> str:
+    """A link that is expired, altered or not ours, or surveys that are switched off, and why."""
+    return _page(
+        "Link not valid",
+        f"<h1>This survey link cannot be used.</h1><p>{escape(reason)}.</p>"
+        "<p>Nothing was recorded. If you wanted to answer, reply to the mail it came in.</p>",
+    )
+
+
 def not_taken(reason: str) -> str:
     """A posted answer the survey cannot take (its ticket is not solved, say), and why."""
     return _page("Not recorded", f"<h1>Your answer was not recorded.</h1><p>{escape(reason)}</p>")

@@ -84,9 +84,16 @@ async def test_a_solved_ticket_brings_one_survey_answered_once_on_its_links_page
         sent = await browser.post(urljoin(links["9"], form.action), data={**form.fields, "score": "10",
                                                                            "comment": "Quick\r\nand kind"})
         shown_again = await browser.get(links["3"])
+        expired_page = await browser.get(link(expires=expired_at, signature=expired))
+        forged_post = await browser.post(link(score=None, ticket_id="TKT-someone-elses"), data={"score": "10"})
     assert sent.status_code == 200 and "You answered 10 out of 10." in sent.text, sent.text
     assert shown_again.status_code == 409 and "answered already" in shown_again.text
     assert "<form" not in shown_again.text
+    # A browser is told in a page, not in JSON, why a link does not work.
+    assert expired_page.status_code == 403 and expired_page.headers["content-type"] == "text/html; charset=utf-8"
+    assert "This survey link cannot be used." in expired_page.text and "the survey link has expired" in expired_page.text
+    assert expired_page.headers["content-security-policy"].startswith("default-src 'none'") and "<form" not in expired_page.text
+    assert forged_post.status_code == 403 and "the survey link&#x27;s signature is not valid" in forged_post.text
 
     async with httpx.AsyncClient(timeout=10) as customer_again:
         posted_again = await customer_again.post(link(score=None), json={"score": 5, "comment": "changed my mind"})

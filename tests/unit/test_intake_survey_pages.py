@@ -64,6 +64,6 @@ def test_no_page_fetches_anything_besides_itself():
     for page in (survey_pages.question(survey_pages.NPS, signed={"survey": "s"}, score=0),
                  survey_pages.question(survey_pages.CSAT, signed={"expires": 1}, score=1, about="t"),
                  survey_pages.thanks(survey_pages.NPS, 3), survey_pages.answered_already(),
-                 survey_pages.not_taken("ticket t is open")):
+                 survey_pages.not_taken("ticket t is open"), survey_pages.link_refused("the survey link has expired")):
         assert not [attributes for _, attributes in Tags(page).tags if {"src", "href"} & set(attributes)]
     assert "default-src 'none'" in survey_pages.HEADERS["Content-Security-Policy"]
