@@ -189,6 +189,10 @@ async def test_the_board_shows_the_seeded_figures_in_a_real_browser(seeded, insi
         page = browser.page
         await page.goto(f"{insights_platform.url('insights')}/?until=2025-03-12&tz=America/New_York")
         assert "API key" in await page.locator("#key-help").inner_text()
+        await page.fill("#key", "not-a-key")
+        await page.click("#key-form button[type=submit]")
+        await page.wait_for_function("document.getElementById('status').textContent === 'failed'", timeout=15_000)
+        assert "401" in await page.locator("#error").inner_text() and await page.locator("#key-help").is_visible()
         await page.fill("#key", insights_platform.api_key)
         await page.click("#key-form button[type=submit]")
         await page.wait_for_function("document.getElementById('status').textContent.startsWith('updated')", timeout=15_000)
@@ -198,6 +202,10 @@ async def test_the_board_shows_the_seeded_figures_in_a_real_browser(seeded, insi
         assert trends == [["2025-03-03", "3.67", "3", "0", "4"], ["2025-03-10", "–", "0", "–", "0"]]
         at_risk = await page.locator("#at-risk tbody tr td:first-child").all_inner_texts()
         assert at_risk == [f"{prefix}-t6", f"{prefix}-t10"]
+        risk_table = await page.locator("#at-risk").bounding_box()
+        risk_card = await page.locator("#at-risk").locator("xpath=..").bounding_box()
+        assert risk_table["width"] <= risk_card["width"], "the at-risk list is clipped"  # every column shows
+        assert not await page.locator("#key-help").is_visible()  # a working key needs no more explaining
         assert await page.locator("#by-hour svg rect").count() == 7  # the hours (NY) of the 7 tickets replied to
         assert insights_platform.api_key not in page.url and browser.refused == []
         assert await page.evaluate("sessionStorage.getItem('switchboard-insights-key')") == insights_platform.api_key
