@@ -212,3 +212,32 @@ async def test_the_planning_page_draws_what_a_day_needed_against_the_agents_it_h
     assert float(arrivals) >= 2 and int(needed) >= 1 and float(available) >= 0, cells
     assert running.platform.api_key not in url
     assert browser.refused == []
+
+
+async def test_a_simulation_is_stored_so_it_can_be_cancelled_and_read_back(running_platform):
+    start = utc_now().replace(microsecond=0)
+    period = {"start": start.isoformat(), "end": (start + timedelta(hours=8)).isoformat()}
+    simulation = {
+        "roster": [{"id": "sim-ann", "skills": {"billing": 1}, "capacity": 1, "shifts": [period]}],
+        "period": period,
+        "arrivals": {"rates": [{"channel": "chat", "skills": {"billing": 1}, "per_interval": [2500] * 32}]},
+        "handle_times": {"distribution": "exponential", "mean_seconds": 300},
+    }
+    async with running_platform.client("routing") as routing:
+        started = await routing.post("/v1/planning/simulations", json=simulation)
+        assert started.status_code == 202, started.text
+        job = started.json()["id"]
+        asked = await routing.delete(f"/v1/planning/simulations/{job}")
+
+        async def ended():
+            view = (await routing.get(f"/v1/planning/simulations/{job}")).json()
+            return view if view["status"] != "running" else None
+
+        stopped = await eventually(ended, timeout=20)
+        again = await routing.delete(f"/v1/planning/simulations/{job}")
+        unknown = await routing.delete("/v1/planning/simulations/" + "0" * 32)
+
+    assert asked.status_code == 200 and asked.json()["status"] == "running"
+    assert stopped["status"] == "cancelled" and "result" not in stopped and stopped["progress"] < 1
+    assert again.json()["status"] == "cancelled"  # an ended job stays as it is
+    assert unknown.status_code == 404

@@ -10,7 +10,13 @@ from pydantic import ValidationError
 from services.routing.domain import Agent, EscalationPolicy, RoutingConfig, WaitingTicket
 from services.routing.planning import erlang, forecast, history
 from services.routing.planning.requests import SimulationRequest
-from services.routing.planning.service import InvalidPlanningInput, PlanningLimits, SimulationJobs
+from services.routing.planning.service import (
+    STALE_AFTER_MS,
+    InvalidPlanningInput,
+    PlanningLimits,
+    SimulationJobs,
+    TooManySimulations,
+)
 from services.routing.planning.simulation import (
     Arrival,
     RosterAgent,
@@ -22,7 +28,8 @@ from services.routing.planning.simulation import (
     report,
 )
 from shared.events import TicketSolved
-from shared.clock import utc_now
+from shared.clock import now_ms, utc_now
+from tests.fakes import FakeTransaction, FakeUnitOfWork
 from tests.unit.test_routing_service import Routed
 
 START = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday
@@ -297,16 +304,71 @@ async def test_unknown_skills_and_sizes_over_the_limits_are_refused_before_runni
         await jobs.scenario(SimulationRequest.model_validate(nothing))
 
 
-async def test_a_simulation_runs_as_a_job_that_reports_its_result_or_stops_when_cancelled():
-    jobs = SimulationJobs(uow=None, config=RoutingConfig(), limits=PlanningLimits(max_running=2))
-    small = await jobs.submit(SimulationRequest.model_validate(_request()))
-    busy = _request(arrivals={"rates": [{"channel": "chat", "skills": {"billing": 1}, "per_interval": [500] * 8}]})
-    big = await jobs.submit(SimulationRequest.model_validate(busy))
-    assert jobs.cancel(big.id).status == "running"  # it stops at its next look, within a few thousand events
+class FakeSimulations:
+    """The simulation jobs `PlanningRepository` stores, in memory, shared by the replicas of a test."""
 
-    await small.task
-    await big.task
+    def __init__(self) -> None:
+        self.jobs: dict[str, dict] = {}
 
-    assert small.view()["status"] == "done" and small.view()["progress"] == 1.0
-    assert small.view()["result"]["summary"]["tickets"] > 0
-    assert jobs.get(big.id).view()["status"] == "cancelled" and "result" not in big.view()
+    async def add_simulation(self, job: dict) -> None:
+        self.jobs[job["_id"]] = dict(job)
+
+    async def simulation(self, job_id: str) -> dict | None:
+        return dict(self.jobs[job_id]) if job_id in self.jobs else None
+
+    async def update_simulation(self, job_id: str, changes: dict) -> dict | None:
+        if job_id in self.jobs:
+            self.jobs[job_id].update(changes)
+        return await self.simulation(job_id)
+
+    async def ask_to_cancel(self, job_id: str) -> dict | None:
+        if self.jobs.get(job_id, {}).get("status") == "running":
+            self.jobs[job_id]["cancel_asked"] = True
+        return await self.simulation(job_id)
+
+    async def forget_simulations(self, before_ms: int) -> None:
+        self.jobs = {key: job for key, job in self.jobs.items() if job["expires_ms"] >= before_ms}
+
+
+class FakePlanningTransaction(FakeTransaction):
+    def __init__(self, simulations: FakeSimulations) -> None:
+        super().__init__()
+        self.planning = simulations
+
+
+def replica(simulations: FakeSimulations, **limits) -> SimulationJobs:
+    """A routing replica's simulation jobs, over the store every replica shares."""
+    uow = FakeUnitOfWork(lambda: FakePlanningTransaction(simulations))
+    return SimulationJobs(uow=uow, config=RoutingConfig(), limits=PlanningLimits(**limits))
+
+
+async def test_a_simulation_runs_as_a_job_any_replica_answers_for_and_can_cancel():
+    simulations = FakeSimulations()
+    runner, other = replica(simulations, max_running=2), replica(simulations)
+    small = await runner.submit(SimulationRequest.model_validate(_request()))
+    busy = _request(arrivals={"rates": [{"channel": "chat", "skills": {"billing": 1}, "per_interval": [2000] * 16}]})
+    big = await runner.submit(SimulationRequest.model_validate(busy))
+    with pytest.raises(TooManySimulations):
+        await runner.submit(SimulationRequest.model_validate(_request()))
+    # Asked on another replica: the runner sees it at its next heartbeat and stops within a few thousand events.
+    assert (await other.cancel(big.id)).status == "running"
+
+    await runner.finished()
+
+    done = (await other.get(small.id)).view()
+    assert done["status"] == "done" and done["progress"] == 1.0 and done["result"]["summary"]["tickets"] > 0
+    cancelled = (await other.get(big.id)).view()
+    assert cancelled["status"] == "cancelled" and "result" not in cancelled
+    assert (await other.cancel(small.id)).status == "done"  # a finished job stays as it is
+    assert await other.get("0" * 32) is None
+
+
+async def test_a_running_job_whose_replica_stopped_shows_as_failed():
+    simulations = FakeSimulations()
+    heard_from = now_ms() - STALE_AFTER_MS - 1
+    await simulations.add_simulation({"_id": "j1", "status": "running", "progress": 0.4, "created_ms": heard_from,
+                                      "heartbeat_ms": heard_from, "expires_ms": heard_from + 10**9})
+
+    job = (await replica(simulations).get("j1")).view()
+
+    assert (job["status"], job["error"]) == ("failed", "the replica running it stopped before it finished")

@@ -28,7 +28,7 @@ Skills = Annotated[
 Weeks = Annotated[int | None, Query(ge=1, le=12, description="Same weekdays looked back at; default PLANNING_FORECAST_WEEKS.")]
 DAY = r"^\d{4}-\d{2}-\d{2}$"
 JobId = Annotated[str, Path(pattern=r"^[a-f0-9]{32}$")]
-NO_JOB = {404: "no such simulation on this replica (or it was forgotten: the last 50 are kept)"}
+NO_JOB = {404: "no such simulation (each is kept for 7 days)"}
 
 
 def _invalid(error: InvalidPlanningInput) -> HTTPException:
@@ -142,7 +142,7 @@ def build_planning_routes(views: PlanningViews, jobs: SimulationJobs, require_ap
     @api.get("/simulations/{job_id}", dependencies=read, responses=problem_answers(reasons=NO_JOB))
     async def simulation(job_id: JobId) -> dict:
         """Progress, then the result: per interval waits (p50, p90), share within target, queue, occupancy, breaches."""
-        job = jobs.get(job_id)
+        job = await jobs.get(job_id)
         if job is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no simulation {job_id}")
         return job.view()
@@ -150,7 +150,7 @@ def build_planning_routes(views: PlanningViews, jobs: SimulationJobs, require_ap
     @api.delete("/simulations/{job_id}", dependencies=write, responses=problem_answers(reasons=NO_JOB))
     async def cancel(job_id: JobId) -> dict:
         """Cancel a running simulation (it stops within a few thousand events); a finished one stays as it is."""
-        job = jobs.cancel(job_id)
+        job = await jobs.cancel(job_id)
         if job is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no simulation {job_id}")
         return job.view()

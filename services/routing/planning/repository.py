@@ -1,19 +1,24 @@
-"""MongoDB adapters for planning: the recorded history, and the tickets and presence it is read from.
+"""MongoDB adapters for planning: the recorded history, the tickets and presence it is read from, and
+simulation jobs.
 
 History is written only as increments queued with the transaction that saw the fact
 (`Transaction.write_later`: one bulk write per collection per transaction, no round trip of its
 own), as upserts on the bucket's `_id`. It is read by range of bucket start, from its index.
+
+A simulation job is one document, written by the replica that runs it and read by any, so a job's
+id works whichever replica answers.
 """
 
 from collections.abc import Iterable
 
-from pymongo import ASCENDING, UpdateOne
+from pymongo import ASCENDING, ReturnDocument, UpdateOne
 
 from services.routing.planning.history import Increment
 from shared.mongo import Transaction
 from shared.mongo_filters import eq
 
 HISTORY = "planning_history"
+SIMULATIONS = "planning_simulations"
 
 
 class PlanningRepository:
@@ -22,11 +27,13 @@ class PlanningRepository:
         self._history = tx.db[HISTORY]
         self._tickets = tx.db["tickets"]
         self._agents = tx.db["agents"]
+        self._simulations = tx.db[SIMULATIONS]
         self._session = tx.session
 
     async def ensure_indexes(self) -> None:
         await self._history.create_index([("bucket_ms", ASCENDING)])
         await self._tickets.create_index([("created_ms", ASCENDING)])
+        await self._simulations.create_index([("expires_ms", ASCENDING)])
 
     def record(self, increments: Iterable[Increment]) -> None:
         """Queued with the transaction's other writes."""
@@ -62,3 +69,26 @@ class PlanningRepository:
              "customer_id": 1, "created_ms": 1, "assigned_ms": 1, "finished_ms": 1, "state": 1, "assignee_id": 1},
             session=self._session,
         ).sort("created_ms", ASCENDING).limit(limit).to_list()
+
+    async def add_simulation(self, job: dict) -> None:
+        await self._simulations.insert_one(job, session=self._session)
+
+    async def simulation(self, job_id: str) -> dict | None:
+        return await self._simulations.find_one({"_id": job_id}, session=self._session)
+
+    async def update_simulation(self, job_id: str, changes: dict) -> dict | None:
+        """The job after `changes`, which carries whether someone asked to cancel it."""
+        return await self._simulations.find_one_and_update(
+            {"_id": job_id}, {"$set": changes}, return_document=ReturnDocument.AFTER, session=self._session
+        )
+
+    async def ask_to_cancel(self, job_id: str) -> dict | None:
+        """Marks a running job for its replica to stop; a finished one is left as it is. The job, or None."""
+        asked = await self._simulations.find_one_and_update(
+            {"_id": job_id, **eq(status="running")}, {"$set": {"cancel_asked": True}},
+            return_document=ReturnDocument.AFTER, session=self._session,
+        )
+        return asked or await self.simulation(job_id)
+
+    async def forget_simulations(self, before_ms: int) -> None:
+        await self._simulations.delete_many({"expires_ms": {"$lt": before_ms}}, session=self._session)

@@ -1,19 +1,19 @@
 """Planning's use cases: history, forecast and staffing read from what routing recorded; what-if simulations as jobs.
 
-Reads go outside any transaction (`UnitOfWork.reads`). A simulation is CPU work: it runs in a thread
-(one replica's memory holds the job: its id is answered by the replica that took it), checks for
-cancellation every few thousand events, and at most `max_running` run at once per replica.
+Reads go outside any transaction (`UnitOfWork.reads`). A simulation is CPU work: it runs in a thread of
+the replica that took it, checks for cancellation every few thousand events, and at most `max_running`
+run at once per replica; the job itself is stored, so any replica answers for it.
 """
 
 import asyncio
+import json
 import logging
 import math
 import random
 import threading
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 from services.routing.domain import RoutingConfig, WaitingTicket
@@ -35,14 +35,16 @@ from services.routing.planning.simulation import (
     recorded_latency,
     report,
 )
-from shared.clock import from_ms, to_ms, utc_now
+from shared.clock import from_ms, now_ms, to_ms, utc_now
 from shared.mongo import UnitOfWork
 
 log = logging.getLogger(__name__)
 
 DAY = timedelta(days=1)
 MAX_HISTORY_DAYS = 31
-KEPT_JOBS = 50
+KEPT_MS = 7 * 24 * 3600 * 1000  # how long a simulation's result stays to be read
+HEARTBEAT_SECONDS = 1.0
+STALE_AFTER_MS = 15_000  # a running job with no heartbeat for this long lost its replica
 
 
 class InvalidPlanningInput(ValueError):
@@ -213,16 +215,27 @@ class PlanningViews:
 # --- simulations -------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(frozen=True)
 class Job:
+    """A simulation job as any replica sees it, from its stored document."""
+
     id: str
-    status: str = "running"
-    progress: float = 0.0
+    status: str
+    progress: float
+    created_at: datetime
     result: dict | None = None
     error: str | None = None
-    created_at: datetime = field(default_factory=utc_now)
-    cancel: threading.Event = field(default_factory=threading.Event)
-    task: asyncio.Task | None = None
+
+    @classmethod
+    def of(cls, document: dict, now: int) -> "Job":
+        status, error = document["status"], document.get("error")
+        if status == "running" and document["heartbeat_ms"] < now - STALE_AFTER_MS:
+            status, error = "failed", "the replica running it stopped before it finished"
+        result = document.get("result")
+        return cls(
+            id=document["_id"], status=status, progress=document["progress"], created_at=from_ms(document["created_ms"]),
+            result=json.loads(result) if result else None, error=error,
+        )
 
     def view(self) -> dict:
         view = {"id": self.id, "status": self.status, "progress": round(self.progress, 3),
@@ -235,50 +248,82 @@ class Job:
 
 
 class SimulationJobs:
+    """Runs simulations in this replica's threads and keeps each job in MongoDB: its progress and
+    a heartbeat every second, then its result (as JSON: agent ids are keys in it). Any replica answers
+    for a job and can cancel it (the replica running it sees the request at its next heartbeat), and
+    a job whose replica died shows as failed once its heartbeat is `STALE_AFTER_MS` old."""
+
     def __init__(self, uow: UnitOfWork, config: RoutingConfig, limits: PlanningLimits) -> None:
         self._uow = uow
         self._config = config
         self._limits = limits
-        self._jobs: OrderedDict[str, Job] = OrderedDict()
+        self._running: dict[str, tuple[threading.Event, asyncio.Task]] = {}
 
     async def submit(self, request: SimulationRequest) -> Job:
-        if sum(1 for job in self._jobs.values() if job.status == "running") >= self._limits.max_running:
+        if len(self._running) >= self._limits.max_running:
             raise TooManySimulations(f"{self._limits.max_running} simulations are running; try again when one is done")
         scenario = await self.scenario(request)
-        job = Job(uuid.uuid4().hex)
-        self._jobs[job.id] = job
-        while len(self._jobs) > KEPT_JOBS:
-            oldest = next(iter(self._jobs))
-            if self._jobs[oldest].status == "running":
-                break
-            self._jobs.pop(oldest)
-        job.task = asyncio.create_task(self._run(job, scenario))
-        return job
+        now = now_ms()
+        document = {"_id": uuid.uuid4().hex, "status": "running", "progress": 0.0, "created_ms": now,
+                    "heartbeat_ms": now, "expires_ms": now + KEPT_MS, "cancel_asked": False}
 
-    def get(self, job_id: str) -> Job | None:
-        return self._jobs.get(job_id)
+        async def add(tx) -> None:
+            await tx.planning.forget_simulations(now)
+            await tx.planning.add_simulation(document)
 
-    def cancel(self, job_id: str) -> Job | None:
-        job = self._jobs.get(job_id)
-        if job is not None and job.status == "running":
-            job.cancel.set()
-        return job
+        await self._uow.run(add)
+        cancel = threading.Event()
+        task = asyncio.create_task(self._run(document["_id"], scenario, cancel))
+        self._running[document["_id"]] = (cancel, task)
+        task.add_done_callback(lambda _: self._running.pop(document["_id"], None))
+        return Job.of(document, now)
 
-    async def _run(self, job: Job, scenario: Scenario) -> None:
-        def progress(share: float) -> None:
-            job.progress = share
+    async def get(self, job_id: str) -> Job | None:
+        document = await self._uow.reads.planning.simulation(job_id)
+        return None if document is None else Job.of(document, now_ms())
 
+    async def cancel(self, job_id: str) -> Job | None:
+        if job_id in self._running:
+            self._running[job_id][0].set()  # ours: it stops at its next look, without waiting for a heartbeat
+        document = await self._uow.run(lambda tx: tx.planning.ask_to_cancel(job_id))
+        return None if document is None else Job.of(document, now_ms())
+
+    async def finished(self) -> None:
+        """Until this replica's running jobs end (for tests and shutdown)."""
+        await asyncio.gather(*(task for _, task in list(self._running.values())), return_exceptions=True)
+
+    async def _run(self, job_id: str, scenario: Scenario, cancel: threading.Event) -> None:
+        progress = [0.0]
+        work = asyncio.ensure_future(asyncio.to_thread(
+            Simulation(scenario).run, progress=lambda share: progress.__setitem__(0, share), cancelled=cancel.is_set
+        ))
+        while not work.done():
+            await asyncio.wait([work], timeout=HEARTBEAT_SECONDS)
+            if not work.done():
+                await self._store(job_id, {"progress": progress[0]}, cancel)
         try:
-            outcome = await asyncio.to_thread(Simulation(scenario).run, progress=progress, cancelled=job.cancel.is_set)
-            job.result = report(scenario, outcome)
-            job.result["summary"]["latency_seconds"] = {"arrival": round(scenario.latency.arrival, 3),
-                                                        "release": round(scenario.latency.release, 3)}
-            job.status, job.progress = "done", 1.0
+            result = report(scenario, work.result())
+            result["summary"]["latency_seconds"] = {"arrival": round(scenario.latency.arrival, 3),
+                                                    "release": round(scenario.latency.release, 3)}
+            ending = {"status": "done", "progress": 1.0, "result": json.dumps(result)}
         except Cancelled:
-            job.status = "cancelled"
+            ending = {"status": "cancelled"}
         except Exception as error:  # a bug, not bad input (that is refused before the job starts)
-            log.exception("simulation %s failed", job.id)
-            job.status, job.error = "failed", f"{type(error).__name__}: {error}"[:300]
+            log.exception("simulation %s failed", job_id)
+            ending = {"status": "failed", "error": f"{type(error).__name__}: {error}"[:300]}
+        await self._store(job_id, ending, cancel)
+
+    async def _store(self, job_id: str, changes: dict, cancel: threading.Event) -> None:
+        """Writes the job's news with a heartbeat, and passes on a cancellation asked on another replica."""
+        try:
+            stored = await self._uow.run(
+                lambda tx: tx.planning.update_simulation(job_id, {**changes, "heartbeat_ms": now_ms()})
+            )
+        except Exception:  # MongoDB away for a moment: the next heartbeat tries again
+            log.warning("could not store simulation %s's progress", job_id, exc_info=True)
+            return
+        if stored is not None and stored.get("cancel_asked"):
+            cancel.set()
 
     async def scenario(self, request: SimulationRequest) -> Scenario:
         """The request as a scenario to run, or `InvalidPlanningInput` saying what is wrong."""
