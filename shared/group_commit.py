@@ -11,47 +11,54 @@ write may have aborted it already and the failing work may have written before i
 every work of that group runs again in a transaction of its own. Effects registered with
 `Transaction.on_commit` run only for the transaction that commits, so once per committed work.
 Each work runs in its caller's context (its request's correlation id, for one), not the committer's.
+
+A group's transaction first calls `prefetch` with what each of its works said it `needs`, so that
+what they read by id is read in one query for the whole group (as a consumer batch's prefetch
+does), not one round trip per work while the group holds the lock.
 """
 
 import asyncio
 import contextvars
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from shared.mongo import Transaction, UnitOfWork, Work
 
 T = TypeVar("T")
-Waiting = tuple[Work[Any], asyncio.Future]
+Waiting = tuple[Work[Any], asyncio.Future, Any]
+Prefetch = Callable[[Transaction, Sequence[Any]], Awaitable[None]]
 
 
 class GroupCommit:
-    def __init__(self, uow: UnitOfWork, max_group: int = 50) -> None:
+    def __init__(self, uow: UnitOfWork, max_group: int = 50, prefetch: Prefetch | None = None) -> None:
         self._uow = uow
         self._max_group = max_group
+        self._prefetch = prefetch
         self._waiting: list[Waiting] = []
         self._committer: asyncio.Task | None = None
 
-    async def run(self, work: Work[T]) -> T:
-        """Run `work` in the next group's transaction; its result, or what it raised."""
+    async def run(self, work: Work[T], needs: Any = None) -> T:
+        """Run `work` in the next group's transaction; its result, or what it raised. `needs`, if any, is
+        handed to the group's `prefetch`."""
         answer = asyncio.get_running_loop().create_future()
         callers = contextvars.copy_context()
 
         async def in_callers_context(tx: Transaction) -> T:
             return await asyncio.create_task(work(tx), context=callers)
 
-        self._waiting.append((in_callers_context, answer))
+        self._waiting.append((in_callers_context, answer, needs))
         if self._committer is None or self._committer.done():
             self._committer = asyncio.create_task(self._commit_waiting())
         return await answer
 
     async def _commit_waiting(self) -> None:
         while self._waiting:
-            group = [(work, answer) for work, answer in self._waiting[: self._max_group] if not answer.done()]
+            group = [waiting for waiting in self._waiting[: self._max_group] if not waiting[1].done()]
             del self._waiting[: self._max_group]
             try:
                 await self._commit(group)
             except BaseException:  # cancelled at shutdown: no caller is left waiting for ever
-                for _, answer in group + self._waiting:
+                for _, answer, _ in group + self._waiting:
                     answer.cancel()
                 raise
 
@@ -62,11 +69,11 @@ class GroupCommit:
             except Exception:
                 pass  # someone's work failed, and so did the transaction: each runs again alone
             else:
-                for (_, answer), result in zip(group, results, strict=True):
+                for (_, answer, _), result in zip(group, results, strict=True):
                     _answer(answer, result=result)
                 return
         # Concurrently, so that a database that is down fails them all at once, not one timeout after another.
-        await asyncio.gather(*(self._alone(work, answer) for work, answer in group))
+        await asyncio.gather(*(self._alone(work, answer) for work, answer, _ in group))
 
     async def _alone(self, work: Work[Any], answer: asyncio.Future) -> None:
         try:
@@ -76,9 +83,10 @@ class GroupCommit:
         else:
             _answer(answer, result=result)
 
-    @staticmethod
-    async def _in_order(tx: Transaction, group: Sequence[Waiting]) -> list:
-        return [await work(tx) for work, _ in group]
+    async def _in_order(self, tx: Transaction, group: Sequence[Waiting]) -> list:
+        if self._prefetch is not None:
+            await self._prefetch(tx, [needs for _, _, needs in group if needs is not None])
+        return [await work(tx) for work, _, _ in group]
 
 
 def _answer(answer: asyncio.Future, *, result: Any = None, error: Exception | None = None) -> None:

@@ -116,7 +116,8 @@ class Intake:
         on_created: Callable[[Ticket], None] = lambda ticket: None,
     ) -> None:
         self._uow = uow
-        self._requests = GroupCommit(uow)  # the API's writes: concurrent requests share a transaction
+        # The API's writes: concurrent requests share a transaction, their customers read in one query.
+        self._requests = GroupCommit(uow, prefetch=lambda tx, customer_ids: tx.customers.prefetch(customer_ids))
         self._source = source
         self._triage = triage
         self._reopen_window = reopen_window
@@ -145,7 +146,7 @@ class Intake:
             return Submitted(ticket, replayed=False)
 
         try:
-            return await self._requests.run(work)
+            return await self._requests.run(work, needs=submission.customer.id)
         except DuplicateKeyError:
             if not keys:
                 raise

@@ -90,6 +90,22 @@ async def tickets_of(db, customers: list[str]) -> list[dict]:
     return await db["tickets"].find({"customer.id": {"$in": customers}}).to_list()
 
 
+async def test_concurrent_api_submissions_read_their_customers_in_one_query_per_group(intake_store):
+    """The HTTP path's group commit: 40 requests at once share a few transactions, and each group reads its
+    customers together instead of one round trip per request while it holds the lock."""
+    intake, _, db, commands = intake_store
+    customers = new_customers(40)
+    commands.names.clear()
+
+    submitted = await asyncio.gather(*(intake.submit(submit(customer)) for customer in customers))
+
+    assert sorted(answer.ticket.customer.id for answer in submitted) == sorted(customers)
+    assert len(await tickets_of(db, customers)) == 40
+    sent = Counter(commands.names)
+    print(sent)
+    assert sent["commitTransaction"] <= 3 and sent["find"] <= 2 * sent["commitTransaction"], sent
+
+
 async def test_a_batch_costs_the_same_few_commands_whether_it_carries_ten_tickets_or_fifty(intake_store):
     intake, uow, db, commands = intake_store
     sink = DeadLetterSink()

@@ -95,3 +95,28 @@ async def test_a_refused_or_failing_work_fails_only_its_own_caller_and_effects_r
     stored = {d["_id"] async for d in db["tickets"].find({})}
     assert stored == {*kept, "T-taken"}
     assert sorted([d["key"] async for d in db["outbox"].find({})]) == sorted(kept)
+
+
+async def test_a_group_reads_what_its_works_need_in_one_prefetch_before_they_run(unit_of_work):
+    uow, db = unit_of_work
+    await db["customers"].insert_many([{"_id": f"cust-{n}", "name": f"Customer {n}"} for n in range(30)])
+    prefetched: list[list[str]] = []
+
+    async def prefetch(tx, customer_ids) -> None:
+        prefetched.append(list(customer_ids))
+        found = await db["customers"].find({"_id": {"$in": list(customer_ids)}}, session=tx.session).to_list()
+        tx.cache["customers"] = {document["_id"]: document for document in found}
+
+    def greet(customer_id: str):
+        async def work(tx) -> str:
+            return tx.cache["customers"][customer_id]["name"]  # read from the prefetch, no round trip of its own
+        return work
+
+    grouped = GroupCommit(uow, max_group=50, prefetch=prefetch)
+    first = asyncio.ensure_future(grouped.run(close(db, "T-first", [])))  # alone: the rest wait for its transaction
+    await asyncio.sleep(0)
+
+    names = await asyncio.gather(*(grouped.run(greet(f"cust-{n}"), needs=f"cust-{n}") for n in range(30)))
+
+    assert names == [f"Customer {n}" for n in range(30)] and await first == "T-first"
+    assert prefetched == [[f"cust-{n}" for n in range(30)]], "one prefetch for the waiting group, in order"
