@@ -167,6 +167,7 @@ class ServiceKit:
         """`publishes` (topic -> payload types) documents what the service sends in its AsyncAPI
         document; by default the service's entry in `shared.contract.PUBLISHES`."""
         background = list(background)
+        lag: ConsumerLagMonitor | None = None
         publishes = contract.PUBLISHES.get(self.name, {}) if publishes is None else publishes
         # A read model (insights) publishes nothing, so it runs no relay: no polls, no lease.
         relay_jobs, relay_chores = ((self.relay.run,), (self.relay.purge_sent,)) if publishes else ((), ())
@@ -191,7 +192,6 @@ class ServiceKit:
                 self.metrics,
                 interval_seconds=self.settings.consumer_lag_interval_seconds,
             )
-            background.append(lag.run)
 
         @contextlib.asynccontextmanager
         async def lifespan(_: FastAPI):
@@ -215,6 +215,8 @@ class ServiceKit:
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
+                if lag is not None:
+                    await lag.close()
                 await self.dead_letters.stop()
                 await self.broker.stop()
                 await self.mongo.close()
@@ -238,10 +240,10 @@ class ServiceKit:
                 return await call_next(request)
 
         app.include_router(api)
-        app.include_router(self._operations_routes(asyncapi))
+        app.include_router(self._operations_routes(asyncapi, lag))
         return app
 
-    def _operations_routes(self, asyncapi: AsyncAPI) -> APIRouter:
+    def _operations_routes(self, asyncapi: AsyncAPI, lag: ConsumerLagMonitor | None) -> APIRouter:
         routes = APIRouter(tags=["operations"])
 
         @routes.get("/health/live")
@@ -262,6 +264,8 @@ class ServiceKit:
         # `response_class=Response` (no media type of its own) keeps the error answers documented as JSON.
         @routes.get("/metrics", response_class=Response, responses=_text("text/plain", "Prometheus text format"))
         async def metrics() -> Response:
+            if lag is not None:
+                await lag.refresh()
             return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
 
         @routes.get("/docs/asyncapi", response_class=Response, responses=_text("text/html", "the AsyncAPI page"))

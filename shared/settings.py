@@ -48,7 +48,7 @@ class ServiceSettings(BaseSettings):
         default="json", description="json: one JSON object a line, with the correlation id; text: for reading by eye."
     )
     consumer_lag_interval_seconds: float = Field(
-        default=15.0, gt=0, description="How often a service measures its consumer group's lag for /metrics."
+        default=15.0, gt=0, description="Consumer lag is measured when /metrics is read, at most once in this time."
     )
     api_key_scopes: SecretStr = Field(
         default=SecretStr(""),
