@@ -8,6 +8,9 @@
   changes are offered to the heap at once, so a new short target does not wait for a reload.
   Overdue clocks (the service was down) are in the first window read and fire at once.
 - One replica at a time runs the timers (a lease); a standby takes over when the lease expires.
+  The lease is held only while a clock fires within the horizon: an idle service checks for one
+  with an indexed read now and then and renews nothing, and a clock this process writes that
+  fires soon makes it claim the lease at once.
   Independently of the lease, firing is a conditional update of the clock on the version the
   timer was scheduled for, in the same transaction as the outbox write of its event: a firing
   that lost a race, or a timer made stale by a newer change, writes nothing and publishes nothing.
@@ -131,20 +134,33 @@ class Timers:
         self.horizon = NearHorizon()
         self._wakeup = Wakeup()
         self._holding = False
+        self._lease_due = 0.0
 
     def offer(self, clock: Clock) -> None:
-        """A clock this process just wrote: schedule its next firing if it is within the loaded window."""
-        if self._holding and self.horizon.offer(clock.id, clock.next_fire_ms, clock.version):
+        """A clock this process just wrote: schedule its next firing if it is within the loaded window;
+        holding no lease, go for it now if the clock fires within the horizon."""
+        if self._holding:
+            if self.horizon.offer(clock.id, clock.next_fire_ms, clock.version):
+                self._wakeup.set()
+        elif clock.next_fire_ms is not None and clock.next_fire_ms <= self._horizon_end():
+            self._lease_due = 0.0
             self._wakeup.set()
 
+    def _horizon_end(self) -> int:
+        return self._now() + int(self._settings.horizon_seconds * 1000)
+
+    async def _anything_to_fire(self) -> bool:
+        """Whether the lease is worth holding: a timer loaded, or a clock due within the horizon."""
+        return len(self.horizon) > 0 or bool(await self._uow.reads.clocks.due_before(self._horizon_end(), 1))
+
     async def run(self) -> None:
-        lease_due = reload_due = gauge_due = 0.0
+        reload_due = gauge_due = 0.0
         while True:
             try:
                 now = time.monotonic()
-                if now >= lease_due:
-                    holding = await self._lease.acquire()
-                    lease_due = now + self._settings.lease_seconds / 3
+                if now >= self._lease_due:
+                    holding = await self._anything_to_fire() and await self._lease.acquire()
+                    self._lease_due = now + self._settings.lease_seconds / 3
                     if holding and not self._holding:
                         log.info("holding the SLA timer lease; loading the horizon")
                         reload_due = 0.0
@@ -160,6 +176,7 @@ class Timers:
                 fired = await self.fire_due() if self._holding else 0
                 if fired:
                     continue
+                lease_due = self._lease_due
                 wait = min(lease_due, reload_due if self._holding else lease_due, gauge_due) - time.monotonic()
                 next_ms = self.horizon.next_ms() if self._holding else None
                 if next_ms is not None:
@@ -171,11 +188,11 @@ class Timers:
                 log.exception("SLA timers failed; retrying")
                 self._holding = False
                 self.horizon.clear()
-                lease_due = 0.0
+                self._lease_due = 0.0
                 await asyncio.sleep(1)
 
     async def reload(self) -> None:
-        until = self._now() + int(self._settings.horizon_seconds * 1000)
+        until = self._horizon_end()
         limit = self._settings.max_loaded
         rows = await self._uow.reads.clocks.due_before(until, limit)
         if len(rows) >= limit:
