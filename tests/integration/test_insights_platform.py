@@ -25,10 +25,11 @@ async def test_a_submitted_and_answered_ticket_becomes_a_fact(running_platform: 
                 "from": start.isoformat(), "to": (utc_now() + timedelta(minutes=1)).isoformat(), "tier": "premium", "limit": 1000,
             })
         assert response.status_code == 200, response.text
-        rows = [row for row in response.json()["tickets"] if row["ticket_id"] == ticket["id"]]
-        return rows and rows[0]["first_reply_outcome"] == "achieved" and rows[0]
+        row = next((row for row in response.json()["tickets"] if row["ticket_id"] == ticket["id"]), None)
+        # SLA's verdict and intake's reply come on different topics, in either order: wait for both.
+        return row if row and row["first_reply_outcome"] == "achieved" and row["first_reply_seconds"] is not None else None
 
     row = await eventually(fact, timeout=30)
     assert (row["channel"], row["customer_id"], row["tier"]) == ("chat", customer, "premium")
-    assert row["first_reply_seconds"] is not None and row["first_reply_business_seconds"] is not None
+    assert row["first_reply_business_seconds"] is not None
     assert row["first_reply_policy"] is not None
