@@ -20,13 +20,18 @@ does), not one round trip per work while the group holds the lock.
 import asyncio
 import contextvars
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from shared.mongo import Transaction, UnitOfWork, Work
 
 T = TypeVar("T")
-Waiting = tuple[Work[Any], asyncio.Future, Any]
 Prefetch = Callable[[Transaction, Sequence[Any]], Awaitable[None]]
+
+
+class Waiting(NamedTuple):
+    work: Work[Any]
+    answer: asyncio.Future
+    needs: Any
 
 
 class GroupCommit:
@@ -46,20 +51,20 @@ class GroupCommit:
         async def in_callers_context(tx: Transaction) -> T:
             return await asyncio.create_task(work(tx), context=callers)
 
-        self._waiting.append((in_callers_context, answer, needs))
+        self._waiting.append(Waiting(in_callers_context, answer, needs))
         if self._committer is None or self._committer.done():
             self._committer = asyncio.create_task(self._commit_waiting())
         return await answer
 
     async def _commit_waiting(self) -> None:
         while self._waiting:
-            group = [waiting for waiting in self._waiting[: self._max_group] if not waiting[1].done()]
+            group = [waiting for waiting in self._waiting[: self._max_group] if not waiting.answer.done()]
             del self._waiting[: self._max_group]
             try:
                 await self._commit(group)
             except BaseException:  # cancelled at shutdown: no caller is left waiting for ever
-                for _, answer, _ in group + self._waiting:
-                    answer.cancel()
+                for waiting in group + self._waiting:
+                    waiting.answer.cancel()
                 raise
 
     async def _commit(self, group: Sequence[Waiting]) -> None:
@@ -69,11 +74,11 @@ class GroupCommit:
             except Exception:
                 pass  # someone's work failed, and so did the transaction: each runs again alone
             else:
-                for (_, answer, _), result in zip(group, results, strict=True):
-                    _answer(answer, result=result)
+                for waiting, result in zip(group, results, strict=True):
+                    _answer(waiting.answer, result=result)
                 return
         # Concurrently, so that a database that is down fails them all at once, not one timeout after another.
-        await asyncio.gather(*(self._alone(work, answer) for work, answer, _ in group))
+        await asyncio.gather(*(self._alone(waiting.work, waiting.answer) for waiting in group))
 
     async def _alone(self, work: Work[Any], answer: asyncio.Future) -> None:
         try:
@@ -85,8 +90,8 @@ class GroupCommit:
 
     async def _in_order(self, tx: Transaction, group: Sequence[Waiting]) -> list:
         if self._prefetch is not None:
-            await self._prefetch(tx, [needs for _, _, needs in group if needs is not None])
-        return [await work(tx) for work, _, _ in group]
+            await self._prefetch(tx, [waiting.needs for waiting in group if waiting.needs is not None])
+        return [await waiting.work(tx) for waiting in group]
 
 
 def _answer(answer: asyncio.Future, *, result: Any = None, error: Exception | None = None) -> None:
