@@ -10,6 +10,7 @@ from services.routing.planning.history import INTERVALS_MINUTES
 from services.routing.planning.page import PAGE
 from services.routing.planning.requests import SimulationRequest
 from services.routing.planning.service import (
+    KEPT_DAYS,
     InvalidPlanningInput,
     PlanningViews,
     SimulationJobs,
@@ -28,7 +29,7 @@ Skills = Annotated[
 Weeks = Annotated[int | None, Query(ge=1, le=12, description="Same weekdays looked back at; default PLANNING_FORECAST_WEEKS.")]
 DAY = r"^\d{4}-\d{2}-\d{2}$"
 JobId = Annotated[str, Path(pattern=r"^[a-f0-9]{32}$")]
-NO_JOB = {404: "no such simulation (each is kept for 7 days)"}
+NO_JOB = {404: f"no such simulation (each is kept for {KEPT_DAYS} days)"}
 
 
 def _invalid(error: InvalidPlanningInput) -> HTTPException:

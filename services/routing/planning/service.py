@@ -42,7 +42,8 @@ log = logging.getLogger(__name__)
 
 DAY = timedelta(days=1)
 MAX_HISTORY_DAYS = 31
-KEPT_MS = 7 * 24 * 3600 * 1000  # how long a simulation's result stays to be read
+KEPT_DAYS = 7  # how long a simulation's result stays to be read
+KEPT_MS = KEPT_DAYS * 24 * 3600 * 1000
 HEARTBEAT_SECONDS = 1.0
 STALE_AFTER_MS = 15_000  # a running job with no heartbeat for this long lost its replica
 
@@ -289,7 +290,7 @@ class SimulationJobs:
         return None if document is None else Job.of(document, now_ms())
 
     async def finished(self) -> None:
-        """Until this replica's running jobs end (for tests and shutdown)."""
+        """Until this replica's running jobs end: what a test waits on."""
         await asyncio.gather(*(task for _, task in list(self._running.values())), return_exceptions=True)
 
     async def _run(self, job_id: str, scenario: Scenario, cancel: threading.Event) -> None:
