@@ -39,6 +39,12 @@ BROKER_STORAGE_STOP_GRACE_SECONDS = 2.0
 """SeaweedFS's `weed server` spends about 25 s winding down its own gRPC streams after SIGTERM. What it
 acknowledged is in its volume files already (the fault suite SIGKILLs it and loses nothing), so
 waiting buys nothing; it stops last, after the broker that wrote to it."""
+EMBEDDED_TOPIC_PARTITIONS = "1"
+"""Partitions of the topics services create on the embedded broker, unless `KAFKA_TOPIC_PARTITIONS` is set.
+The embedded broker stores every partition's batches and watermark as objects in SeaweedFS, so each
+partition a batch touches costs its own writes, and each one a consumer fetches costs a read every
+poll. On one machine more partitions buy no parallelism, only that cost (benchmarks/pipeline.py: the
+broker and its storage spent 27.7 CPU-ms per ticket with 6 partitions, 13.4 with 1)."""
 GENERATED_SECRETS = ("CSAT_SIGNING_KEY", "INBOUND_EMAIL_SIGNING_KEY", "WEBHOOK_SIGNING_KEY")
 """Signing keys services share (intake verifies what notify signs); made once per data dir unless set."""
 INFRASTRUCTURE = ("broker_storage", "kafka", "mongodb", "smtp")
@@ -127,7 +133,9 @@ class Platform:
     def service_environment(self, service: str) -> dict[str, str]:
         env = dict(self.environ)
         env.setdefault("SWITCHBOARD_API_KEYS", DEV_API_KEY)
-        env.setdefault("KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{self.ports.kafka}")
+        if self.kafka_embedded:
+            env["KAFKA_BOOTSTRAP_SERVERS"] = f"127.0.0.1:{self.ports.kafka}"
+            env.setdefault("KAFKA_TOPIC_PARTITIONS", EMBEDDED_TOPIC_PARTITIONS)
         env.setdefault("SMTP_URL", f"smtp://127.0.0.1:{self.ports.smtp}")
         if self.mongodb_embedded:
             env["MONGODB_URL"] = f"mongodb://127.0.0.1:{self.ports.mongodb}"

@@ -53,6 +53,7 @@ def routed(tmp_path_factory):
         "QUEUE_SWEEP_INTERVAL_SECONDS": "0.5",
         "ESCALATION_JSON": json.dumps(ESCALATION),
         "UNASSIGN_ON_PRESENCE": "offline",
+        "KAFKA_TOPIC_PARTITIONS": "3",  # so a second replica's consumer takes partitions too, as on a cluster
     }
     with started_platform(tmp_path_factory.mktemp("routing"), **settings) as platform:
         yield platform

@@ -24,6 +24,10 @@ def test_by_default_everything_is_embedded_and_services_point_at_it(tmp_path):
         "notify"
     )["INTAKE_PUBLIC_URL"] == "https://help.example.com"
     assert "OUTBOX_REPLAY_ON_START_SECONDS" not in env, "the embedded broker keeps what it acknowledged"
+    assert env["KAFKA_TOPIC_PARTITIONS"] == "1", "on one machine more partitions only cost the broker's storage"
+    assert Platform(tmp_path, PORTS, environ={"KAFKA_TOPIC_PARTITIONS": "3"}).service_environment("sla")[
+        "KAFKA_TOPIC_PARTITIONS"
+    ] == "3"
 
 
 def test_infrastructure_named_in_the_environment_is_used_instead_of_starting_it(tmp_path):
@@ -42,6 +46,7 @@ def test_infrastructure_named_in_the_environment_is_used_instead_of_starting_it(
     assert env["MONGODB_URL"] == "mongodb://db:27017/?replicaSet=rs0"
     assert env["SMTP_URL"] == "smtp://mail:25"
     assert "MONGODB_TRANSACTION_LOCK_DIR" not in env
+    assert "KAFKA_TOPIC_PARTITIONS" not in env, "a real cluster's topics keep the settings' default"
     assert platform.api_key == "k1"
 
 
