@@ -52,6 +52,10 @@ class TicketView(BaseModel):
     assignee_id: str | None = None
     first_reply_due_ms: int | None = None
     first_reply_target_seconds: int | None = None
+    held: tuple[str, ...] = ()
+    """Deliveries held until one of this ticket's SLA clocks starts (`Rule.wait_for_sla`), by id, so the clock's
+    event finds them by `_id` in its batch's prefetch, not with a query of its own. A view stored before
+    notify kept this lists none: what it held then goes out at the hold's timeout, without the reply time."""
 
 
 class AgentContact(BaseModel):

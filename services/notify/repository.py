@@ -68,7 +68,8 @@ def _due(now_ms: int) -> dict:
 
 
 class DeliveryRepository:
-    """Deliveries as the sender, the dead-letter relay and the API read and write them: one command each."""
+    """Deliveries as the sender claims them, the dead-letter relay publishes them and the API reads them:
+    one command each."""
 
     def __init__(self, tx: Transaction) -> None:
         self._deliveries = tx.db["deliveries"]
@@ -120,35 +121,6 @@ class DeliveryRepository:
         )
         return released.modified_count
 
-    async def mark_sent(self, delivery: Delivery) -> bool:
-        """False when another replica recorded it first (its claim had expired and both sent)."""
-        marked = await self._deliveries.update_one(
-            {"_id": delivery.id, "state": DeliveryState.PENDING.value},
-            {"$set": {"state": DeliveryState.SENT.value, "sent_ms": to_ms(delivery.sent_at), "claimed_until_ms": 0}},
-            session=self._session,
-        )
-        return marked.modified_count == 1
-
-    async def record_failure(self, delivery: Delivery, dead_letter: str | None = None) -> bool:
-        """Only for the latest claim: a later attempt by another replica has the final word.
-
-        A delivery that failed for good keeps its `notification.failed` event (`dead_letter`) in the same
-        update, so it always reaches the DLQ."""
-        fields = {
-            "state": delivery.state.value,
-            "next_attempt_ms": to_ms(delivery.next_attempt_at),
-            "last_error": delivery.last_error,
-            "claimed_until_ms": 0,
-        }
-        if dead_letter is not None:
-            fields["dead_letter"] = {"value": dead_letter, "published": False}
-        recorded = await self._deliveries.update_one(
-            {"_id": delivery.id, "state": DeliveryState.PENDING.value, "attempts": delivery.attempts},
-            {"$set": fields},
-            session=self._session,
-        )
-        return recorded.modified_count == 1
-
     async def has_unpublished_dead_letters(self) -> bool:
         return await self._deliveries.find_one(eq({"dead_letter.published": False}), {"_id": 1}, session=self._session) is not None
 
@@ -191,10 +163,13 @@ def _untouched_filter(delivery_id: str) -> dict:
 
 
 class OwedDeliveries:
-    """Deliveries as the consumer's transaction decides them, read and written through its cache.
+    """Deliveries read and written through the transaction's cache: as the consumer decides them, and as
+    the sender records what its sends came to.
 
     The prefetch learns with one `$in` query which of the deliveries a batch may owe exist already
-    (`load`), so adding one is a queued write: its `_id` stays the deduplication key.
+    (`load`), so adding one is a queued write: its `_id` stays the deduplication key. Likewise the
+    sender's records of a group commit read their deliveries in one query, check each is still theirs,
+    and go out as one write, each update still conditional on what was read.
     """
 
     def __init__(self, tx: Transaction) -> None:
@@ -233,6 +208,39 @@ class OwedDeliveries:
         self._deliveries.write_later({**current, **fields}, UpdateOne(_untouched_filter(delivery.id), {"$set": fields}))
         return True
 
+    async def mark_sent(self, delivery: Delivery) -> bool:
+        """False when another replica recorded it first (its claim had expired and both sent)."""
+        current = await self._deliveries.get(delivery.id)
+        if current is None or current["state"] != DeliveryState.PENDING.value:
+            return False
+        fields = {"state": DeliveryState.SENT.value, "sent_ms": to_ms(delivery.sent_at), "claimed_until_ms": 0}
+        self._deliveries.write_later(
+            {**current, **fields}, UpdateOne({"_id": delivery.id, **eq(state=DeliveryState.PENDING.value)}, {"$set": fields})
+        )
+        return True
+
+    async def record_failure(self, delivery: Delivery, dead_letter: str | None = None) -> bool:
+        """Only for the latest claim: a later attempt by another replica has the final word.
+
+        A delivery that failed for good keeps its `notification.failed` event (`dead_letter`) in the same
+        update, so it always reaches the DLQ."""
+        current = await self._deliveries.get(delivery.id)
+        latest = {"state": DeliveryState.PENDING.value, "attempts": delivery.attempts}
+        if current is None or any(current[name] != value for name, value in latest.items()):
+            return False
+        fields = {
+            "state": delivery.state.value,
+            "next_attempt_ms": to_ms(delivery.next_attempt_at),
+            "last_error": delivery.last_error,
+            "claimed_until_ms": 0,
+        }
+        if dead_letter is not None:
+            fields["dead_letter"] = {"value": dead_letter, "published": False}
+        self._deliveries.write_later(
+            {**current, **fields}, UpdateOne({"_id": delivery.id, **eq(latest)}, {"$set": fields})
+        )
+        return True
+
     async def count_recent(self, recipient: str, since_ms: int) -> int:
         """Messages owed to `recipient` since then that count towards the rate limit (digests do not).
 
@@ -253,14 +261,12 @@ class OwedDeliveries:
         )
         return len(recent)
 
-    async def awaiting(self, ticket_id: str, awaiting: str) -> list[Delivery]:
-        documents = await self._deliveries.find(
-            eq(ticket_id=ticket_id, awaiting=awaiting, state=DeliveryState.PENDING.value, attempts=0),
-            lambda document: _untouched(document)
-            and document["ticket_id"] == ticket_id
-            and document.get("awaiting") == awaiting,
-        )
-        return [_from_document(document) for document in documents]
+    async def held(self, delivery_ids: Iterable[str]) -> list[Delivery]:
+        """Those of `delivery_ids` (a ticket's `held`) still held for an SLA clock, read by `_id` through the cache."""
+        delivery_ids = list(delivery_ids)
+        await self._deliveries.load(delivery_ids)
+        documents = [await self._deliveries.get(delivery_id) for delivery_id in delivery_ids]
+        return [_from_document(document) for document in documents if _untouched(document) and document.get("awaiting")]
 
     async def pending_of_kinds(self, ticket_id: str, kinds: list[str]) -> list[Delivery]:
         documents = await self._deliveries.find(
@@ -379,8 +385,8 @@ class PreferenceStore:
 
 class NotifyTransaction(Transaction):
     """A transaction of notify's, carrying its repositories (each built once, on first use): `deliveries` as
-    the sender and the API write them, one command each; `owed`, the same deliveries as the consumer decides
-    them, through the transaction's cache."""
+    the sender claims them and the API reads them, one command each; `owed`, the same deliveries through
+    the transaction's cache, as the consumer decides them and the sender records their outcomes."""
 
     @cached_property
     def deliveries(self) -> DeliveryRepository:

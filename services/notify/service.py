@@ -41,7 +41,7 @@ from services.notify.domain import (
     digest_window,
     sent,
 )
-from services.notify.planner import PlanConfig, Preferences, fold_into_digest, plan, released, resolve
+from services.notify.planner import PlanConfig, Preferences, TicketView, fold_into_digest, plan, released, resolve
 from services.notify.repository import CustomerLimits, NotifyTransaction, OwedDeliveries, TicketViews
 from services.notify.rules import SUPPORTED_EVENTS, Rule, RuleBook
 from shared import topics
@@ -141,7 +141,8 @@ class Notifications:
         replica: str,
     ) -> None:
         self._uow = uow
-        self._outcomes = GroupCommit(uow)  # the records of sends that returned while a transaction was open
+        self._outcomes = GroupCommit(uow, prefetch=_load_deliveries)
+        """The records of sends that returned while a transaction was open, reading their deliveries in one query."""
         self._source = source
         self._rules = rules
         self._render = render
@@ -172,6 +173,12 @@ class Notifications:
         they may owe exist already."""
         await tx.tickets.load({event.data.ticket_id for event in events})
         views = {view.ticket_id: view for event in events if (view := await tx.tickets.get(event.data.ticket_id))}
+        held = {
+            delivery_id
+            for event in events
+            if isinstance(event.data, SlaClockStarted) and (view := views.get(event.data.ticket_id))
+            for delivery_id in view.held
+        }
         created = [event.data for event in events if isinstance(event.data, TicketCreated)]
         await tx.preferences.load(
             {view.customer_id for view in views.values() if view.customer_id} | {data.customer.id for data in created}
@@ -187,10 +194,13 @@ class Notifications:
             | {agent_id for event in events if (agent_id := getattr(event.data, "agent_id", None))}
         )
         await tx.owed.load(
-            delivery_key(event.id, role, rule.kind)
-            for event in events
-            for rule in self._rules.for_event(event.type)
-            for role in RecipientRole
+            [
+                delivery_key(event.id, role, rule.kind)
+                for event in events
+                for rule in self._rules.for_event(event.type)
+                for role in RecipientRole
+            ]
+            + sorted(held)
         )
 
     async def on_event(self, tx: NotifyTransaction, event: Envelope) -> None:
@@ -208,7 +218,7 @@ class Notifications:
                     if (rule := self._rules.of_kind(pending.kind)) and rule.once_per_customer_seconds:
                         await tx.customer_limits.release(_limit_key(pending), pending.id)
         if isinstance(event.data, SlaClockStarted) and ticket is not None and self._awaited(event.data.metric):
-            await self._release_awaiting(deliveries, ticket, f"sla:{event.data.metric}", now)
+            await self._release_awaiting(tx, ticket, f"sla:{event.data.metric}", now)
         rules = [rule for rule in self._rules.for_event(event.type) if rule.matches(event.data)]
         if not rules:
             return
@@ -225,8 +235,13 @@ class Notifications:
                     delivery = await self._once_per_customer(tx.customer_limits, rule, delivery)
                 if delivery.state is DeliveryState.PENDING and not rule.urgent:
                     delivery = await self._rate_limited(deliveries, delivery, preferences, now)
-                if await deliveries.add_if_absent(delivery) and delivery.state is DeliveryState.SUPPRESSED:
+                if not await deliveries.add_if_absent(delivery):
+                    continue
+                if delivery.state is DeliveryState.SUPPRESSED:
                     self._suppressed(tx, delivery, now)
+                elif delivery.awaiting:
+                    held = (await tickets.get(ticket_id)).held
+                    await tickets.update(ticket_id, {"held": [*held, delivery.id]})
 
     def _awaited(self, metric: str) -> bool:
         """Only a clock some rule holds messages for can release any."""
@@ -256,10 +271,17 @@ class Notifications:
         if fields:
             await tickets.update(data.ticket_id, fields)
 
-    async def _release_awaiting(self, deliveries: OwedDeliveries, ticket, awaiting: str, now: datetime) -> None:
+    async def _release_awaiting(self, tx: NotifyTransaction, ticket: TicketView, awaiting: str, now: datetime) -> None:
         """The SLA clock a held message waited for started: it goes now, with the reply time."""
-        for held in await deliveries.awaiting(ticket.ticket_id, awaiting):
-            await deliveries.replace_pending(released(held, ticket, render=self._render, now=now))
+        if not ticket.held:
+            return
+        still_held = []
+        for held in await tx.owed.held(ticket.held):
+            if held.awaiting == awaiting:
+                await tx.owed.replace_pending(released(held, ticket, render=self._render, now=now))
+            else:
+                still_held.append(held.id)
+        await tx.tickets.update(ticket.ticket_id, {"held": still_held})
 
     @staticmethod
     async def _once_per_customer(limits: CustomerLimits, rule: Rule, delivery: Delivery) -> Delivery:
@@ -359,7 +381,8 @@ class Notifications:
         The record is one conditional update of that delivery (with its event), so a crash repeats only
         the sends whose record had not landed yet: at most one repeat per delivery, never a whole batch.
         No record waits for another send; those that return while a record's transaction is open share
-        the next one, instead of queueing one transaction each behind the database's lock.
+        the next one, instead of queueing one transaction each behind the database's lock, and that one
+        reads their deliveries with one query and writes their updates with one command.
         An idle poll opens no transaction: one read outside any tells it nothing is due.
         """
         if not await self._uow.reads.deliveries.any_due(to_ms(utc_now())):
@@ -394,14 +417,14 @@ class Notifications:
         """Retried until it is stored: giving up would send the message again when its claim expires."""
         while True:
             try:
-                return await self._outcomes.run(lambda tx: self._record(tx, attempt))
+                return await self._outcomes.run(lambda tx: self._record(tx, attempt), needs=attempt.delivery.id)
             except Exception:
                 log.exception("recording the outcome of delivery %s failed; retrying", attempt.delivery.id)
                 await asyncio.sleep(self._poll_interval)
 
     async def _record(self, tx: NotifyTransaction, attempt: Attempt) -> Delivery | None:
         """The outcome as recorded, or None when another replica recorded this delivery's first."""
-        deliveries = tx.deliveries
+        deliveries = tx.owed
         if attempt.failure is None:
             delivery = sent(attempt.delivery, attempt.finished_at)
             if not await deliveries.mark_sent(delivery):
@@ -480,6 +503,10 @@ class Notifications:
             correlation_id=delivery.correlation_id,
             causation_id=delivery.causation_id,
         )
+
+
+async def _load_deliveries(tx: NotifyTransaction, delivery_ids: Sequence[str]) -> None:
+    await tx.owed.load(delivery_ids)
 
 
 def _limit_key(delivery: Delivery) -> str:

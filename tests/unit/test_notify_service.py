@@ -57,9 +57,10 @@ def _untouched(delivery: Delivery | None) -> bool:
 
 
 class FakeOwedDeliveries:
-    """`OwedDeliveries`: deliveries as the consumer decides them."""
+    """`OwedDeliveries`: deliveries as the consumer decides them and the sender records them."""
 
     def __init__(self, store: NotifyStore) -> None:
+        self._store = store
         self._deliveries = store.deliveries
 
     async def load(self, delivery_ids) -> None:
@@ -82,6 +83,23 @@ class FakeOwedDeliveries:
             self._deliveries[delivery.id].model_copy(update={"state": DeliveryState.SUPPRESSED, "reason": reason})
         )
 
+    async def mark_sent(self, delivery: Delivery) -> bool:
+        if self._store.deliveries[delivery.id].state is not DeliveryState.PENDING:
+            return False
+        self._store.deliveries[delivery.id] = delivery
+        self._store.claims.pop(delivery.id, None)
+        return True
+
+    async def record_failure(self, delivery: Delivery, dead_letter: str | None = None) -> bool:
+        stored = self._store.deliveries[delivery.id]
+        if stored.state is not DeliveryState.PENDING or stored.attempts != delivery.attempts:
+            return False
+        self._store.deliveries[delivery.id] = delivery
+        self._store.claims.pop(delivery.id, None)
+        if dead_letter is not None:
+            self._store.dead_letters[delivery.id] = {"value": dead_letter, "published": False}
+        return True
+
     async def count_recent(self, recipient: str, since_ms: int) -> int:
         counted = (DeliveryState.PENDING, DeliveryState.SENT)
         return sum(
@@ -89,15 +107,15 @@ class FakeOwedDeliveries:
             for d in self._deliveries.values()
         )
 
-    async def awaiting(self, ticket_id: str, awaiting: str) -> list[Delivery]:
-        return [d for d in self._deliveries.values() if _untouched(d) and (d.ticket_id, d.awaiting) == (ticket_id, awaiting)]
+    async def held(self, delivery_ids) -> list[Delivery]:
+        return [d for id_ in delivery_ids if _untouched(d := self._deliveries.get(id_)) and d.awaiting]
 
     async def pending_of_kinds(self, ticket_id: str, kinds: list[str]) -> list[Delivery]:
         return [d for d in self._deliveries.values() if _untouched(d) and d.ticket_id == ticket_id and d.kind in kinds]
 
 
 class FakeDeliveries:
-    """`DeliveryRepository`: deliveries as the sender and the dead-letter relay claim and record them."""
+    """`DeliveryRepository`: deliveries as the sender claims them and the dead-letter relay publishes them."""
 
     def __init__(self, store: NotifyStore) -> None:
         self._store = store
@@ -127,23 +145,6 @@ class FakeDeliveries:
         for id_ in released:
             del self._store.claims[id_]
         return len(released)
-
-    async def mark_sent(self, delivery: Delivery) -> bool:
-        if self._store.deliveries[delivery.id].state is not DeliveryState.PENDING:
-            return False
-        self._store.deliveries[delivery.id] = delivery
-        self._store.claims.pop(delivery.id, None)
-        return True
-
-    async def record_failure(self, delivery: Delivery, dead_letter: str | None = None) -> bool:
-        stored = self._store.deliveries[delivery.id]
-        if stored.state is not DeliveryState.PENDING or stored.attempts != delivery.attempts:
-            return False
-        self._store.deliveries[delivery.id] = delivery
-        self._store.claims.pop(delivery.id, None)
-        if dead_letter is not None:
-            self._store.dead_letters[delivery.id] = {"value": dead_letter, "published": False}
-        return True
 
     async def has_unpublished_dead_letters(self) -> bool:
         return any(not letter["published"] for letter in self._store.dead_letters.values())
@@ -302,6 +303,7 @@ async def test_a_new_ticket_owes_its_customer_an_acknowledgement_held_for_the_fi
     assert acknowledgement.id == f"{event.id}:customer:acknowledgement"
     assert (acknowledgement.recipient, acknowledgement.state) == ("ann@example.com", DeliveryState.PENDING)
     assert acknowledgement.awaiting == "sla:first_reply"
+    assert store.tickets[TICKET]["held"] == [acknowledgement.id], "the clock's event finds it by id"
     assert store.tickets[TICKET]["subject"] == "Refund"
     assert uow.published == []
 
@@ -316,6 +318,7 @@ async def test_the_first_reply_clock_releases_the_held_acknowledgement_with_its_
     (acknowledgement,) = store.deliveries.values()
     assert acknowledgement.awaiting is None and acknowledgement.next_attempt_at <= utc_now()
     assert "4 hours" in acknowledgement.text
+    assert store.tickets[TICKET]["held"] == []
 
 
 async def test_an_event_delivered_again_owes_nothing_new(uow, notifications, store):
