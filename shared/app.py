@@ -364,6 +364,14 @@ def build_and_serve(service: str, build: Callable[[], FastAPI], settings: Servic
     serve(app, settings)
 
 
+KEEP_ALIVE_SECONDS = 75
+"""How long an idle client connection stays open (uvicorn's default is 5 s). A client that reuses a
+connection just as the server closes it gets a dropped request, which a POST cannot safely retry;
+httpx also drops idle connections at 5 s, so the two raced (the pipeline benchmark lost 1-3 of 200
+POSTs to it). Clients and proxies keep connections for less than this (httpx 5 s, aiohttp 15 s,
+AWS load balancers 60 s), so they always close first, as nginx's 75 s default intends."""
+
+
 def serve(app: FastAPI, settings: ServiceSettings) -> None:
     """Run one service in this process until SIGTERM or Ctrl-C."""
     configure_logging(
@@ -376,6 +384,7 @@ def serve(app: FastAPI, settings: ServiceSettings) -> None:
         access_log=False,
         log_level="warning",
         log_config=None,  # uvicorn's own lines go through the JSON handler too
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
     )
     _UnhurriedServer(config).run()
 

@@ -90,6 +90,30 @@ async def test_a_client_that_sends_its_whole_body_before_reading_still_gets_the_
     assert json.loads(refused.value.read())["message"] == "request body larger than 2048 bytes"
 
 
+async def test_a_connection_idle_longer_than_clients_keep_theirs_is_still_open_for_the_next_request(intake_url):
+    """A server that closes idle connections first races clients reusing them: their request is dropped."""
+    host, port = intake_url.removeprefix("http://").split(":")
+    request = f"GET /health/live HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+    reader, writer = await asyncio.open_connection(host, int(port))
+
+    async def status_of_a_request() -> bytes:
+        writer.write(request)
+        status = await asyncio.wait_for(reader.readline(), 10)
+        length = 0
+        while (line := await reader.readline()) not in (b"\r\n", b""):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        await reader.readexactly(length)
+        return status
+
+    try:
+        assert (await status_of_a_request()).startswith(b"HTTP/1.1 200")
+        await asyncio.sleep(6)  # longer than httpx keeps an idle connection, and than uvicorn's default
+        assert (await status_of_a_request()).startswith(b"HTTP/1.1 200"), "the server closed the idle connection"
+    finally:
+        writer.close()
+
+
 async def test_every_service_applies_the_scopes_of_its_routes(platform):
     agent = {"name": "Ada", "skills": {}, "capacity": 1, "status": "offline"}
     async with client(platform.url("routing"), READER_KEY) as reader, client(platform.url("routing"), DESK_KEY) as desk:
