@@ -1,10 +1,16 @@
 """Sends deliveries as email through the SMTP server that SMTP_URL names (aiosmtplib)."""
 
+import email.policy
+import hashlib
 import re
 import time
 from dataclasses import dataclass, field
+from email.charset import QP, Charset
+from email.header import Header
 from email.message import EmailMessage
-from email.utils import format_datetime, parseaddr
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+from email.utils import format_datetime, formataddr, parseaddr
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiosmtplib
@@ -14,6 +20,8 @@ from services.notify.domain import Delivery, SendFailure
 TICKET_HEADER = "X-Switchboard-Ticket"
 SEND_TIMEOUT_SECONDS = 30.0
 IDLE_CONNECTION_SECONDS = 30.0
+SMTP_MAX_LINE_BYTES = 998
+_COMPAT32_SMTP = email.policy.compat32.clone(linesep="\r\n")
 _ADDRESS = re.compile(r"[^\s<>()\[\]\"',;:]+@[^\s<>()\[\]\"',;:]+")
 
 
@@ -62,23 +70,79 @@ def parse_smtp_url(url: str) -> SmtpServer:
     )
 
 
-def build_message(delivery: Delivery, mail_from: str) -> EmailMessage:
-    """Plain text with an HTML alternative; every header comes from the delivery, so a resend is the same mail."""
-    message = EmailMessage()
-    message["Message-ID"] = delivery.message_id
-    message["Date"] = format_datetime(delivery.scheduled_for or delivery.created_at)
-    message["From"] = mail_from
-    message["To"] = delivery.recipient
-    message["Subject"] = delivery.subject
-    message[TICKET_HEADER] = delivery.ticket_id
+@dataclass(frozen=True)
+class Mail:
+    """A message as it goes over SMTP: the envelope and the bytes of the message."""
+
+    sender: str
+    recipient: str
+    data: bytes
+    smtputf8: bool = False
+    """An address is not ASCII: the server must accept SMTPUTF8 (RFC 6531), or the send fails and is retried."""
+
+
+def build_message(delivery: Delivery, mail_from: str) -> Mail:
+    """Plain text with an HTML alternative; every header and the MIME boundary come from the delivery, so a
+    resend is the same mail, byte for byte.
+
+    Built with the email package's compat32 classes, which take header values as they are given: the
+    modern API parses every header it is handed and every part it is given, which took half of notify's
+    CPU under load (3 ms a message against 1.3 ms). Addresses that are not ASCII need RFC 6532's raw
+    UTF-8 headers, which only the modern API writes, so such a message is built with it.
+    """
+    sender = parseaddr(mail_from)[1]
+    if not (sender.isascii() and delivery.recipient.isascii()):
+        return Mail(sender, delivery.recipient, _modern_message(delivery, mail_from), smtputf8=True)
+    message = MIMEMultipart("alternative", boundary=_boundary(delivery))
+    for name, value in _headers(delivery, formataddr(parseaddr(mail_from), "utf-8")):
+        message[name] = value if value.isascii() else Header(value, "utf-8")
+    message.attach(_text_part(delivery.text, "plain"))
+    message.attach(_text_part(delivery.html, "html"))
+    return Mail(sender, delivery.recipient, message.as_bytes(policy=_COMPAT32_SMTP))
+
+
+def _headers(delivery: Delivery, mail_from: str) -> list[tuple[str, str]]:
+    headers = [
+        ("Message-ID", delivery.message_id),
+        ("Date", format_datetime(delivery.scheduled_for or delivery.created_at)),
+        ("From", mail_from),
+        ("To", delivery.recipient),
+        ("Subject", delivery.subject),
+        (TICKET_HEADER, delivery.ticket_id),
+    ]
     if delivery.in_reply_to:
         # Every mail about a ticket answers the ticket's thread root, so it threads in mail clients and at intake.
-        message["In-Reply-To"] = delivery.in_reply_to
-        message["References"] = delivery.in_reply_to
-    message["Auto-Submitted"] = "auto-generated"  # RFC 3834: out-of-office replies must not answer it
+        headers += [("In-Reply-To", delivery.in_reply_to), ("References", delivery.in_reply_to)]
+    headers.append(("Auto-Submitted", "auto-generated"))  # RFC 3834: out-of-office replies must not answer it
+    for name, value in headers:
+        if "\r" in value or "\n" in value:  # compat32 would write it as it is: a header of the sender's choosing
+            raise SendFailure(f"the {name} header would span lines", permanent=True)
+    return headers
+
+
+def _boundary(delivery: Delivery) -> str | None:
+    """Derived from the Message-ID, so a resend is the same bytes; None (the generator picks one) in the
+    unlikely case that a part contains it."""
+    boundary = "=_" + hashlib.sha256(delivery.message_id.encode()).hexdigest()[:40]
+    return None if boundary in delivery.text or boundary in delivery.html else boundary
+
+
+def _text_part(content: str, subtype: str) -> MIMEText:
+    """UTF-8 as 8bit, readable as it is, as the modern API writes short lines; quoted-printable when a line
+    is longer than SMTP allows (RFC 5321: 998 bytes), as a customer's unbroken paragraph can be."""
+    charset = Charset("utf-8")
+    too_long = any(len(line.encode()) > SMTP_MAX_LINE_BYTES for line in content.splitlines())
+    charset.body_encoding = QP if too_long else None
+    return MIMEText(content, subtype, charset)
+
+
+def _modern_message(delivery: Delivery, mail_from: str) -> bytes:
+    message = EmailMessage()
+    for name, value in _headers(delivery, mail_from):
+        message[name] = value
     message.set_content(delivery.text)
     message.add_alternative(delivery.html, subtype="html")
-    return message
+    return message.as_bytes(policy=email.policy.SMTPUTF8)
 
 
 def failure_from(error: Exception) -> SendFailure:
@@ -112,10 +176,10 @@ class SmtpMailer:
 
     async def send(self, delivery: Delivery) -> None:
         """Hands the message to the server; raises `SendFailure` unless the server accepted it."""
-        message = build_message(delivery, self._mail_from)
+        mail = build_message(delivery, self._mail_from)
         if (client := self._reusable()) is not None:
             try:
-                return await self._send_over(client, message)
+                return await self._send_over(client, mail)
             except SendFailure as failure:
                 if not isinstance(failure.__cause__, aiosmtplib.SMTPServerDisconnected):
                     raise
@@ -124,11 +188,14 @@ class SmtpMailer:
             client = await self._connect()
         except Exception as error:
             raise failure_from(error) from error
-        await self._send_over(client, message)
+        await self._send_over(client, mail)
 
-    async def _send_over(self, client: aiosmtplib.SMTP, message: EmailMessage) -> None:
+    async def _send_over(self, client: aiosmtplib.SMTP, mail: Mail) -> None:
         try:
-            await client.send_message(message, timeout=SEND_TIMEOUT_SECONDS)
+            await client.sendmail(
+                mail.sender, [mail.recipient], mail.data,
+                mail_options=["SMTPUTF8"] if mail.smtputf8 else [], timeout=SEND_TIMEOUT_SECONDS,
+            )
         except Exception as error:
             client.close()
             raise failure_from(error) from error

@@ -1,11 +1,13 @@
 """Notify's SMTP adapter without a server: SMTP_URL parsing, the message built, and how failures are judged."""
 
 from datetime import UTC, datetime
+from email import message_from_bytes, policy
+from email.message import EmailMessage
 
 import aiosmtplib
 import pytest
 
-from services.notify.domain import Delivery, DeliveryChannel, DeliveryKind
+from services.notify.domain import Delivery, DeliveryChannel, DeliveryKind, SendFailure
 from services.notify.mailer import SmtpServer, build_message, failure_from, parse_smtp_url
 
 NOW = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
@@ -74,32 +76,77 @@ DELIVERY = Delivery(
 )
 
 
-def test_the_message_has_plain_text_an_html_alternative_and_the_ticket_header():
-    message = build_message(DELIVERY, "Switchboard Support <support@switchboard.local>")
+MAIL_FROM = "Switchboard Support <support@switchboard.local>"
 
+
+def received(delivery: Delivery, mail_from: str = MAIL_FROM) -> EmailMessage:
+    """The message as the mail server gets it, read back as a mail client reads it."""
+    return message_from_bytes(build_message(delivery, mail_from).data, policy=policy.default)
+
+
+def test_the_message_has_plain_text_an_html_alternative_and_the_ticket_header():
+    mail = build_message(DELIVERY, MAIL_FROM)
+    message = received(DELIVERY)
+
+    assert (mail.sender, mail.recipient, mail.smtputf8) == ("support@switchboard.local", "ann@example.com", False)
     assert message["Message-ID"] == DELIVERY.message_id
     assert message["X-Switchboard-Ticket"] == "TKT-19ab3c4d5e6f-8f2a1c"
-    assert (message["To"], message["Subject"]) == ("ann@example.com", DELIVERY.subject)
+    assert (message["From"], message["To"], message["Subject"]) == (MAIL_FROM, "ann@example.com", DELIVERY.subject)
+    assert message["Auto-Submitted"] == "auto-generated"
     assert message.get_content_type() == "multipart/alternative"
     assert [part.get_content_type() for part in message.iter_parts()] == ["text/plain", "text/html"]
-    assert message.get_body(("plain",)).get_content() == DELIVERY.text
+    assert message.get_body(("plain",)).get_content() == DELIVERY.text.replace("\n", "\r\n")
+    assert message.get_body(("html",)).get_content() == DELIVERY.html.replace("\n", "\r\n")
+    assert b"\r\n" in mail.data and b"\n" not in mail.data.replace(b"\r\n", b""), "SMTP's line ends throughout"
 
 
 def test_the_message_threads_on_the_ticket():
-    message = build_message(DELIVERY, "Switchboard Support <support@switchboard.local>")
+    message = received(DELIVERY)
 
     assert message["In-Reply-To"] == message["References"] == "<TKT-19ab3c4d5e6f-8f2a1c@switchboard.local>"
     assert "[TKT-19ab3c4d5e6f-8f2a1c]" in message["Subject"]
 
 
-def test_a_resend_is_the_same_message_with_the_same_message_id_and_date():
-    mail_from = "Switchboard Support <support@switchboard.local>"
+def test_a_resend_is_the_same_message_byte_for_byte():
+    first, again = build_message(DELIVERY, MAIL_FROM), build_message(DELIVERY, MAIL_FROM)
 
-    first, again = build_message(DELIVERY, mail_from), build_message(DELIVERY, mail_from)
+    assert first == again
+    assert received(DELIVERY)["Date"] == "Mon, 02 Mar 2026 09:30:00 +0000"
 
-    assert first.items() == again.items()
-    assert first["Date"] == "Mon, 02 Mar 2026 09:30:00 +0000"
-    assert first.get_body(("html",)).get_content() == again.get_body(("html",)).get_content()
+
+def test_german_text_reads_back_as_written_and_a_long_line_is_kept_within_smtps_limit():
+    paragraph = "Sehr geehrte Damen und Herren, " * 50  # 1,550 bytes on one line
+    delivery = DELIVERY.model_copy(update={
+        "subject": "[TKT-1] Wir haben Ihre Anfrage erhalten: Rückerstattung für Bestellung 4711",
+        "text": f"Hallo Änne,\n{paragraph}\nGrüße\n",
+    })
+
+    mail = build_message(delivery, "Kundendienst Zürich <support@example.com>")
+    message = received(delivery, "Kundendienst Zürich <support@example.com>")
+
+    assert message["Subject"] == delivery.subject
+    assert message["From"] == "Kundendienst Zürich <support@example.com>"
+    assert message.get_body(("plain",)).get_content() == delivery.text.replace("\n", "\r\n")
+    assert max(len(line) for line in mail.data.split(b"\r\n")) <= 998
+
+
+def test_an_address_that_is_not_ascii_is_written_as_utf8_and_asks_for_smtputf8():
+    delivery = DELIVERY.model_copy(update={"recipient": "jörg@bücher.example"})
+
+    mail = build_message(delivery, MAIL_FROM)
+
+    assert mail.smtputf8 and mail.recipient == "jörg@bücher.example"
+    assert "To: jörg@bücher.example".encode() in mail.data
+    assert received(delivery).get_body(("plain",)).get_content() == DELIVERY.text.replace("\n", "\r\n")
+
+
+def test_a_header_value_that_would_span_lines_is_refused_for_good():
+    delivery = DELIVERY.model_copy(update={"recipient": "ann@example.com\r\nBcc: eve@example.com"})
+
+    with pytest.raises(SendFailure) as refused:
+        build_message(delivery, MAIL_FROM)
+
+    assert refused.value.permanent and "To" in str(refused.value)
 
 
 @pytest.mark.parametrize(
