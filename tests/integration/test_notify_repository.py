@@ -6,10 +6,10 @@ import asyncio
 from datetime import timedelta
 
 import pytest
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, monitoring
 from pymongo.errors import BulkWriteError
 
-from services.notify.domain import Delivery, DeliveryChannel, DeliveryState, message_id_for
+from services.notify.domain import Delivery, DeliveryChannel, DeliveryState, message_id_for, sent
 from services.notify.repository import NotifyTransaction
 from shared.clock import to_ms, utc_now
 from shared.launcher.servers import mongo_wire_server
@@ -25,13 +25,15 @@ async def database(tmp_path_factory):
     with mongo_wire_server(data) as url:
         client = AsyncMongoClient(url, tz_aware=True)
         try:
-            yield client, data
+            yield client, data, url
         finally:
             await client.close()
 
 
-def unit_of_work(database, name: str) -> UnitOfWork:
-    client, data = database
+def unit_of_work(database, name: str, client: AsyncMongoClient | None = None) -> UnitOfWork:
+    """On the shared client, or on `client` (one with a command listener)."""
+    shared_client, data, _ = database
+    client = client or shared_client
     db = client[name]
     return UnitOfWork(client, db, Outbox(db).write, transaction_lock=data / f"{name}.lock", transaction_type=NotifyTransaction)
 
@@ -59,7 +61,7 @@ async def test_a_batch_reads_what_it_queued_and_adds_a_stored_delivery_only_once
             await deliveries.add_if_absent(delivery("e1:customer:acknowledgement", awaiting="sla:first_reply")),
             await deliveries.add_if_absent(delivery("e1:customer:acknowledgement")),
         ]
-        held = await deliveries.awaiting("TKT-1", "sla:first_reply")
+        held = await deliveries.held(["e0:customer:acknowledgement", "e1:customer:acknowledgement"])
         recent = await deliveries.count_recent("ann@example.com", to_ms(utc_now() - timedelta(hours=1)))
         cancelled = await deliveries.suppress(delivery("e0:customer:acknowledgement"), "cancelled by a test")
         pending = await deliveries.pending_of_kinds("TKT-1", ["acknowledgement"])
@@ -144,6 +146,54 @@ async def test_a_customers_period_goes_to_one_delivery_even_when_a_replica_read_
     assert collided.value.details["writeErrors"][0]["code"] == 11000  # the batch fails, and is retried...
     assert not await take("nps_survey:bo", "mine", 2_000), "...seeing the period taken"
     assert await stored("nps_survey:bo") == {"delivery_id": "theirs", "until_ms": 91_000}
+
+
+async def test_sends_recorded_together_keep_each_record_conditional_on_its_claim(database):
+    commands = CommandLog()
+    counted = AsyncMongoClient(database[2], tz_aware=True, event_listeners=[commands])
+    uow = unit_of_work(database, "records", counted)
+    await uow.run(lambda tx: _add_all(tx, [delivery(f"r{n}:customer:acknowledgement") for n in range(3)]))
+    sent_now, taken_over, failed_later = await uow.run(lambda tx: claim_due(tx, "replica-a", 3))
+    await uow.run(lambda tx: another_replica_claims(tx, taken_over.id))  # its claim expired first
+
+    async def record_together(tx) -> list[bool]:
+        await tx.owed.load([sent_now.id, taken_over.id, failed_later.id])
+        return [
+            await tx.owed.mark_sent(sent(sent_now, utc_now())),
+            await tx.owed.record_failure(taken_over.model_copy(update={"state": DeliveryState.PENDING, "last_error": "x"})),
+            await tx.owed.record_failure(failed_later.model_copy(update={"last_error": "SMTP 451: try later"})),
+        ]
+
+    commands.names.clear()
+    try:
+        recorded = await uow.run(record_together)
+    finally:
+        await counted.close()
+
+    assert recorded == [True, False, True], "the one another replica claimed since is left to that replica"
+    stored = {d["_id"]: (d["state"], d.get("last_error")) async for d in database[0]["records"]["deliveries"].find({})}
+    assert stored[sent_now.id] == ("sent", None)
+    assert stored[taken_over.id] == ("pending", None)
+    assert stored[failed_later.id] == ("pending", "SMTP 451: try later")
+    assert [name for name in commands.names if name.endswith(" deliveries")] == ["find deliveries", "update deliveries"]
+
+
+async def another_replica_claims(tx, delivery_id: str) -> None:
+    await tx.db["deliveries"].update_one({"_id": delivery_id}, {"$inc": {"attempts": 1}}, session=tx.session)
+
+
+class CommandLog(monitoring.CommandListener):
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def started(self, event) -> None:
+        self.names.append(f"{event.command_name} {event.command.get(event.command_name)}")
+
+    def succeeded(self, event) -> None:
+        pass
+
+    def failed(self, event) -> None:
+        pass
 
 
 async def claim_due(tx, replica: str, limit: int) -> list[Delivery]:
