@@ -16,10 +16,20 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A port nothing listens on now, and never one this process handed out before: a platform picks
+    all its ports before its servers bind them, so the kernel may offer one twice, and the second
+    server could not start (SeaweedFS's master once took the port picked for intake)."""
+    while True:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def listening(port: int) -> bool:

@@ -1,8 +1,10 @@
 """What the launcher starts and what it tells each service, decided from the environment."""
 
+from dataclasses import astuple
 from pathlib import Path
 
 from shared.launcher.platform import DEV_API_KEY, Platform, Ports
+from shared.launcher.servers import free_port
 
 PORTS = Ports(kafka=1, broker_storage=4, mongodb=2, smtp=3, intake=11, routing=12, sla=13, notify=14)
 
@@ -62,3 +64,9 @@ def test_signing_keys_are_made_once_per_data_dir_and_shared_by_every_service(tmp
     assert Platform(tmp_path, PORTS, environ={"CSAT_SIGNING_KEY": "mine"}).service_environment("sla")[
         "CSAT_SIGNING_KEY"
     ] == "mine"
+
+
+def test_a_port_is_handed_out_once_so_servers_picked_before_any_binds_never_share_one():
+    picked = [free_port() for _ in range(300)] + list(astuple(Ports.free()))
+
+    assert len(set(picked)) == len(picked)
