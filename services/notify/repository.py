@@ -13,7 +13,7 @@ costs one round trip per collection rather than several per event.
 """
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -153,13 +153,16 @@ class DeliveryRepository:
         return [_from_document(document) for document in documents]
 
 
+UNTOUCHED = {"state": DeliveryState.PENDING.value, "attempts": 0}
+"""Pending and never tried: the only deliveries a consumer may still rewrite or cancel."""
+
+
+def _stored_with(document: dict | None, expected: Mapping[str, object]) -> bool:
+    return document is not None and all(document.get(name) == value for name, value in expected.items())
+
+
 def _untouched(document: dict | None) -> bool:
-    """Pending and never tried: the only deliveries a consumer may still rewrite or cancel."""
-    return document is not None and document["state"] == DeliveryState.PENDING.value and document["attempts"] == 0
-
-
-def _untouched_filter(delivery_id: str) -> dict:
-    return {"_id": delivery_id, "state": DeliveryState.PENDING.value, "attempts": 0}
+    return _stored_with(document, UNTOUCHED)
 
 
 class OwedDeliveries:
@@ -193,41 +196,22 @@ class OwedDeliveries:
 
     async def replace_pending(self, delivery: Delivery) -> bool:
         """Rewrite a delivery nobody has tried to send yet (a digest gaining an item, a held one released)."""
-        current = await self._deliveries.get(delivery.id)
-        if not _untouched(current):
-            return False
         fields = {name: value for name, value in _to_document(delivery).items() if name != "_id"}
-        self._deliveries.write_later({**current, **fields}, UpdateOne(_untouched_filter(delivery.id), {"$set": fields}))
-        return True
+        return await self._set_if(delivery.id, UNTOUCHED, fields)
 
     async def suppress(self, delivery: Delivery, reason: str) -> bool:
-        current = await self._deliveries.get(delivery.id)
-        if not _untouched(current):
-            return False
-        fields = {"state": DeliveryState.SUPPRESSED.value, "reason": reason}
-        self._deliveries.write_later({**current, **fields}, UpdateOne(_untouched_filter(delivery.id), {"$set": fields}))
-        return True
+        return await self._set_if(delivery.id, UNTOUCHED, {"state": DeliveryState.SUPPRESSED.value, "reason": reason})
 
     async def mark_sent(self, delivery: Delivery) -> bool:
         """False when another replica recorded it first (its claim had expired and both sent)."""
-        current = await self._deliveries.get(delivery.id)
-        if current is None or current["state"] != DeliveryState.PENDING.value:
-            return False
         fields = {"state": DeliveryState.SENT.value, "sent_ms": to_ms(delivery.sent_at), "claimed_until_ms": 0}
-        self._deliveries.write_later(
-            {**current, **fields}, UpdateOne({"_id": delivery.id, **eq(state=DeliveryState.PENDING.value)}, {"$set": fields})
-        )
-        return True
+        return await self._set_if(delivery.id, {"state": DeliveryState.PENDING.value}, fields)
 
     async def record_failure(self, delivery: Delivery, dead_letter: str | None = None) -> bool:
         """Only for the latest claim: a later attempt by another replica has the final word.
 
         A delivery that failed for good keeps its `notification.failed` event (`dead_letter`) in the same
         update, so it always reaches the DLQ."""
-        current = await self._deliveries.get(delivery.id)
-        latest = {"state": DeliveryState.PENDING.value, "attempts": delivery.attempts}
-        if current is None or any(current[name] != value for name, value in latest.items()):
-            return False
         fields = {
             "state": delivery.state.value,
             "next_attempt_ms": to_ms(delivery.next_attempt_at),
@@ -236,8 +220,17 @@ class OwedDeliveries:
         }
         if dead_letter is not None:
             fields["dead_letter"] = {"value": dead_letter, "published": False}
+        latest = {"state": DeliveryState.PENDING.value, "attempts": delivery.attempts}
+        return await self._set_if(delivery.id, latest, fields)
+
+    async def _set_if(self, delivery_id: str, expected: Mapping[str, object], fields: dict) -> bool:
+        """Queues a `$set` of `fields` if the delivery, as this transaction sees it, has the `expected` values;
+        the update is conditional on them too. False, and nothing queued, if it does not."""
+        current = await self._deliveries.get(delivery_id)
+        if not _stored_with(current, expected):
+            return False
         self._deliveries.write_later(
-            {**current, **fields}, UpdateOne({"_id": delivery.id, **eq(latest)}, {"$set": fields})
+            {**current, **fields}, UpdateOne({"_id": delivery_id, **eq(expected)}, {"$set": fields})
         )
         return True
 
@@ -270,7 +263,7 @@ class OwedDeliveries:
 
     async def pending_of_kinds(self, ticket_id: str, kinds: list[str]) -> list[Delivery]:
         documents = await self._deliveries.find(
-            {**eq(ticket_id=ticket_id, state=DeliveryState.PENDING.value, attempts=0), "kind": {"$in": kinds}},
+            {**eq({"ticket_id": ticket_id, **UNTOUCHED}), "kind": {"$in": kinds}},
             lambda document: _untouched(document) and document["ticket_id"] == ticket_id and document["kind"] in kinds,
         )
         return [_from_document(document) for document in documents]
