@@ -212,13 +212,17 @@ class HtmlForm(HTMLParser):
 
 
 class CommandNames(monitoring.CommandListener):
-    """The MongoDB commands a client sent, by name, in order: a use case's round trips."""
+    """The MongoDB commands a client sent, by name, in order: a use case's round trips. `on` pairs each
+    name with the collection it addressed ("" for one that addresses none, such as commitTransaction)."""
 
     def __init__(self) -> None:
         self.names: list[str] = []
+        self.on: list[tuple[str, str]] = []
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         self.names.append(event.command_name)
+        target = event.command.get(event.command_name)
+        self.on.append((event.command_name, target if isinstance(target, str) else ""))
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         pass

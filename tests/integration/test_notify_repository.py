@@ -6,7 +6,7 @@ import asyncio
 from datetime import timedelta
 
 import pytest
-from pymongo import AsyncMongoClient, monitoring
+from pymongo import AsyncMongoClient
 from pymongo.errors import BulkWriteError
 
 from services.notify.domain import Delivery, DeliveryChannel, DeliveryState, message_id_for, sent
@@ -15,6 +15,7 @@ from shared.clock import to_ms, utc_now
 from shared.launcher.servers import mongo_wire_server
 from shared.mongo import UnitOfWork
 from shared.outbox import Outbox
+from tests.support import CommandNames
 
 pytestmark = pytest.mark.integration
 
@@ -149,7 +150,7 @@ async def test_a_customers_period_goes_to_one_delivery_even_when_a_replica_read_
 
 
 async def test_sends_recorded_together_keep_each_record_conditional_on_its_claim(database):
-    commands = CommandLog()
+    commands = CommandNames()
     counted = AsyncMongoClient(database[2], tz_aware=True, event_listeners=[commands])
     uow = unit_of_work(database, "records", counted)
     await uow.run(lambda tx: _add_all(tx, [delivery(f"r{n}:customer:acknowledgement") for n in range(3)]))
@@ -164,7 +165,7 @@ async def test_sends_recorded_together_keep_each_record_conditional_on_its_claim
             await tx.owed.record_failure(failed_later.model_copy(update={"last_error": "SMTP 451: try later"})),
         ]
 
-    commands.names.clear()
+    before = len(commands.on)
     try:
         recorded = await uow.run(record_together)
     finally:
@@ -175,25 +176,11 @@ async def test_sends_recorded_together_keep_each_record_conditional_on_its_claim
     assert stored[sent_now.id] == ("sent", None)
     assert stored[taken_over.id] == ("pending", None)
     assert stored[failed_later.id] == ("pending", "SMTP 451: try later")
-    assert [name for name in commands.names if name.endswith(" deliveries")] == ["find deliveries", "update deliveries"]
+    assert [name for name, collection in commands.on[before:] if collection == "deliveries"] == ["find", "update"]
 
 
 async def another_replica_claims(tx, delivery_id: str) -> None:
     await tx.db["deliveries"].update_one({"_id": delivery_id}, {"$inc": {"attempts": 1}}, session=tx.session)
-
-
-class CommandLog(monitoring.CommandListener):
-    def __init__(self) -> None:
-        self.names: list[str] = []
-
-    def started(self, event) -> None:
-        self.names.append(f"{event.command_name} {event.command.get(event.command_name)}")
-
-    def succeeded(self, event) -> None:
-        pass
-
-    def failed(self, event) -> None:
-        pass
 
 
 async def claim_due(tx, replica: str, limit: int) -> list[Delivery]:
