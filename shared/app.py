@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import uvicorn
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 from faststream.kafka import KafkaBroker
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
@@ -33,7 +33,7 @@ from shared.dead_letters import DeadLetters
 from shared.http import api_key_guard, install_http_conventions, problem_answers, scope_guard
 from shared.kafka_admin import ensure_topics
 from shared.kafka_binding import ContentMode
-from shared.logging import configure_logging, correlated, safe_correlation_id
+from shared.logging import configure_logging
 from shared.metrics import MongoCommandCounter, PlatformMetrics
 from shared.mongo import Lease, Transaction, UnitOfWork
 from shared.outbox import Outbox, OutboxRelay
@@ -233,12 +233,6 @@ class ServiceKit:
         asyncapi = self.asyncapi(description, subscriptions, publishes)
         app.state.asyncapi = asyncapi  # what tools.asyncapi_export writes to deploy/asyncapi/
         install_http_conventions(app, self.metrics, self.settings.max_request_bytes)
-
-        @app.middleware("http")
-        async def correlate(request: Request, call_next):
-            with correlated(safe_correlation_id(request.headers.get("x-correlation-id"))):
-                return await call_next(request)
-
         app.include_router(api)
         app.include_router(self._operations_routes(asyncapi, lag))
         return app

@@ -7,6 +7,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, EmailStr
 
 from shared.http import KEYED, Problem, describe_validation_errors, install_http_conventions, problem_answers
+from shared.logging import correlation_id
 from shared.metrics import PlatformMetrics
 
 
@@ -84,3 +85,40 @@ def test_error_answers_are_documented_with_the_one_problem_body_and_a_reason():
     assert all(answer["model"] is Problem for answer in answers.values())
     assert answers[404]["description"] == "no such customer"
     assert "Retry-After" in answers[429]["headers"]
+
+
+def test_requests_are_counted_by_route_template_and_status_and_carry_their_correlation_id():
+    """The route's template, never the ids in the path; a request whose handler fails counts as the 500 it gets."""
+    registry = CollectorRegistry()
+    seen_ids: list[str | None] = []
+    app = FastAPI()
+
+    @app.get("/customers/{customer_id}")
+    async def get(customer_id: str) -> dict:
+        seen_ids.append(correlation_id.get())
+        return {"id": customer_id}
+
+    @app.get("/broken")
+    async def broken() -> dict:
+        raise RuntimeError("a bug")
+
+    install_http_conventions(app, PlatformMetrics(registry), max_request_bytes=2048)
+    client = TestClient(app, raise_server_exceptions=False)
+
+    assert client.get("/customers/c-1", headers={"X-Correlation-Id": "order-1042"}).status_code == 200
+    assert client.get("/customers/c-2", headers={"X-Correlation-Id": "no spaces allowed"}).status_code == 200
+    assert client.get("/broken").status_code == 500
+    assert client.get("/nowhere").status_code == 404
+
+    def count(route: str, status: str) -> float | None:
+        return registry.get_sample_value(
+            "switchboard_http_requests_total", {"method": "GET", "route": route, "status": status}
+        )
+
+    assert count("/customers/{customer_id}", "200") == 2
+    assert count("/broken", "500") == 1
+    assert count("unmatched", "404") == 1
+    assert registry.get_sample_value(
+        "switchboard_http_request_duration_seconds_count", {"method": "GET", "route": "/customers/{customer_id}"}
+    ) == 2
+    assert seen_ids == ["order-1042", None], "an id that does not look like one is not taken"
