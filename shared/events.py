@@ -6,13 +6,35 @@ new `.v2` type published beside the old one.
 """
 
 from enum import StrEnum
+from functools import lru_cache
 from typing import Annotated, ClassVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
+from pydantic.networks import validate_email
 
 from shared.envelope import Envelope
 
 SKILL_PATTERN = r"^[a-z][a-z0-9_-]{0,49}$"
+
+
+@lru_cache(maxsize=4096)
+def _checked_email(value: str) -> str:
+    return validate_email(value)[1]
+
+
+EmailAddress = Annotated[str, AfterValidator(_checked_email), WithJsonSchema({"type": "string", "format": "email"})]
+"""An email address, checked and normalised as pydantic's `EmailStr` does it, with the same errors. The check
+takes about 40 µs and every service reads a customer's address again in each event about their tickets
+(it was a tenth of intake's CPU per HTTP request), so the last 4,096 addresses that passed are remembered."""
 
 
 class Payload(BaseModel):
@@ -58,7 +80,7 @@ class Customer(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     id: str | None = Field(default=None, min_length=1, max_length=100)
-    email: EmailStr | None = None
+    email: EmailAddress | None = None
     name: str | None = Field(default=None, max_length=200)
     tier: CustomerTier | None = None
     language: str | None = Field(default=None, max_length=35, description="BCP 47 tag, e.g. `de` or `pt-BR`.")

@@ -11,9 +11,10 @@ from email.errors import MessageError
 from email.message import EmailMessage
 from email.utils import parseaddr
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from services.intake.domain import TICKET_ID_PATTERN, ticket_reference_in
+from shared.events import EmailAddress
 from shared.signing import MESSAGE_ID_DOMAIN
 
 _NOTIFY_THREAD_ROOT = re.compile(rf"<({TICKET_ID_PATTERN})@{re.escape(MESSAGE_ID_DOMAIN)}>")
@@ -43,7 +44,7 @@ class JsonEmail(BaseModel):
 
 
 class _Sender(BaseModel):
-    email: EmailStr
+    email: EmailAddress
 
 
 @dataclass(frozen=True)
