@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, SecretStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.datastructures import Headers
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -274,8 +275,7 @@ class CorrelatedRequests:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = dict(scope["headers"]).get(b"x-correlation-id")
-        with correlated(safe_correlation_id(given.decode("latin-1") if given is not None else None)):
+        with correlated(safe_correlation_id(Headers(scope=scope).get("x-correlation-id"))):
             await self.app(scope, receive, send)
 
 
