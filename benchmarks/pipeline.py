@@ -428,9 +428,10 @@ async def raw_relay(bootstrap: str, count: int, timeout: float) -> Stage:
         for n, topic in enumerate(hops)
     ]
     arrived: dict[str, float] = {}
+    stopping = asyncio.Event()
 
     async def relay(consumer: AIOKafkaConsumer, onward: str | None) -> None:
-        while True:
+        while not stopping.is_set():
             batches = await consumer.getmany(timeout_ms=200, max_records=BATCH_SIZE)
             now = time.perf_counter()
             records = [record for batch in batches.values() for record in batch]
@@ -463,8 +464,9 @@ async def raw_relay(bootstrap: str, count: int, timeout: float) -> Stage:
             await asyncio.sleep(0.05)
         return stage(sent, arrived)
     finally:
-        for task in relays:
-            task.cancel()
+        # Relays finish their round rather than being cancelled: a cancelled `commit()` leaves aiokafka's own
+        # commit task running, to fail unretrieved once its consumer stops.
+        stopping.set()
         await asyncio.gather(*relays, return_exceptions=True)
         for consumer in groups:
             await consumer.stop()
