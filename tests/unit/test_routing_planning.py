@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from services.routing.domain import Agent, EscalationPolicy, RoutingConfig, WaitingTicket
 from services.routing.planning import erlang, forecast, history
+from services.routing.planning import service as planning_service
 from services.routing.planning.requests import SimulationRequest
 from services.routing.planning.service import (
     STALE_AFTER_MS,
@@ -344,7 +345,10 @@ def replica(simulations: FakeSimulations, **limits) -> SimulationJobs:
     return SimulationJobs(uow=uow, config=RoutingConfig(), limits=PlanningLimits(**limits))
 
 
-async def test_a_simulation_runs_as_a_job_any_replica_answers_for_and_can_cancel():
+async def test_a_simulation_runs_as_a_job_any_replica_answers_for_and_can_cancel(monkeypatch):
+    # Heartbeats every 20 ms, so the runner sees the cancellation long before the big job could finish: at
+    # the real 1 s, a fast machine finished it first, and it ended "done".
+    monkeypatch.setattr(planning_service, "HEARTBEAT_SECONDS", 0.02)
     simulations = FakeSimulations()
     runner, other = replica(simulations, max_running=2), replica(simulations)
     small = await runner.submit(SimulationRequest.model_validate(_request()))
