@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 UV_VERSION := 0.13.8
 
-.PHONY: install run test test-unit test-integration lint clean test-programs asyncapi
+.PHONY: install run test test-unit test-integration clean test-programs asyncapi
 
 install: $(VENV)/.installed
 
