@@ -456,21 +456,24 @@ async def test_a_survey_due_in_the_customers_quiet_hours_waits_for_their_end(not
     assert ack["kind"] == "acknowledgement", "urgent messages ignore quiet hours"
 
 
-async def test_past_the_rate_limit_the_non_urgent_messages_come_in_one_digest(notify_harness):
+async def test_past_the_rate_limit_the_non_urgent_messages_come_in_one_digest_per_window(notify_harness):
     h = notify_harness
     address, customer = unique_address(), f"c-{uuid.uuid4().hex[:8]}"
     tickets = [await h.ticket(email=address, customer_id=customer, sla_hours=1) for _ in range(RATE_LIMIT + 2)]
     for ticket_id in tickets:
         await h.publish(topics.TICKETS, TicketSolved(ticket_id=ticket_id, solved_at=utc_now()), ticket_id)
 
-    digest = (await eventually(lambda: [m for m in h.mail.to(address) if "updates from" in m["Subject"]], timeout=RATE_WINDOW_SECONDS * 3))[0]
-    for ticket_id in tickets:  # the watermark: nothing of theirs is left to send
+    await eventually(lambda: [m for m in h.mail.to(address) if "updates from" in m["Subject"]], timeout=RATE_WINDOW_SECONDS * 3)
+    for ticket_id in tickets:  # the watermark: nothing of theirs is left to send (a digest waits on its first ticket)
         await h.all_recorded(ticket_id)
 
     mails = h.mail.to(address)
     surveys = [m for m in mails if "How did we do" in m["Subject"]]
-    assert len(mails) == len(tickets) + len(surveys) + 1
-    text = digest.get_body(("plain",)).get_content()
+    digests = [m for m in mails if "updates from" in m["Subject"]]
+    # Windows are fixed, so solving the tickets can straddle the end of one: its digest, then the next's.
+    assert 1 <= len(digests) <= 2
+    assert len(mails) == len(tickets) + len(surveys) + len(digests)
+    text = "".join(digest.get_body(("plain",)).get_content() for digest in digests)
     assert text.count("How did we do") == len(tickets) - len(surveys) >= 1
     held = [t for t in tickets if f"{t}/csat?score=5" in text]
     assert len(held) == len(tickets) - len(surveys), "each held survey's links are in the digest"
