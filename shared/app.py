@@ -44,6 +44,8 @@ from shared.tracing import kafka_middlewares
 log = logging.getLogger(__name__)
 
 BackgroundJob = Callable[[], Awaitable[None]]
+SCRAPE_REFRESH_TIMEOUT_SECONDS = 5.0
+"""How long `/metrics` waits for each gauge's read: within Prometheus' default scrape timeout (10 s)."""
 HOUSEKEEPING_INTERVAL_SECONDS = 60.0
 
 
@@ -161,11 +163,15 @@ class ServiceKit:
         ensure_indexes: Sequence[Callable[[], Awaitable[None]]] = (),
         background: Sequence[BackgroundJob] = (),
         housekeeping: Sequence[BackgroundJob] = (),
+        before_scrape: Sequence[Callable[[], Awaitable[None]]] = (),
         description: str = "",
         publishes: Mapping[str, Sequence[type]] | None = None,
     ) -> FastAPI:
         """`publishes` (topic -> payload types) documents what the service sends in its AsyncAPI
-        document; by default the service's entry in `shared.contract.PUBLISHES`."""
+        document; by default the service's entry in `shared.contract.PUBLISHES`.
+
+        `before_scrape`: gauges read from the database each time `/metrics` is read, rather than on a
+        timer, so a service that nobody scrapes (the embedded platform) spends nothing on them."""
         background = list(background)
         lag: ConsumerLagMonitor | None = None
         publishes = contract.PUBLISHES.get(self.name, {}) if publishes is None else publishes
@@ -234,10 +240,12 @@ class ServiceKit:
         app.state.asyncapi = asyncapi  # what tools.asyncapi_export writes to deploy/asyncapi/
         install_http_conventions(app, self.metrics, self.settings.max_request_bytes)
         app.include_router(api)
-        app.include_router(self._operations_routes(asyncapi, lag))
+        app.include_router(self._operations_routes(asyncapi, (*before_scrape, *([lag.refresh] if lag else []))))
         return app
 
-    def _operations_routes(self, asyncapi: AsyncAPI, lag: ConsumerLagMonitor | None) -> APIRouter:
+    def _operations_routes(
+        self, asyncapi: AsyncAPI, before_scrape: Sequence[Callable[[], Awaitable[None]]]
+    ) -> APIRouter:
         routes = APIRouter(tags=["operations"])
 
         @routes.get("/health/live")
@@ -258,8 +266,12 @@ class ServiceKit:
         # `response_class=Response` (no media type of its own) keeps the error answers documented as JSON.
         @routes.get("/metrics", response_class=Response, responses=_text("text/plain", "Prometheus text format"))
         async def metrics() -> Response:
-            if lag is not None:
-                await lag.refresh()
+            for refresh in before_scrape:
+                try:
+                    async with asyncio.timeout(SCRAPE_REFRESH_TIMEOUT_SECONDS):
+                        await refresh()
+                except Exception as error:  # MongoDB down: the gauges keep their last values, as Kafka's lag does
+                    log.warning("could not refresh gauges for /metrics: %s: %s", type(error).__name__, error)
             return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
 
         @routes.get("/docs/asyncapi", response_class=Response, responses=_text("text/html", "the AsyncAPI page"))

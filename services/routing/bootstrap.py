@@ -53,7 +53,6 @@ class RoutingUseCases:
             lease,
             interval_seconds,
             chores=(self.offers.expire_offers, self.offers.revisit_declined, self.escalation.escalate),
-            after_chores=self.views.refresh_gauges,
         )
 
 
@@ -119,4 +118,5 @@ def build_app(settings: RoutingSettings | None = None) -> FastAPI:
         ensure_indexes=[stored.agents.ensure_indexes, stored.tickets.ensure_indexes, stored.tickets.seed_queue_depth,
                         stored.planning.ensure_indexes],
         background=[dispatcher],
+        before_scrape=[routing.views.refresh_gauges],
     )
