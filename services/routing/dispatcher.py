@@ -33,6 +33,7 @@ from services.routing.publishing import TicketPublisher
 from services.routing.repository import RoutingTransaction
 from shared.clock import from_ms, to_ms, utc_now
 from shared.mongo import Lease, UnitOfWork
+from shared.wakeup import IdleBackoff
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,9 @@ DEBOUNCE_SECONDS = 0.02
 MISSING_TICKET_RETRIES = 5
 AGENT_SCAN_LIMIT = 2000
 """Waiting tickets read, in queue order, to find what an agent with room can take."""
+
+IDLE_BACKOFF = 4
+"""With nothing queued, the chores' look waits up to this many intervals (8 s by default)."""
 
 Chore = Callable[[], Awaitable[object]]
 
@@ -71,18 +75,21 @@ class Dispatcher:
             self._dirty_agents.add(agent_id)
         self._wake.set()
 
-    async def run(
-        self, lease: Lease, interval_seconds: float, *, chores: Sequence[Chore], after_chores: Chore
-    ) -> None:
+    async def run(self, lease: Lease, interval_seconds: float, *, chores: Sequence[Chore]) -> None:
         """Drain when woken; every interval, on the lease holder, first the `chores`, then a sweep of the
-        queue's head; `after_chores` every interval on every replica (the gauges).
+        queue's head.
 
         With no ticket waiting or offered there is nothing for the chores or the sweep, so the lease
-        is not even claimed: an idle routing service costs a few reads an interval, no transaction."""
+        is not even claimed, and each look that finds nothing waits one interval longer for the next,
+        up to `IDLE_BACKOFF` intervals (what a replica that died left queued waits that long at most);
+        a look that finds something, or a wake in this process, brings it back to one. An idle
+        routing service costs two indexed reads every `IDLE_BACKOFF` intervals, no transaction."""
         last_chores = 0.0
+        chores_wait = interval_seconds
+        backoff = IdleBackoff(interval_seconds, IDLE_BACKOFF)
         loop = asyncio.get_running_loop()
         while True:
-            timeout = max(0.0, interval_seconds - (loop.time() - last_chores))
+            timeout = max(0.0, chores_wait - (loop.time() - last_chores))
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout)
                 woken = True
@@ -95,11 +102,13 @@ class Dispatcher:
                 if woken:
                     await asyncio.sleep(DEBOUNCE_SECONDS)  # let a burst of commits land, then serve them together
                     self._wake.clear()
-                chores_due = loop.time() - last_chores >= interval_seconds
+                    chores_wait = backoff.next_wait(found_work=True)
                 leader = False
-                if chores_due:
+                if loop.time() - last_chores >= chores_wait:
                     last_chores = loop.time()
-                    leader = await self._uow.reads.tickets.any_waiting_or_offered() and await lease.acquire()
+                    queued = await self._uow.reads.tickets.any_waiting_or_offered()
+                    chores_wait = backoff.next_wait(found_work=queued)
+                    leader = queued and await lease.acquire()
                     if leader:
                         for chore in chores:
                             await chore()
@@ -107,8 +116,6 @@ class Dispatcher:
                     tickets, agents = self._dirty_tickets, self._dirty_agents
                     self._dirty_tickets, self._dirty_agents = set(), set()
                     await self.drain(ticket_ids=tickets, agent_ids=agents, sweep=leader)
-                if chores_due:
-                    await after_chores()
             except asyncio.CancelledError:
                 raise
             except Exception:
