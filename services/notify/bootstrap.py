@@ -86,4 +86,5 @@ def build_app(settings: NotifySettings | None = None) -> FastAPI:
         prefetch=notifications.prefetch,
         ensure_indexes=[store.deliveries.ensure_indexes],
         background=[notifications.run_sender],
+        housekeeping=[notifications.look_for_dead_letters],
     )

@@ -67,6 +67,7 @@ from shared.wakeup import IdleBackoff, Wakeup
 log = logging.getLogger(__name__)
 
 SEND_BATCH = 20
+DEAD_LETTER_BATCH = 50
 IDLE_BACKOFF = 8
 """An idle sender looks again after one poll interval, then two, … up to this many (4 s by default). What
 this replica plans wakes it at once, so only another replica's leftovers and scheduled retries wait."""
@@ -155,8 +156,11 @@ class Notifications:
         self._dead_letters = dead_letters
         self._dead_letter_lease = dead_letter_lease
         self._replica = replica
-        self._sender_wakeup = Wakeup()
         """Names this replica's claims; the same after a restart (host and port, not process id)."""
+        self._sender_wakeup = Wakeup()
+        self._dead_letters_owed = True
+        """Whether a failed delivery may be waiting for the DLQ: at start, after this replica gives one up,
+        and at each housekeeping round (for one that another replica gave up and died before parking)."""
 
     # --- deciding ------------------------------------------------------------------------------
 
@@ -353,7 +357,7 @@ class Notifications:
                         await self._release_claims("took back %d deliveries claimed before this replica restarted")
                         took_back = True
                     claimed = await self.send_due()
-                    await self.relay_dead_letters()
+                    await self._relay_dead_letters_if_owed()
                 except Exception:
                     log.exception("sending notifications failed; retrying")
                     claimed = 0
@@ -439,7 +443,28 @@ class Notifications:
             return None
         if failed is not None:
             tx.publish(topics.NOTIFICATIONS, failed)
+            tx.on_commit(self._owe_dead_letters)
         return delivery
+
+    def _owe_dead_letters(self) -> None:
+        """The next sender round parks what failed for good: rounds do not look every time."""
+        self._dead_letters_owed = True
+        self._sender_wakeup.set()
+
+    async def look_for_dead_letters(self) -> None:
+        """Housekeeping: what another replica gave up, and died before parking, is parked too."""
+        self._owe_dead_letters()
+
+    async def _relay_dead_letters_if_owed(self) -> None:
+        if not self._dead_letters_owed:
+            return
+        self._dead_letters_owed = False
+        try:
+            if await self.relay_dead_letters() == DEAD_LETTER_BATCH:
+                self._dead_letters_owed = True  # more may be waiting
+        except BaseException:
+            self._dead_letters_owed = True
+            raise
 
     async def relay_dead_letters(self) -> int:
         """Failed deliveries go to `support.notifications.v1.dlq` with the reason and attempts in headers.
@@ -453,7 +478,7 @@ class Notifications:
             return 0
         if self._dead_letter_lease is not None and not await self._dead_letter_lease.acquire():
             return 0
-        rows = await self._uow.run(lambda tx: tx.deliveries.unpublished_dead_letters(50))
+        rows = await self._uow.run(lambda tx: tx.deliveries.unpublished_dead_letters(DEAD_LETTER_BATCH))
         for row in rows:
             await self._dead_letters.park(
                 row.value.encode(),
