@@ -26,7 +26,7 @@ from aiokafka import AIOKafkaConsumer
 
 from benchmarks.pipeline import IDLE_TARGET_MS_PER_SECOND, cpu_snapshot, cpu_used
 from shared import topics
-from shared.consumer import FETCH_MAX_WAIT_MS, HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS
+from shared.consumer import CONSUMER_TIMEOUT_MS, FETCH_MAX_WAIT_MS, HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS
 from shared.launcher.platform import SERVICES, Platform, Ports, embedded_environ
 
 FLOOR_TOPICS = (topics.TICKETS, topics.ROUTING, topics.SLA, topics.NOTIFICATIONS)  # insights' four
@@ -40,6 +40,7 @@ async def measure(platform: Platform, settle: float, seconds: float) -> tuple[di
         group_id=f"idle-floor-{uuid.uuid4().hex[:8]}",
         enable_auto_commit=False,
         fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+        consumer_timeout_ms=CONSUMER_TIMEOUT_MS,
         session_timeout_ms=SESSION_TIMEOUT_MS,
         heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
         auto_offset_reset="latest",
