@@ -9,8 +9,10 @@
   Overdue clocks (the service was down) are in the first window read and fire at once.
 - One replica at a time runs the timers (a lease); a standby takes over when the lease expires.
   The lease is held only while a clock fires within the horizon: an idle service checks for one
-  with an indexed read now and then and renews nothing, and a clock this process writes that
-  fires soon makes it claim the lease at once.
+  with an indexed read and renews nothing, and a clock this process writes that fires soon makes it
+  claim the lease at once. The check runs every third of the lease term, and backs off to the whole
+  term while it keeps finding nothing: a clock that another replica wrote and left when it died is
+  still seen before that replica's lease has expired, so a standby takes over as soon as before.
   Independently of the lease, firing is a conditional update of the clock on the version the
   timer was scheduled for, in the same transaction as the outbox write of its event: a firing
   that lost a race, or a timer made stale by a newer change, writes nothing and publishes nothing.
@@ -30,7 +32,7 @@ from shared import topics
 from shared.clock import now_ms
 from shared.envelope import new_event
 from shared.mongo import Lease, UnitOfWork
-from shared.wakeup import Wakeup
+from shared.wakeup import IdleBackoff, Wakeup
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +135,7 @@ class Timers:
         self._now = clock
         self.horizon = NearHorizon()
         self._wakeup = Wakeup()
+        self._idle_checks = IdleBackoff(settings.lease_seconds / 3, max_polls=3)
         self._holding = False
         self._lease_due = 0.0
 
@@ -153,20 +156,33 @@ class Timers:
         """Whether the lease is worth holding: a timer loaded, or a clock due within the horizon."""
         return len(self.horizon) > 0 or bool(await self._uow.reads.clocks.due_before(self._horizon_end(), 1))
 
+    async def check_lease(self, now: float) -> bool:
+        """Hold the lease while a clock fires within the horizon, and say when to check again (`lease_due`):
+        a third of the term later, backing off to the whole term while there is nothing to fire.
+        True when this process has just taken the lease, so the horizon must be loaded."""
+        worth_holding = await self._anything_to_fire()
+        holding = worth_holding and await self._lease.acquire()
+        self._lease_due = now + self._idle_checks.next_wait(found_work=worth_holding)
+        taken = holding and not self._holding
+        if taken:
+            log.info("holding the SLA timer lease; loading the horizon")
+        if not holding:
+            self.horizon.clear()
+        self._holding = holding
+        return taken
+
+    @property
+    def lease_due(self) -> float:
+        """When, on the monotonic clock, the lease is next checked; 0 is at once."""
+        return self._lease_due
+
     async def run(self) -> None:
         reload_due = gauge_due = 0.0
         while True:
             try:
                 now = time.monotonic()
-                if now >= self._lease_due:
-                    holding = await self._anything_to_fire() and await self._lease.acquire()
-                    self._lease_due = now + self._settings.lease_seconds / 3
-                    if holding and not self._holding:
-                        log.info("holding the SLA timer lease; loading the horizon")
-                        reload_due = 0.0
-                    if not holding:
-                        self.horizon.clear()
-                    self._holding = holding
+                if now >= self._lease_due and await self.check_lease(now):
+                    reload_due = 0.0
                 if now >= gauge_due:
                     gauge_due = now + self._settings.live_gauge_seconds
                     self._metrics.live_clocks.set(await self._uow.reads.clocks.count_live())

@@ -11,7 +11,7 @@ from services.sla.domain import Clock, Metric, SlaRules, TicketRecord
 from services.sla.metrics import SlaMetrics
 from services.sla.policy import load_policies
 from services.sla.service import Sla
-from services.sla.timers import Timers
+from services.sla.timers import Timers, TimerSettings
 from shared.clock import to_ms, utc_now
 from shared.consumer import RejectedEvent
 from shared.envelope import new_event
@@ -76,6 +76,11 @@ class FakeClocks:
 
     def add_live_later(self, delta: int) -> None:
         self._store.live += delta
+
+    async def due_before(self, until_ms: int, limit: int) -> list[tuple[int, str, int]]:
+        due = [(clock.next_fire_ms, clock.id, clock.version) for clock in self._store.clocks.values()
+               if clock.next_fire_ms is not None and clock.next_fire_ms <= until_ms]
+        return sorted(due)[:limit]
 
     async def save_clocks(self, clocks: list[Clock]) -> list[Clock] | None:
         if any(self._version(clock) != clock.version for clock in clocks):
@@ -187,6 +192,37 @@ async def test_a_target_passed_without_a_reply_is_announced_as_breached_by_the_t
 
     assert published(uow)[2:] == [("breached", "first_reply")]
     assert store.clocks[clock.id].breached and store.clocks[clock.id].version == clock.version + 1
+
+
+class AlwaysFreeLease:
+    def __init__(self) -> None:
+        self.claims = 0
+
+    async def acquire(self) -> bool:
+        self.claims += 1
+        return True
+
+
+async def test_an_idle_timer_checks_less_often_up_to_the_lease_term_and_a_clock_due_soon_takes_the_lease_at_once(
+    uow, sla, store, metrics
+):
+    lease = AlwaysFreeLease()
+    timers = Timers(uow, sla.rules, lease=lease, metrics=metrics, source="switchboard/sla",
+                    settings=TimerSettings(lease_seconds=6.0, horizon_seconds=86_400.0), clock=lambda: to_ms(NOW))
+
+    waits = []
+    for _ in range(5):
+        before = timers.lease_due
+        assert await timers.check_lease(before) is False
+        waits.append(timers.lease_due - before)
+    assert waits == [2.0, 4.0, 6.0, 6.0, 6.0] and lease.claims == 0
+
+    await consume(uow, sla, created())  # its first-reply warning is due within the day's horizon
+    timers.offer(store.clocks[f"{TICKET}:first_reply"])
+    assert timers.lease_due == 0.0
+
+    assert await timers.check_lease(100.0) is True
+    assert lease.claims == 1 and timers.lease_due == 102.0  # held: renewed every third of the term
 
 
 GHOST = "TKT-never-created"
