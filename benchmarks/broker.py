@@ -24,6 +24,7 @@ from shared.launcher.servers import (
     broker_command,
     broker_environment,
     broker_storage_command,
+    broker_storage_environment,
     free_port,
     listening,
     stop_process,
@@ -55,7 +56,10 @@ def broker(engine: str, workdir: Path) -> Iterator[tuple[str, dict[str, int]]]:
             storage_port = free_port()
             keys = ("benchmark", "benchmark-secret")
             storage = subprocess.Popen(
-                broker_storage_command(workdir, storage_port, *keys), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+                broker_storage_command(workdir, storage_port, *keys),
+                env=env | broker_storage_environment(),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.STDOUT,
             )
             processes.append(storage)
             wait_listening(storage_port, processes)

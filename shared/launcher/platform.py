@@ -23,6 +23,7 @@ from shared.launcher.servers import (
     broker_command,
     broker_environment,
     broker_storage_command,
+    broker_storage_environment,
     free_port,
     listening,
     mongo_wire_command,
@@ -176,7 +177,9 @@ class Platform:
         if self.kafka_embedded:
             keys = (self._secret("BROKER_STORAGE_ACCESS_KEY"), self._secret("BROKER_STORAGE_SECRET_KEY"))
             self._spawn(
-                "broker_storage", broker_storage_command(self.data_dir / "broker", self.ports.broker_storage, *keys)
+                "broker_storage",
+                broker_storage_command(self.data_dir / "broker", self.ports.broker_storage, *keys),
+                env={**self.environ, **broker_storage_environment()},
             )
             self._wait_for_port("broker_storage", self.ports.broker_storage)
             self._spawn(

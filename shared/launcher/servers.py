@@ -130,6 +130,15 @@ def broker_storage_command(root: Path, port: int, access_key: str, secret_key: s
     ]
 
 
+def broker_storage_environment() -> dict[str, str]:
+    """SeaweedFS runs on one Go processor. Its work is many small requests from one broker; with a
+    processor per core, Go's scheduler spends it waking and parking threads (under load, about a fifth
+    of a `perf` profile of it was the kernel switching threads and putting them to sleep). Measured with
+    `benchmarks.pipeline` and `benchmarks.idle`, alternating with the default: its CPU per ticket
+    0.84-0.94x in three pairs, idle 0.77x and 0.88x, the broker's own latency unchanged."""
+    return {"GOMAXPROCS": "1"}
+
+
 def broker_command(port: int) -> list[str]:
     """The Tansu broker on `port`, with its log, topics and committed offsets in the S3 bucket that
     `broker_environment` points at."""
@@ -141,11 +150,13 @@ def broker_command(port: int) -> list[str]:
 
 
 def broker_environment(storage_port: int, access_key: str, secret_key: str) -> dict[str, str]:
-    """How Tansu reaches its storage (the AWS SDK's variables, pointed at the local S3 endpoint), and its
-    log level: at debug Tansu logs every record it is sent, personal data included, so it runs at warn
-    whatever RUST_LOG the shell has."""
+    """How Tansu reaches its storage (the AWS SDK's variables, pointed at the local S3 endpoint), its
+    log level (at debug Tansu logs every record it is sent, personal data included, so it runs at warn
+    whatever RUST_LOG the shell has), and one runtime thread rather than one per core: its idle CPU
+    0.83x in two rounds of `benchmarks.idle`, the same CPU per ticket and raw relay rate under load."""
     return {
         "RUST_LOG": "warn",
+        "TOKIO_WORKER_THREADS": "1",
         "AWS_ENDPOINT": f"http://127.0.0.1:{storage_port}",
         "AWS_ALLOW_HTTP": "true",
         "AWS_ACCESS_KEY_ID": access_key,
