@@ -399,8 +399,8 @@ def serve(app: FastAPI, settings: ServiceSettings) -> None:
 
 def _out_of_the_collectors_sight() -> None:
     """What the service has built by now (modules, models, templates, rules) lives as long as the
-    process, yet each of Python's full collections walked all of it again: about 120,000 objects, up
-    to 0.1 s a time under a burst. Frozen (`gc.freeze`), they are no longer walked: 10,000-30,000
+    process, yet each of Python's full collections walked all of it again: about 120,000 objects,
+    about 0.1 s a time under a burst. Frozen (`gc.freeze`), they are no longer walked: 10,000-30,000
     objects are left, and a full collection takes about a third as long. What the service allocates
     from now on is collected as before. (`benchmarks.pipeline`, two pairs: the five services' time
     in the collector over the run 549 and 587 ms, against 1,560 and 711.)"""
