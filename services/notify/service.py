@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -143,7 +143,8 @@ class Notifications:
     ) -> None:
         self._uow = uow
         self._outcomes = GroupCommit(uow, prefetch=_load_deliveries)
-        """The records of sends that returned while a transaction was open, reading their deliveries in one query."""
+        """The sender's transactions: the records of sends that returned while one was open, and the next
+        claim, share the next one, which reads the records' deliveries in one query."""
         self._source = source
         self._rules = rules
         self._render = render
@@ -380,7 +381,7 @@ class Notifications:
 
     async def send_due(self) -> int:
         """Claim what is due (one transaction), then send each and record its outcome as soon as that send
-        returns; returns how many were claimed.
+        returns; returns how many were claimed, over as many rounds as found a full batch.
 
         The record is one conditional update of that delivery (with its event), so a crash repeats only
         the sends whose record had not landed yet: at most one repeat per delivery, never a whole batch.
@@ -391,9 +392,35 @@ class Notifications:
         """
         if not await self._uow.reads.deliveries.any_due(to_ms(utc_now())):
             return 0
-        claimed = await self._uow.run(self._claim_due)
-        await asyncio.gather(*(self._send_and_record(delivery) for delivery in claimed))
-        return len(claimed)
+        claimed = await self._outcomes.run(self._claim_due)
+        total = 0
+        while claimed:
+            total += len(claimed)
+            claimed = await self._send_round(claimed)
+        return total
+
+    async def _send_round(self, claimed: list[Delivery]) -> list[Delivery]:
+        """Sends `claimed`, each recorded as it returns; the next batch, if this one was full.
+
+        That claim waits for every send of this round to return, and so joins the transaction of the
+        records still waiting: one turn of the lock for both, which under a consumer's backlog is the
+        difference between one wait behind its batch and two. The next round's sends start only once
+        all of this round's are recorded, so never more than SEND_BATCH are sent and unrecorded.
+        """
+        async with asyncio.TaskGroup() as group:
+            attempts = [group.create_task(self._attempt(delivery)) for delivery in claimed]
+            for attempt in attempts:
+                group.create_task(self._record_when_sent(attempt))
+            await asyncio.wait(attempts)
+            return await self._claim_next() if len(claimed) == SEND_BATCH else []
+
+    async def _claim_next(self) -> list[Delivery]:
+        """A failed claim must not cancel the records in flight beside it: the next poll claims again."""
+        try:
+            return await self._outcomes.run(self._claim_due)
+        except Exception:
+            log.exception("claiming due deliveries failed; retrying at the next poll")
+            return []
 
     async def _claim_due(self, tx: NotifyTransaction) -> list[Delivery]:
         now = utc_now()
@@ -401,9 +428,8 @@ class Notifications:
             to_ms(now), to_ms(now + self._limits.claim_ttl), SEND_BATCH, replica=self._replica
         )
 
-    async def _send_and_record(self, delivery: Delivery) -> None:
-        attempt = await self._attempt(delivery)
-        if (recorded := await self._record_outcome(attempt)) is not None:
+    async def _record_when_sent(self, sending: Awaitable[Attempt]) -> None:
+        if (recorded := await self._record_outcome(await sending)) is not None:
             self._metrics.count(recorded)
             _log_outcome(recorded)
 

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
 
+import asyncio
+
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -13,7 +15,7 @@ from services.notify.domain import Delivery, DeliveryState, QuietHours, RetryPol
 from services.notify.planner import AgentContact, PlanConfig, Preferences, TicketView
 from services.notify.repository import DeadLetter
 from services.notify.rules import load_rules
-from services.notify.service import Notifications, NotifyMetrics
+from services.notify.service import SEND_BATCH, Notifications, NotifyMetrics
 from services.notify.templates import Templates
 from shared import topics
 from shared.clock import to_ms, utc_now
@@ -378,6 +380,34 @@ async def test_what_is_due_is_claimed_sent_and_recorded_as_caused_by_its_event(u
     assert store.deliveries[delivery.id].state is DeliveryState.SENT
     (announced,) = uow.events_of_type("support.notification.sent.v1")
     assert (announced.correlationid, announced.causationid) == (assigned.correlationid, str(assigned.id))
+    assert await notifications.send_due() == 0, "nothing is sent twice"
+
+
+async def test_a_backlog_goes_out_in_one_call_with_never_more_than_a_batch_sent_and_unrecorded(
+    uow, notifications, store, sender
+):
+    """A full round claims the next batch while its own records wait, and the next round's sends start only
+    once those records are stored: what a crash could repeat stays within one batch."""
+    store.contacts["agent-7"] = AgentContact(email="bo@example.com", name="Bo")
+    backlog = 2 * SEND_BATCH + 5
+    for number in range(backlog):
+        await consume(uow, notifications, TicketAssigned(ticket_id=f"TKT-{number}", agent_id="agent-7",
+                                                         reason="best match", assigned_at=utc_now()))
+    unrecorded_at_each_send = []
+    take = sender.send
+
+    async def send_after_a_turn(delivery: Delivery) -> None:
+        await asyncio.sleep(0)  # the records of sends that already returned get their turn
+        unrecorded_at_each_send.append(sum(store.deliveries[sent.id].state is DeliveryState.PENDING for sent in sender.sent))
+        await take(delivery)
+
+    sender.send = send_after_a_turn
+
+    assert await notifications.send_due() == backlog
+
+    assert sorted(delivery.ticket_id for delivery in sender.sent) == sorted(f"TKT-{number}" for number in range(backlog))
+    assert all(delivery.state is DeliveryState.SENT for delivery in of_kind(store, "assignment"))
+    assert max(unrecorded_at_each_send) < SEND_BATCH
     assert await notifications.send_due() == 0, "nothing is sent twice"
 
 
