@@ -167,9 +167,14 @@ class ServiceKit:
         before_scrape: Sequence[Callable[[], Awaitable[None]]] = (),
         description: str = "",
         publishes: Mapping[str, Sequence[type]] | None = None,
+        idempotent_handlers: bool = False,
     ) -> FastAPI:
         """`publishes` (topic -> payload types) documents what the service sends in its AsyncAPI
         document; by default the service's entry in `shared.contract.PUBLISHES`.
+
+        `idempotent_handlers`: an event handled again changes nothing (insights' fold), so the
+        consumer keeps no inbox, which is most of the documents such a service would write per event.
+        The inbox's purge still runs: it removes what an earlier version recorded.
 
         `before_scrape`: gauges read from the database each time `/metrics` is read, rather than on a
         timer, so a service that nobody scrapes (the embedded platform) spends nothing on them."""
@@ -183,7 +188,7 @@ class ServiceKit:
                 subscriptions,
                 group=self.consumer_group,
                 uow=self.uow,
-                inbox=self.inbox,
+                inbox=None if idempotent_handlers else self.inbox,
                 broker=self.broker,
                 dead_letters=self.dead_letters,
                 metrics=self.metrics,

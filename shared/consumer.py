@@ -3,7 +3,8 @@
 - Records are read in either CloudEvents content mode (`shared.kafka_binding`).
 - Each batch is applied in one MongoDB transaction, with the `source` and `id` of the events it
   processed recorded in the service's inbox, so a redelivered event is skipped and offsets are
-  committed once per batch.
+  committed once per batch. A service whose handlers are idempotent by design (a read model
+  folded as sets and maxima) keeps no inbox: a redelivered event changes nothing there anyway.
 - Before the handlers, the service's `Prefetch` reads what the batch needs with one query per
   collection, so a batch costs a few round trips whatever its size.
 - If the batch fails, its events are retried one by one with backoff, so one poison message
@@ -124,7 +125,7 @@ class EventConsumer:
     """One Kafka consumer per service, across all the topics it subscribes to.
 
     A single consumer per consumer group means a service's own subscriptions never trigger
-    rebalances of one another.
+    rebalances of one another. With no `inbox`, the handlers must be idempotent by design.
     """
 
     def __init__(
@@ -133,7 +134,7 @@ class EventConsumer:
         *,
         group: str,
         uow: UnitOfWork,
-        inbox: Inbox,
+        inbox: Inbox | None,
         broker: KafkaBroker,
         dead_letters: DeadLetters,
         metrics: PlatformMetrics,
@@ -212,7 +213,11 @@ class EventConsumer:
                 await self._apply_alone(record, event)
 
     async def _apply(self, transaction: Transaction, batch: Sequence[tuple[ConsumerRecord, Envelope]]) -> None:
-        fresh = await self._inbox.unseen(transaction, self._group, [event for _, event in batch])
+        events = [event for _, event in batch]
+        if self._inbox is None:
+            fresh = list({event_key(event): event for event in events}.values())
+        else:
+            fresh = await self._inbox.unseen(transaction, self._group, events)
         fresh_keys = {event_key(event) for event in fresh}
         if fresh and self._prefetch is not None:
             await self._prefetch(transaction, fresh)

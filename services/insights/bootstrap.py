@@ -1,4 +1,6 @@
-"""Composition root: wires insights' use cases to the platform kit. A read model: it publishes nothing."""
+"""Composition root: wires insights' use cases to the platform kit.
+
+A read model: it publishes nothing, and its fold is idempotent, so it keeps no inbox."""
 
 from fastapi import FastAPI
 
@@ -26,5 +28,6 @@ def build_app(settings: InsightsSettings | None = None) -> FastAPI:
         ),
         subscriptions=[Subscription(topic, insights.handlers(topic)) for topic in SUBSCRIBED],
         prefetch=insights.prefetch,
+        idempotent_handlers=True,
         ensure_indexes=[kit.uow.reads.facts.ensure_indexes],
     )
