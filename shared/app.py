@@ -242,7 +242,7 @@ class ServiceKit:
             responses=problem_answers(413),  # BodySizeLimit guards every route
         )
         app.state.service_name = self.name
-        asyncapi = self.asyncapi(description, subscriptions, publishes)
+        asyncapi = self.asyncapi(description, subscriptions, publishes, idempotent_handlers)
         app.state.asyncapi = asyncapi  # what tools.asyncapi_export writes to deploy/asyncapi/
         install_http_conventions(app, self.metrics, self.settings.max_request_bytes)
         app.include_router(api)
@@ -295,6 +295,7 @@ class ServiceKit:
         description: str,
         subscriptions: Sequence[Subscription],
         publishes: Mapping[str, Sequence[type]],
+        idempotent_handlers: bool = False,
     ) -> AsyncAPI:
         """The service's event contract: each topic it consumes (with the event types it handles) and
         each it publishes, with CloudEvents envelope schemas per event type.
@@ -304,6 +305,7 @@ class ServiceKit:
         outbox publishes without declared publishers.
         """
         docs = KafkaBroker(self.settings.kafka_bootstrap_servers, client_id=f"switchboard-{self.name}")
+        seen_again = "is applied again and changes nothing" if idempotent_handlers else "is a duplicate and is skipped"
         for subscription in subscriptions:
             payloads = tuple(subscription.handlers)
             schema = contract.message_schema(payloads)
@@ -320,7 +322,7 @@ class ServiceKit:
                 + "; other types are ignored. It reads CloudEvents in either Kafka content mode: structured (the "
                 "whole event as the value, `content-type: application/cloudevents+json`) or binary (`data` as the value, "
                 "the other attributes in `ce_` headers). `specversion`, `id`, `source` and `type` are required; an event "
-                "with the `source` and `id` of one processed before is a duplicate and is skipped. Messages it cannot "
+                f"with the `source` and `id` of one processed before {seen_again}. Messages it cannot "
                 f"process go to {topics.dead_letter(subscription.topic)}, whole, with the reason in `dlq-*` headers.",
             )(handle)
         for topic, payloads in publishes.items():

@@ -8,7 +8,8 @@ Each message goes back as it first came: its value, its key (so an entity's orde
 own headers, byte for byte, without the `dlq-*` headers parking added, to the topic in its
 `dlq-original-topic` header, marked with one `dlq-replayed-from` header (`<dlq>/<partition>/<offset>`).
 Replaying is safe: every consumer group of the topic receives it again, and those that had
-processed the event drop it through their inbox; only the group that failed does the work.
+processed the event drop it through their inbox (insights, which keeps none, folds it again, which
+changes nothing); only the group that failed does the work.
 
 Progress is kept as the committed offsets of the consumer group `--group` (default
 `switchboard-dlq-replay`), so a second run replays only what was dead-lettered since. The replay

@@ -55,7 +55,7 @@ class OutboxRelay:
 
     One replica relays at a time (a lease), which keeps each entity's events in order. Delivery
     is at-least-once: a crash between publishing and marking re-sends the same event ids, which
-    consumers drop through their inbox.
+    consumers drop through their inbox (or, for idempotent handlers, apply again to no effect).
 
     Events are stored in the JSON event format and sent in `content_mode` (structured by default).
 
