@@ -48,6 +48,11 @@ BackgroundJob = Callable[[], Awaitable[None]]
 SCRAPE_REFRESH_TIMEOUT_SECONDS = 5.0
 """How long `/metrics` waits for each gauge's read: within Prometheus' default scrape timeout (10 s)."""
 HOUSEKEEPING_INTERVAL_SECONDS = 60.0
+PRODUCER_BATCH_BYTES = 256 * 1024
+"""The most a relay puts in one record batch per partition (aiokafka's default is 16 KiB). It binds only
+when events queue up: a burst's outbox round then goes out as a few batches instead of one per 16 KiB,
+and the embedded broker writes, lists and reads every batch as an object of its own. Well under the 1 MiB
+a consumer fetches per partition (`max_partition_fetch_bytes`), so every batch fits one fetch."""
 
 
 class Liveness(BaseModel):
@@ -89,6 +94,7 @@ class ServiceKit:
         broker = KafkaBroker(
             settings.kafka_bootstrap_servers,
             client_id=f"switchboard-{name}",
+            max_batch_size=PRODUCER_BATCH_BYTES,
             middlewares=[*tracing, KafkaPrometheusMiddleware(registry=registry, app_name=f"switchboard-{name}")],
             logger=logging.getLogger(f"switchboard.{name}.kafka"),
         )
