@@ -3,8 +3,9 @@
 - Records are read in either CloudEvents content mode (`shared.kafka_binding`).
 - Each batch is applied in one MongoDB transaction, with the `source` and `id` of the events it
   processed recorded in the service's inbox, so a redelivered event is skipped and offsets are
-  committed once per batch, for the partitions it read. A service whose handlers are idempotent by design (a read model
-  folded as sets and maxima) keeps no inbox: a redelivered event changes nothing there anyway.
+  committed once per batch, for the partitions it read. A service whose handlers are idempotent by
+  design (a read model folded as sets and maxima) keeps no inbox: a redelivered event changes
+  nothing there anyway.
 - Before the handlers, the service's `Prefetch` reads what the batch needs with one query per
   collection, so a batch costs a few round trips whatever its size.
 - If the batch fails, its events are retried one by one with backoff, so one poison message
@@ -178,9 +179,9 @@ class EventConsumer:
         async def on_batch(message: KafkaMessage) -> None:
             try:
                 await self.consume(message.raw_message)
-            except BaseException:
+            except Exception:
                 await message.nack()  # back to each partition's first record of the batch: redelivered
-                raise
+                raise  # (a cancelled batch, the service stopping, is redelivered from the last commit anyway)
             consumer = message.consumer
             await consumer.commit(offsets_after(message.raw_message, still_assigned=consumer.assignment()))
 
