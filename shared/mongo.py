@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import fcntl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
 
@@ -40,6 +41,55 @@ T = TypeVar("T")
 
 
 WriteModel = InsertOne | UpdateOne | UpdateMany | ReplaceOne | DeleteOne
+COMBINABLE = frozenset({"$set", "$inc", "$setOnInsert"})
+
+
+def combined_update(earlier: dict, later: dict) -> dict | None:
+    """One update with the effect of the upsert `earlier` then the upsert `later` of the same `_id`; None
+    when they do not make one (an operator other than `$set`, `$inc` and `$setOnInsert`, or two paths that
+    overlap under different operators, or one inside the other).
+
+    After `earlier` the document exists, so `later`'s `$setOnInsert` does nothing; its `$set` overrides,
+    and its `$inc` adds to, what `earlier` wrote to the same path."""
+    if not (earlier.keys() | later.keys()) <= COMBINABLE:
+        return None
+    for operator, fields in later.items():
+        if operator == "$setOnInsert":
+            continue
+        for path in fields:
+            for earlier_operator, earlier_fields in earlier.items():
+                for earlier_path in earlier_fields:
+                    same = path == earlier_path and (
+                        earlier_operator == operator or (earlier_operator, operator) == ("$setOnInsert", "$set")
+                    )
+                    if not same and _overlap(path, earlier_path):
+                        return None
+    combined = {operator: dict(fields) for operator, fields in earlier.items()}
+    for path, value in later.get("$set", {}).items():
+        combined.setdefault("$set", {})[path] = value
+        combined.get("$setOnInsert", {}).pop(path, None)
+    for path, value in later.get("$inc", {}).items():
+        increments = combined.setdefault("$inc", {})
+        increments[path] = increments.get(path, 0) + value
+    return {operator: fields for operator, fields in combined.items() if fields}
+
+
+def _overlap(path: str, other: str) -> bool:
+    return path == other or path.startswith(other + ".") or other.startswith(path + ".")
+
+
+@dataclass
+class _Upsert:
+    """A queued upsert of one `_id` that later upserts of it in the same transaction fold into."""
+
+    document_id: object
+    update: dict | None = None
+    replacement: dict | None = None
+
+    def operation(self) -> WriteModel:
+        if self.replacement is not None:
+            return ReplaceOne({"_id": self.document_id}, self.replacement, upsert=True)
+        return UpdateOne({"_id": self.document_id}, self.update, upsert=True)
 
 
 class Transaction:
@@ -50,6 +100,9 @@ class Transaction:
     - `write_later` queues a write whose result the use case does not need; all queued writes go
       out as one ordered bulk write per collection, before the outbox, when the work is done, or
       earlier at `flush`. A use case that reads a collection it queued writes to calls `flush` first.
+      `upsert_later` and `replace_later` queue an upsert by `_id` that folds into the one queued for
+      the same document, if they combine: a batch's events often touch the same document, and each
+      write costs the embedded server far more than the merging costs here.
     - `cache` is a plain dict that lives as long as the transaction: a batch's prefetch fills it
       (one query per collection), and the repositories that read through it keep it up to date
       when they write.
@@ -65,16 +118,44 @@ class Transaction:
         self.events: list[tuple[str, Envelope]] = []
         self.committed: list[Callable[[], None]] = []
         self.cache: dict = {}
-        self._queued: dict[str, list[WriteModel]] = {}
+        self._queued: dict[str, list[WriteModel | _Upsert]] = {}
+        self._foldable: dict[str, dict[object, _Upsert]] = {}
+        """By collection and `_id`: the queued upserts that a later one may fold into, none queued after
+        them by `write_later` (which it would otherwise overtake)."""
 
     def write_later(self, collection: str, *operations: WriteModel) -> None:
         self._queued.setdefault(collection, []).extend(operations)
+        self._foldable.pop(collection, None)
+
+    def upsert_later(self, collection: str, document_id: object, update: dict) -> None:
+        """Queue `UpdateOne({"_id": document_id}, update, upsert=True)`, folded into the upsert queued
+        for that document if the two combine (`combined_update`)."""
+        queued = self._foldable.get(collection, {}).get(document_id)
+        if queued is not None and queued.update is not None:
+            if (combined := combined_update(queued.update, update)) is not None:
+                queued.update = combined
+                return
+        self._queue_upsert(collection, _Upsert(document_id, update=update))
+
+    def replace_later(self, collection: str, document: dict) -> None:
+        """Queue `ReplaceOne({"_id": ...}, document, upsert=True)`, which takes the place of any upsert
+        queued for that document: it overwrites whatever that one would have written."""
+        queued = self._foldable.get(collection, {}).get(document["_id"])
+        if queued is not None:
+            queued.update, queued.replacement = None, document
+            return
+        self._queue_upsert(collection, _Upsert(document["_id"], replacement=document))
+
+    def _queue_upsert(self, collection: str, upsert: _Upsert) -> None:
+        self._queued.setdefault(collection, []).append(upsert)
+        self._foldable.setdefault(collection, {})[upsert.document_id] = upsert
 
     async def flush(self) -> None:
         """Send the queued writes, in the order they were queued within each collection."""
-        queued, self._queued = self._queued, {}
+        queued, self._queued, self._foldable = self._queued, {}, {}
         for collection, operations in queued.items():
-            await self.db[collection].bulk_write(operations, ordered=True, session=self.session)
+            writes = [write.operation() if isinstance(write, _Upsert) else write for write in operations]
+            await self.db[collection].bulk_write(writes, ordered=True, session=self.session)
 
     def publish(self, topic: str, event: Envelope) -> None:
         self.events.append((topic, event))
@@ -131,6 +212,16 @@ class KnownDocuments:
         """Queue `operation`, which leaves `document` stored."""
         self.keep(document)
         self._tx.write_later(self._collection.name, operation)
+
+    def upsert_later(self, document: dict, update: dict) -> None:
+        """Queue the upsert `update` of `document["_id"]` (`Transaction.upsert_later`), which leaves
+        `document` stored."""
+        self.keep(document)
+        self._tx.upsert_later(self._collection.name, document["_id"], update)
+
+    def replace_later(self, document: dict) -> None:
+        self.keep(document)
+        self._tx.replace_later(self._collection.name, document)
 
     def forget(self, id_: str) -> None:
         """Another version may be stored: the next read asks the database."""

@@ -2,7 +2,7 @@
 
 
 import pytest
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, monitoring
 
 from shared import topics
 from shared.clock import utc_now
@@ -82,6 +82,61 @@ async def test_queued_writes_commit_with_the_work_in_queue_order_or_not_at_all(u
 
     assert await db["counters"].find({}).sort("_id").to_list() == [{"_id": "kept", "n": 12}]
     assert await db["rows"].find({}).to_list() == [{"_id": "kept"}], "an aborted transaction's queued writes vanish"
+
+
+class WriteStatements(monitoring.CommandListener):
+    """How many documents each collection's update commands addressed: the writes the server made."""
+
+    def __init__(self) -> None:
+        self.by_collection: dict[str, int] = {}
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name == "update":
+            collection = event.command["update"]
+            self.by_collection[collection] = self.by_collection.get(collection, 0) + len(event.command["updates"])
+
+    def succeeded(self, event) -> None:
+        pass
+
+    def failed(self, event) -> None:
+        pass
+
+
+async def test_upserts_of_one_document_fold_into_one_write_with_the_same_result(tmp_path):
+    from pymongo import UpdateOne
+
+    statements = WriteStatements()
+    with mongo_wire_server(tmp_path) as url:
+        client = AsyncMongoClient(url, tz_aware=True, event_listeners=[statements])
+        db = client["folded"]
+        uow = UnitOfWork(client, db, Outbox(db).write, transaction_lock=tmp_path / "folded.lock")
+
+        async def work(tx) -> None:
+            tx.upsert_later("views", "T-1", {"$set": {"assignee": "ada", "seen": 1}, "$setOnInsert": {"created": 1}})
+            tx.upsert_later("views", "T-1", {"$set": {"seen": 2}, "$setOnInsert": {"created": 2}})
+            tx.upsert_later("views", "T-2", {"$inc": {"n": 1}})
+            tx.upsert_later("views", "T-2", {"$inc": {"n": 2}})
+            tx.upsert_later("views", "T-3", {"$set": {"a": {"b": 1}}})
+            tx.upsert_later("views", "T-3", {"$set": {"a.c": 2}})  # one path inside the other: two writes
+            tx.write_later("views", UpdateOne({"_id": "T-2"}, {"$set": {"n": 100}}))
+            tx.upsert_later("views", "T-2", {"$inc": {"n": 10}})  # queued after a plain write: stays after it
+            tx.replace_later("facts", {"_id": "T-1", "version": 1})
+            tx.replace_later("facts", {"_id": "T-1", "version": 2})
+
+        try:
+            await uow.run(work)
+            views = await db["views"].find({}).sort("_id").to_list()
+            facts = await db["facts"].find({}).to_list()
+        finally:
+            await client.close()
+
+    assert views == [
+        {"_id": "T-1", "assignee": "ada", "seen": 2, "created": 1},
+        {"_id": "T-2", "n": 110},
+        {"_id": "T-3", "a": {"b": 1, "c": 2}},
+    ]
+    assert facts == [{"_id": "T-1", "version": 2}]
+    assert statements.by_collection == {"transactions": 1, "views": 6, "facts": 1}, "ten writes queued, seven sent"
 
 
 async def test_only_the_embedded_server_gets_the_write_that_opens_a_transaction(tmp_path):
