@@ -3,7 +3,8 @@
 What the events said of a ticket (its fold `state`) is kept in `fact_states`, apart from the flat
 fact the reports read in `facts`: reports then read small documents (on the embedded server, whose
 aggregation parses each whole document, that halves a summary's time). The consumer reads a
-batch's states with one `_id` `$in` query (`prefetch`) and queues one replace per state and per fact,
+batch's states with one `_id` `$in` query (`prefetch`) and queues a replace per state and per fact, a
+ticket's later events in the batch taking the place of its earlier ones' (`Transaction.replace_later`),
 sent as one bulk write per collection when the batch is done. Reports filter on `sort_key` (creation time then
 ticket id, so a time range and the drill-down's cursor are one range) behind an `$eq` on at most one
 dimension, and every filterable dimension has an index led by it and ending in `sort_key`: the embedded
@@ -16,7 +17,7 @@ count per threshold, not a `$cond`).
 from collections.abc import AsyncIterator, Iterable
 from functools import cached_property
 
-from pymongo import ASCENDING, ReplaceOne
+from pymongo import ASCENDING
 
 from services.insights.domain import FILTERS, TIME_GROUPS, fact_document, new_state, row_fields
 from shared.mongo import KnownDocuments, Transaction
@@ -49,9 +50,8 @@ class FactsRepository:
         return document["state"] if document else new_state()
 
     def save_later(self, ticket_id: str, state: dict) -> None:
-        kept = {"_id": ticket_id, "state": state}
-        self._states.write_later(kept, ReplaceOne({"_id": ticket_id}, kept, upsert=True))
-        self._tx.write_later(FACTS, ReplaceOne({"_id": ticket_id}, fact_document(ticket_id, state), upsert=True))
+        self._states.replace_later({"_id": ticket_id, "state": state})
+        self._tx.replace_later(FACTS, fact_document(ticket_id, state))
 
     # --- reports ------------------------------------------------------------------------------
 

@@ -330,7 +330,7 @@ class TicketViews:
         """Upsert: events from different topics may arrive in any order (an SLA clock before the ticket)."""
         fields = {**fields, "updated_ms": now_ms()}
         current = await self._tickets.get(ticket_id) or {"_id": ticket_id}
-        self._tickets.write_later({**current, **fields}, UpdateOne({"_id": ticket_id}, {"$set": fields}, upsert=True))
+        self._tickets.upsert_later({**current, **fields}, {"$set": fields})
 
 
 class Contacts:

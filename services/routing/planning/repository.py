@@ -2,8 +2,9 @@
 simulation jobs.
 
 History is written only as increments queued with the transaction that saw the fact
-(`Transaction.write_later`: one bulk write per collection per transaction, no round trip of its
-own), as upserts on the bucket's `_id`. It is read by range of bucket start, from its index.
+(`Transaction.upsert_later`: one bulk write per collection per transaction, no round trip of its
+own), as upserts on the bucket's `_id`, a batch's increments of one bucket summed into one. It is
+read by range of bucket start, from its index.
 
 A simulation job is one document, written by the replica that runs it and read by any, so a job's
 id works whichever replica answers.
@@ -11,7 +12,7 @@ id works whichever replica answers.
 
 from collections.abc import Iterable
 
-from pymongo import ASCENDING, ReturnDocument, UpdateOne
+from pymongo import ASCENDING, ReturnDocument
 
 from services.routing.planning.history import Increment
 from shared.mongo import Transaction
@@ -38,13 +39,12 @@ class PlanningRepository:
     def record(self, increments: Iterable[Increment]) -> None:
         """Queued with the transaction's other writes."""
         for increment in increments:
-            self._tx.write_later(HISTORY, UpdateOne(
-                {"_id": increment.key},
-                {"$inc": increment.counts,
-                 "$setOnInsert": {"bucket_ms": increment.bucket_ms, "channel": increment.channel,
-                                  "skills": increment.skills}},
-                upsert=True,
-            ))
+            self._tx.upsert_later(HISTORY, increment.key, {
+                "$inc": increment.counts,
+                "$setOnInsert": {
+                    "bucket_ms": increment.bucket_ms, "channel": increment.channel, "skills": increment.skills,
+                },
+            })
 
     async def buckets(self, from_ms: int, to_ms: int) -> list[dict]:
         return await self._history.find(
