@@ -45,12 +45,13 @@ COMBINABLE = frozenset({"$set", "$inc", "$setOnInsert"})
 
 
 def combined_update(earlier: dict, later: dict) -> dict | None:
-    """One update with the effect of the upsert `earlier` then the upsert `later` of the same `_id`; None
-    when they do not make one (an operator other than `$set`, `$inc` and `$setOnInsert`, or two paths that
-    overlap under different operators, or one inside the other).
+    """One update with the effect of `earlier` then `later`, both of the same `_id`; None when they do not
+    make one (an operator other than `$set`, `$inc` and `$setOnInsert`, or two paths that overlap under
+    different operators, or one inside the other).
 
-    After `earlier` the document exists, so `later`'s `$setOnInsert` does nothing; its `$set` overrides,
-    and its `$inc` adds to, what `earlier` wrote to the same path."""
+    `later`'s `$setOnInsert` does nothing (as an upsert, `earlier` leaves the document existing; if it
+    is not one, neither is `later`, see `_Update.absorb`); its `$set` overrides, and its `$inc` adds to,
+    what `earlier` wrote to the same path."""
     if not (earlier.keys() | later.keys()) <= COMBINABLE:
         return None
     for operator, fields in later.items():
@@ -79,17 +80,29 @@ def _overlap(path: str, other: str) -> bool:
 
 
 @dataclass
-class _Upsert:
-    """A queued upsert of one `_id` that later upserts of it in the same transaction fold into."""
+class _Update:
+    """A queued write of one `_id` that later ones of it in the same transaction fold into."""
 
     document_id: object
     update: dict | None = None
+    upsert: bool = False
     replacement: dict | None = None
+    """Set for a replace (always an upsert), instead of `update`."""
+
+    def absorb(self, update: dict, upsert: bool) -> bool:
+        """Fold `update` in, if the two make one write. An upsert after an update that is not one may
+        insert what that update would not have written, so it never folds into one."""
+        if self.update is None or (upsert and not self.upsert):
+            return False
+        combined = combined_update(self.update, update)
+        if combined is not None:
+            self.update = combined
+        return combined is not None
 
     def operation(self) -> WriteModel:
         if self.replacement is not None:
             return ReplaceOne({"_id": self.document_id}, self.replacement, upsert=True)
-        return UpdateOne({"_id": self.document_id}, self.update, upsert=True)
+        return UpdateOne({"_id": self.document_id}, self.update, upsert=self.upsert)
 
 
 class Transaction:
@@ -100,7 +113,7 @@ class Transaction:
     - `write_later` queues a write whose result the use case does not need; all queued writes go
       out as one ordered bulk write per collection, before the outbox, when the work is done, or
       earlier at `flush`. A use case that reads a collection it queued writes to calls `flush` first.
-      `upsert_later` and `replace_later` queue an upsert by `_id` that folds into the one queued for
+      `update_later` and `replace_later` queue a write by `_id` that folds into the one queued for
       the same document, if they combine: a batch's events often touch the same document, and each
       write costs the embedded server far more than the merging costs here.
     - `cache` is a plain dict that lives as long as the transaction: a batch's prefetch fills it
@@ -118,43 +131,40 @@ class Transaction:
         self.events: list[tuple[str, Envelope]] = []
         self.committed: list[Callable[[], None]] = []
         self.cache: dict = {}
-        self._queued: dict[str, list[WriteModel | _Upsert]] = {}
-        self._foldable: dict[str, dict[object, _Upsert]] = {}
-        """By collection and `_id`: the queued upserts that a later one may fold into, none queued after
+        self._queued: dict[str, list[WriteModel | _Update]] = {}
+        self._foldable: dict[str, dict[object, _Update]] = {}
+        """By collection and `_id`: the queued writes that a later one may fold into, none queued after
         them by `write_later` (which it would otherwise overtake)."""
 
     def write_later(self, collection: str, *operations: WriteModel) -> None:
         self._queued.setdefault(collection, []).extend(operations)
         self._foldable.pop(collection, None)
 
-    def upsert_later(self, collection: str, document_id: object, update: dict) -> None:
-        """Queue `UpdateOne({"_id": document_id}, update, upsert=True)`, folded into the upsert queued
+    def update_later(self, collection: str, document_id: object, update: dict, *, upsert: bool) -> None:
+        """Queue `UpdateOne({"_id": document_id}, update, upsert=upsert)`, folded into the write queued
         for that document if the two combine (`combined_update`)."""
         queued = self._foldable.get(collection, {}).get(document_id)
-        if queued is not None and queued.update is not None:
-            if (combined := combined_update(queued.update, update)) is not None:
-                queued.update = combined
-                return
-        self._queue_upsert(collection, _Upsert(document_id, update=update))
+        if queued is None or not queued.absorb(update, upsert):
+            self._queue_foldable(collection, _Update(document_id, update=update, upsert=upsert))
 
     def replace_later(self, collection: str, document: dict) -> None:
-        """Queue `ReplaceOne({"_id": ...}, document, upsert=True)`, which takes the place of any upsert
-        queued for that document: it overwrites whatever that one would have written."""
+        """Queue `ReplaceOne({"_id": ...}, document, upsert=True)`, which takes the place of any write
+        queued for that document by `update_later` or `replace_later`: it overwrites what that one wrote."""
         queued = self._foldable.get(collection, {}).get(document["_id"])
-        if queued is not None:
+        if queued is None:
+            self._queue_foldable(collection, _Update(document["_id"], replacement=document))
+        else:
             queued.update, queued.replacement = None, document
-            return
-        self._queue_upsert(collection, _Upsert(document["_id"], replacement=document))
 
-    def _queue_upsert(self, collection: str, upsert: _Upsert) -> None:
-        self._queued.setdefault(collection, []).append(upsert)
-        self._foldable.setdefault(collection, {})[upsert.document_id] = upsert
+    def _queue_foldable(self, collection: str, write: _Update) -> None:
+        self._queued.setdefault(collection, []).append(write)
+        self._foldable.setdefault(collection, {})[write.document_id] = write
 
     async def flush(self) -> None:
         """Send the queued writes, in the order they were queued within each collection."""
         queued, self._queued, self._foldable = self._queued, {}, {}
         for collection, operations in queued.items():
-            writes = [write.operation() if isinstance(write, _Upsert) else write for write in operations]
+            writes = [write.operation() if isinstance(write, _Update) else write for write in operations]
             await self.db[collection].bulk_write(writes, ordered=True, session=self.session)
 
     def publish(self, topic: str, event: Envelope) -> None:
@@ -213,11 +223,10 @@ class KnownDocuments:
         self.keep(document)
         self._tx.write_later(self._collection.name, operation)
 
-    def upsert_later(self, document: dict, update: dict) -> None:
-        """Queue the upsert `update` of `document["_id"]` (`Transaction.upsert_later`), which leaves
-        `document` stored."""
+    def update_later(self, document: dict, update: dict, *, upsert: bool) -> None:
+        """Queue `update` of `document["_id"]` (`Transaction.update_later`), which leaves `document` stored."""
         self.keep(document)
-        self._tx.upsert_later(self._collection.name, document["_id"], update)
+        self._tx.update_later(self._collection.name, document["_id"], update, upsert=upsert)
 
     def replace_later(self, document: dict) -> None:
         self.keep(document)

@@ -151,8 +151,9 @@ class TicketRepository:
             return False
         clocks = document.get("sla") or {}
         projected = _sla_document(project(_sla_summary(clocks[metric]) if clocks.get(metric) else None))
-        self._known.keep({**document, "sla": {**clocks, metric: projected}})
-        self._write_later(UpdateOne({"_id": ticket_id}, {"$set": {f"sla.{metric}": projected}}))
+        self._known.update_later(
+            {**document, "sla": {**clocks, metric: projected}}, {"$set": {f"sla.{metric}": projected}}, upsert=False
+        )
         return True
 
     async def solved_before(self, cutoff_ms: int, limit: int = 200) -> list[Ticket]:

@@ -330,7 +330,7 @@ class TicketViews:
         """Upsert: events from different topics may arrive in any order (an SLA clock before the ticket)."""
         fields = {**fields, "updated_ms": now_ms()}
         current = await self._tickets.get(ticket_id) or {"_id": ticket_id}
-        self._tickets.upsert_later({**current, **fields}, {"$set": fields})
+        self._tickets.update_later({**current, **fields}, {"$set": fields}, upsert=True)
 
 
 class Contacts:

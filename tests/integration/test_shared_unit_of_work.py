@@ -102,7 +102,7 @@ class WriteStatements(monitoring.CommandListener):
         pass
 
 
-async def test_upserts_of_one_document_fold_into_one_write_with_the_same_result(tmp_path):
+async def test_queued_writes_of_one_document_fold_into_one_with_the_same_result(tmp_path):
     from pymongo import UpdateOne
 
     statements = WriteStatements()
@@ -112,14 +112,20 @@ async def test_upserts_of_one_document_fold_into_one_write_with_the_same_result(
         uow = UnitOfWork(client, db, Outbox(db).write, transaction_lock=tmp_path / "folded.lock")
 
         async def work(tx) -> None:
-            tx.upsert_later("views", "T-1", {"$set": {"assignee": "ada", "seen": 1}, "$setOnInsert": {"created": 1}})
-            tx.upsert_later("views", "T-1", {"$set": {"seen": 2}, "$setOnInsert": {"created": 2}})
-            tx.upsert_later("views", "T-2", {"$inc": {"n": 1}})
-            tx.upsert_later("views", "T-2", {"$inc": {"n": 2}})
-            tx.upsert_later("views", "T-3", {"$set": {"a": {"b": 1}}})
-            tx.upsert_later("views", "T-3", {"$set": {"a.c": 2}})  # one path inside the other: two writes
+            await db["views"].insert_one({"_id": "T-4", "n": 0}, session=tx.session)
+            tx.update_later("views", "T-1", {"$set": {"assignee": "ada", "seen": 1}, "$setOnInsert": {"created": 1}},
+                            upsert=True)
+            tx.update_later("views", "T-1", {"$set": {"seen": 2}, "$setOnInsert": {"created": 2}}, upsert=True)
+            tx.update_later("views", "T-2", {"$inc": {"n": 1}}, upsert=True)
+            tx.update_later("views", "T-2", {"$inc": {"n": 2}}, upsert=True)
+            tx.update_later("views", "T-3", {"$set": {"a": {"b": 1}}}, upsert=True)
+            tx.update_later("views", "T-3", {"$set": {"a.c": 2}}, upsert=True)  # one path inside the other: two writes
             tx.write_later("views", UpdateOne({"_id": "T-2"}, {"$set": {"n": 100}}))
-            tx.upsert_later("views", "T-2", {"$inc": {"n": 10}})  # queued after a plain write: stays after it
+            tx.update_later("views", "T-2", {"$inc": {"n": 10}}, upsert=True)  # after a plain write: stays after it
+            tx.update_later("views", "T-4", {"$inc": {"n": 1}}, upsert=False)
+            tx.update_later("views", "T-4", {"$set": {"seen": 1}}, upsert=False)
+            tx.update_later("views", "T-5", {"$set": {"lost": True}}, upsert=False)  # no such document: no effect
+            tx.update_later("views", "T-5", {"$set": {"kept": True}}, upsert=True)  # so not folded into the one before
             tx.replace_later("facts", {"_id": "T-1", "version": 1})
             tx.replace_later("facts", {"_id": "T-1", "version": 2})
 
@@ -134,9 +140,11 @@ async def test_upserts_of_one_document_fold_into_one_write_with_the_same_result(
         {"_id": "T-1", "assignee": "ada", "seen": 2, "created": 1},
         {"_id": "T-2", "n": 110},
         {"_id": "T-3", "a": {"b": 1, "c": 2}},
+        {"_id": "T-4", "n": 1, "seen": 1},
+        {"_id": "T-5", "kept": True},
     ]
     assert facts == [{"_id": "T-1", "version": 2}]
-    assert statements.by_collection == {"transactions": 1, "views": 6, "facts": 1}, "ten writes queued, seven sent"
+    assert statements.by_collection == {"transactions": 1, "views": 9, "facts": 1}, "fourteen writes queued, ten sent"
 
 
 async def test_only_the_embedded_server_gets_the_write_that_opens_a_transaction(tmp_path):

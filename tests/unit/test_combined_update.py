@@ -1,4 +1,4 @@
-"""`combined_update`: two upserts of one document, queued in one transaction, sent as one when that is the same."""
+"""`combined_update`: two updates of one document, queued in one transaction, sent as one when that is the same."""
 
 import pytest
 

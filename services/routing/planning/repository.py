@@ -2,7 +2,7 @@
 simulation jobs.
 
 History is written only as increments queued with the transaction that saw the fact
-(`Transaction.upsert_later`: one bulk write per collection per transaction, no round trip of its
+(`Transaction.update_later`: one bulk write per collection per transaction, no round trip of its
 own), as upserts on the bucket's `_id`, a batch's increments of one bucket summed into one. It is
 read by range of bucket start, from its index.
 
@@ -39,12 +39,10 @@ class PlanningRepository:
     def record(self, increments: Iterable[Increment]) -> None:
         """Queued with the transaction's other writes."""
         for increment in increments:
-            self._tx.upsert_later(HISTORY, increment.key, {
-                "$inc": increment.counts,
-                "$setOnInsert": {
-                    "bucket_ms": increment.bucket_ms, "channel": increment.channel, "skills": increment.skills,
-                },
-            })
+            inserted = {"bucket_ms": increment.bucket_ms, "channel": increment.channel, "skills": increment.skills}
+            self._tx.update_later(
+                HISTORY, increment.key, {"$inc": increment.counts, "$setOnInsert": inserted}, upsert=True
+            )
 
     async def buckets(self, from_ms: int, to_ms: int) -> list[dict]:
         return await self._history.find(
