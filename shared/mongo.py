@@ -15,7 +15,8 @@ Two accommodations for the embedded Mongo-wire server (nx-27017), both made only
   transactions of every process on that database take it in turn, which makes them atomic
   and isolated again, and the lock ends a dead holder's orphaned transaction (see
   `TransactionLock`). Reads outside a
-  transaction (the APIs' GETs) may still see a transaction in flight there.
+  transaction (the APIs' GETs) may still see a transaction in flight there, but for those made
+  holding the lock (`UnitOfWork.read_committed`).
 """
 
 import asyncio
@@ -257,7 +258,8 @@ class TransactionLock:
         self._in_process = asyncio.Lock()
 
     @contextlib.asynccontextmanager
-    async def held(self, client: AsyncMongoClient, session: AsyncClientSession) -> AsyncIterator[None]:
+    async def held(self, client: AsyncMongoClient, session: AsyncClientSession | None) -> AsyncIterator[None]:
+        """`session`: the one whose transaction runs while it is held; None for reads outside any."""
         async with self._in_process:
             with self._path.open("a+") as lock_file:
                 try:
@@ -269,7 +271,7 @@ class TransactionLock:
                     orphan = lock_file.read().strip()
                     if orphan:
                         await client.admin.command("endSessions", [{"id": Binary(bytes.fromhex(orphan), 4)}])
-                    _rewrite(lock_file, session.session_id["id"].hex())
+                    _rewrite(lock_file, session.session_id["id"].hex() if session is not None else "")
                     yield
                 finally:
                     _rewrite(lock_file, "")
@@ -333,6 +335,16 @@ class UnitOfWork(Generic[Tx]):
             for listener in self._on_commit:
                 listener()
         return result
+
+    async def read_committed(self, read: Callable[[], Awaitable[T]]) -> T:
+        """Run `read` outside any transaction, seeing only what is committed: on MongoDB as it is (a read
+        outside a transaction never sees an uncommitted write); on the embedded server while holding the
+        transaction lock, so none is in flight. One command where a transaction would take three (the
+        opening write, the read, the commit), and the lock for that long."""
+        if self._lock is None:
+            return await read()
+        async with self._lock.held(self.client, None):
+            return await read()
 
     def after_commit(self, listener: Callable[[], None]) -> None:
         """Call `listener` after each commit that stored events (the relay, to send them at once)."""

@@ -125,7 +125,7 @@ class OutboxRelay:
             return 0  # nothing to relay, found without opening a transaction: an idle poll costs one read
         if not await self._lease.acquire():
             return 0  # another replica relays
-        pending = await self._uow.run(self._pending)
+        pending = await self._uow.read_committed(self._pending)
         self._metrics.outbox_lag.set((now_ms() - pending[0]["created_ms"]) / 1000 if pending else 0)
         if not pending:
             return 0
@@ -148,10 +148,10 @@ class OutboxRelay:
             self._metrics.events_published.labels(topic=row["topic"], type=row["type"]).inc()
         return len(pending)
 
-    async def _pending(self, tx: Transaction) -> list[dict]:
-        """Read in a transaction, so a row of a transaction still in flight is never relayed."""
+    async def _pending(self) -> list[dict]:
+        """Read committed (`UnitOfWork.read_committed`): a row of a transaction still in flight is never relayed."""
         return (
-            await self._outbox.find(eq(sent=False), session=tx.session)
+            await self._outbox.find(eq(sent=False))
             .sort("created_ns", ASCENDING)
             .limit(self._batch_size)
             .to_list()

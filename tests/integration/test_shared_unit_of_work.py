@@ -1,5 +1,6 @@
 """The unit of work against the real Mongo-wire server: state, outbox and after-commit effects together."""
 
+import asyncio
 
 import pytest
 from pymongo import AsyncMongoClient, monitoring
@@ -82,6 +83,28 @@ async def test_queued_writes_commit_with_the_work_in_queue_order_or_not_at_all(u
 
     assert await db["counters"].find({}).sort("_id").to_list() == [{"_id": "kept", "n": 12}]
     assert await db["rows"].find({}).to_list() == [{"_id": "kept"}], "an aborted transaction's queued writes vanish"
+
+
+async def test_a_committed_read_waits_for_the_transaction_in_flight_and_never_sees_what_it_rolled_back(unit_of_work):
+    uow, db = unit_of_work
+    inside, release = asyncio.Event(), asyncio.Event()
+
+    async def draft_then_fail(tx) -> None:
+        await db["drafts"].insert_one({"_id": "D-1"}, session=tx.session)
+        inside.set()
+        await release.wait()
+        raise Refused("rolled back")
+
+    running = asyncio.create_task(uow.run(draft_then_fail))
+    await inside.wait()
+    assert await db["drafts"].find({}).to_list() == [{"_id": "D-1"}], "an ordinary read sees the transaction in flight"
+    committed = asyncio.create_task(uow.read_committed(lambda: db["drafts"].find({}).to_list()))
+    await asyncio.wait({committed}, timeout=2)  # ample time for a read that did not wait to come back
+    release.set()
+    with pytest.raises(Refused):
+        await running
+
+    assert await committed == []
 
 
 class WriteStatements(monitoring.CommandListener):
