@@ -122,6 +122,7 @@ class ServiceKit:
             Lease(uow, "outbox-relay", instance_id, ttl_seconds=10),
             metrics,
             poll_interval_seconds=settings.outbox_poll_interval_seconds,
+            linger_seconds=settings.outbox_linger_seconds,
             content_mode=ContentMode(settings.cloudevents_mode),
         )
         uow.after_commit(relay.wake)

@@ -33,6 +33,12 @@ class ServiceSettings(BaseSettings):
     consumer_retry_backoff_seconds: float = Field(default=0.2, ge=0)
     consumer_batch_size: int = Field(default=200, ge=1)
     outbox_poll_interval_seconds: float = Field(default=0.5, gt=0)
+    outbox_linger_seconds: float = Field(
+        default=0.1,
+        ge=0,
+        description="After a round that relayed less than a full batch, how long the relay waits before the next, "
+        "so the events committed meanwhile go out together.",
+    )
     outbox_replay_on_start_seconds: float = Field(
         default=0,
         ge=0,
