@@ -60,16 +60,16 @@ async def relaying(running_platform, request):
     await ensure_topics(running_platform.bootstrap, [topic], partitions=1)
     client = AsyncMongoClient(f"mongodb://127.0.0.1:{running_platform.platform.ports.mongodb}", tz_aware=True)
     broker = KafkaBroker(running_platform.bootstrap)
-    db = client[f"outbox_relay_{run}"]
-    outbox = Outbox(db)
-    await outbox.ensure_indexes()
-    uow = UnitOfWork(client, db, outbox.write)
-    await broker.start()
-    relay = OutboxRelay(outbox, uow, broker, Lease(uow, "outbox-relay", "tests", ttl_seconds=10),
-                        PlatformMetrics(CollectorRegistry()), poll_interval_seconds=0.1,
-                        linger_seconds=getattr(request, "param", 0))
-    uow.after_commit(relay.wake)
     try:
+        db = client[f"outbox_relay_{run}"]
+        outbox = Outbox(db)
+        await outbox.ensure_indexes()
+        uow = UnitOfWork(client, db, outbox.write)
+        await broker.start()
+        relay = OutboxRelay(outbox, uow, broker, Lease(uow, "outbox-relay", "tests", ttl_seconds=10),
+                            PlatformMetrics(CollectorRegistry()), poll_interval_seconds=0.1,
+                            linger_seconds=getattr(request, "param", 0))
+        uow.after_commit(relay.wake)
         yield Relaying(db, uow, relay, topic, running_platform.bootstrap)
     finally:
         await broker.stop()
