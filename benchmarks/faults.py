@@ -34,9 +34,11 @@ from aiokafka.errors import KafkaError
 
 from shared import topics
 from shared.kafka_admin import read_to_end
-from shared.launcher.platform import SERVICES, Platform, Ports, embedded_environ
+from shared.launcher.platform import DATABASE_SERVERS, SERVICES, Platform, Ports, embedded_environ
 
-KILLS = {f"kill {name}": name for name in (*SERVICES, "kafka", "broker_storage", "mongodb")}
+KILLS = {f"kill {name}": (name,) for name in (*SERVICES, "kafka", "broker_storage")} | {
+    "kill mongodb": tuple(DATABASE_SERVERS.values())}
+"""What each fault SIGKILLs: one process, or every service's database server at once."""
 FAULTS = (*KILLS, "stop kafka 15s", "malformed burst")
 TOPICS = (*topics.ALL, topics.dead_letter(topics.INBOUND))
 CONSUMER_GROUPS = tuple(f"switchboard-{service}" for service in SERVICES)
@@ -311,10 +313,11 @@ class FaultSuite:
         await self._judge(outcome, acknowledged)
         return outcome
 
-    def _kill(self, name: str) -> None:
-        process = self.platform.processes[name]
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGKILL)
+    def _kill(self, names: tuple[str, ...]) -> None:
+        for name in names:
+            process = self.platform.processes[name]
+            if process.poll() is None:
+                os.kill(process.pid, signal.SIGKILL)
 
     async def _freeze(self, name: str, seconds: float) -> None:
         pid = self.platform.processes[name].pid

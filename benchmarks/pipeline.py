@@ -58,7 +58,7 @@ from pymongo import ASCENDING, AsyncMongoClient
 
 from shared import topics
 from shared.kafka_admin import ensure_topics
-from shared.launcher.platform import SERVICES, Platform, Ports, embedded_environ
+from shared.launcher.platform import DATABASE_SERVERS, SERVICES, Platform, Ports, embedded_environ
 from shared.launcher.servers import mongo_wire_server
 from shared.settings import ServiceSettings
 
@@ -658,9 +658,10 @@ def report(figures: dict) -> str:
     burst_total = sum(burst_cpu[name] for name in platform_processes)
     lines.append(f"    {'platform':<14} {burst_total:>16.1f} {sum(http_cpu[n] for n in platform_processes):>15.1f} "
                  f"{sum(idle[n] for n in platform_processes):>10.1f}")
-    if burst_total and "mongodb" in burst_cpu:
-        lines.append(f"  nx-27017's share of the platform's CPU over the burst: "
-                     f"{burst_cpu['mongodb'] / burst_total:.0%}")
+    database_servers = [name for name in DATABASE_SERVERS.values() if name in burst_cpu]
+    if burst_total and database_servers:
+        lines.append(f"  nx-27017's share of the platform's CPU over the burst (its {len(database_servers)} servers): "
+                     f"{sum(burst_cpu[name] for name in database_servers) / burst_total:.0%}")
     burst_commands = figures["inbound"]["mongodb_commands_per_ticket"]
     http_commands = figures["http"]["mongodb_commands_per_ticket"]
     lines += ["", f"MongoDB commands (round trips) {'burst per ticket':>16} {'HTTP per ticket':>15}"]

@@ -148,7 +148,7 @@ class RunningPlatform:
     async def outbox_drained(self, service: str) -> bool:
         """Every event `service` has decided so far is on its topic (the broker acknowledged it): with
         `events_to_end`, the watermark for "nothing else was published"."""
-        client = AsyncMongoClient(f"mongodb://127.0.0.1:{self.platform.ports.mongodb}")
+        client = AsyncMongoClient(self.platform.mongodb_url(service))
         try:
             unsent = await client[f"switchboard_{service}"]["outbox"].find_one(eq(sent=False), {"_id": 1})
         finally:

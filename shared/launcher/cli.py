@@ -63,7 +63,8 @@ def _print_welcome(platform: Platform, seconds: float) -> None:
     infra = [
         ("kafka", f"127.0.0.1:{platform.ports.kafka}  log kept in {platform.data_dir / 'broker'}",
          platform.kafka_embedded),
-        ("mongodb", f"mongodb://127.0.0.1:{platform.ports.mongodb}", platform.mongodb_embedded),
+        ("mongodb", ", ".join(f"{service} {platform.mongodb_url(service)}" for service in SERVICES),
+         platform.mongodb_embedded),
         ("smtp", f"smtp://127.0.0.1:{platform.ports.smtp}  mail kept in {platform.maildir}", platform.smtp_embedded),
     ]
     for name, where, embedded in infra:

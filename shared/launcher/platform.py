@@ -25,6 +25,7 @@ from shared.launcher.servers import (
     broker_storage_command,
     broker_storage_environment,
     free_port,
+    free_ports,
     listening,
     mongo_wire_command,
     stop_process,
@@ -48,7 +49,13 @@ poll. On one machine more partitions buy no parallelism, only that cost (benchma
 broker and its storage spent 27.7 CPU-ms per ticket with 6 partitions, 13.4 with 1)."""
 GENERATED_SECRETS = ("CSAT_SIGNING_KEY", "INBOUND_EMAIL_SIGNING_KEY", "WEBHOOK_SIGNING_KEY")
 """Signing keys services share (intake verifies what notify signs); made once per data dir unless set."""
-INFRASTRUCTURE = ("broker_storage", "kafka", "mongodb", "smtp")
+DATABASE_SERVERS = {service: f"mongodb_{service}" for service in SERVICES}
+"""Each service's database has an nx-27017 process of its own, on consecutive ports from `Ports.mongodb` in
+`SERVICES`' order. nx-27017 is Python: one process serving every database ran their commands one at a
+time under its interpreter lock, on one core, and the services waited on it. Five processes use both cores
+(benchmarks/pipeline.py: 1.14-1.38x the tickets a second to assigned and to acknowledged, and less CPU per ticket).
+No database is served by two processes, so each server's view of its files is the only one."""
+INFRASTRUCTURE = ("broker_storage", "kafka", *DATABASE_SERVERS.values(), "smtp")
 """The embedded servers, in the order they start; they stop in the reverse order, after the services."""
 RESTART_BACKOFF_SECONDS = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
 """How long a crashed part waits before each restart in a row: a part that keeps crashing does not spin."""
@@ -61,6 +68,7 @@ class Ports:
     kafka: int = 9092
     broker_storage: int = 9095
     mongodb: int = 27017
+    """The first database server's (intake's); the others follow it: see `DATABASE_SERVERS`."""
     smtp: int = 2525
     intake: int = 8001
     routing: int = 8002
@@ -68,13 +76,24 @@ class Ports:
     notify: int = 8004
     insights: int = 8005
 
-    def of(self, service: str) -> int:
-        return getattr(self, service)
+    def of(self, name: str) -> int:
+        """The port of a service or an embedded server, by its name in `Platform.processes`."""
+        return self.servers()[name]
+
+    def database(self, service: str) -> int:
+        """The port of the embedded server of `service`'s database."""
+        return self.mongodb + SERVICES.index(service)
+
+    def servers(self) -> dict[str, int]:
+        """Every port the platform listens on, by the name of what listens."""
+        ports = {name: getattr(self, name) for name in self.__dataclass_fields__ if name != "mongodb"}
+        return ports | {server: self.database(service) for service, server in DATABASE_SERVERS.items()}
 
     @classmethod
     def free(cls) -> "Ports":
         """Free ports for every server: for tests and benchmarks beside a running `make run`."""
-        return cls(**{name: free_port() for name in cls.__dataclass_fields__})
+        ports = {name: free_port() for name in cls.__dataclass_fields__ if name != "mongodb"}
+        return cls(**ports, mongodb=free_ports(len(SERVICES)))
 
 
 def embedded_environ(**settings: str) -> dict[str, str]:
@@ -131,6 +150,12 @@ class Platform:
     def url(self, service: str) -> str:
         return f"http://127.0.0.1:{self.ports.of(service)}"
 
+    def mongodb_url(self, service: str) -> str:
+        """Where `service`'s database is: its own embedded server, or the MongoDB the environment names."""
+        if not self.mongodb_embedded:
+            return self.environ["MONGODB_URL"]
+        return f"mongodb://127.0.0.1:{self.ports.database(service)}"
+
     def service_environment(self, service: str) -> dict[str, str]:
         env = dict(self.environ)
         env.setdefault("SWITCHBOARD_API_KEYS", DEV_API_KEY)
@@ -139,7 +164,7 @@ class Platform:
             env.setdefault("KAFKA_TOPIC_PARTITIONS", EMBEDDED_TOPIC_PARTITIONS)
         env.setdefault("SMTP_URL", f"smtp://127.0.0.1:{self.ports.smtp}")
         if self.mongodb_embedded:
-            env["MONGODB_URL"] = f"mongodb://127.0.0.1:{self.ports.mongodb}"
+            env["MONGODB_URL"] = self.mongodb_url(service)
             env["MONGODB_TRANSACTION_LOCK_DIR"] = str(self.data_dir / "mongo")
         for name in GENERATED_SECRETS:
             env.setdefault(name, self._secret(name))
@@ -188,11 +213,11 @@ class Platform:
                 env={**self.environ, **broker_environment(self.ports.broker_storage, *keys)},
             )
         if self.mongodb_embedded:
-            mongo = self.data_dir / "mongo"
-            self._spawn(
-                "mongodb",
-                mongo_wire_command(mongo, self.ports.mongodb, self.logs / "mongodb-server.log"),
-            )
+            for server in DATABASE_SERVERS.values():
+                self._spawn(
+                    server,
+                    mongo_wire_command(self.data_dir / "mongo", self.ports.of(server), self.logs / f"{server}-server.log"),
+                )
         if self.smtp_embedded:
             self._spawn(
                 "smtp",

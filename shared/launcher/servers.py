@@ -32,6 +32,25 @@ def free_port() -> int:
             return port
 
 
+def free_ports(count: int) -> int:
+    """The first of `count` consecutive free ports, none handed out before: for servers numbered from one port."""
+    while True:
+        first = free_port()
+        others = range(first + 1, first + count)
+        if all(port not in _HANDED_OUT and _bindable(port) for port in others):
+            _HANDED_OUT.update(others)
+            return first
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def listening(port: int) -> bool:
     with socket.socket() as probe:
         probe.settimeout(0.5)
@@ -65,9 +84,10 @@ def venv_script(name: str) -> str:
 def mongo_wire_command(data_dir: Path, port: int, log_file: Path) -> list[str]:
     """nx-27017 with one SQLite file per database under `data_dir` (a single `--db` file would make
     every database share its tables), its own pid file (the default in /tmp clashes with any
-    other nx-27017 running), and a log without stored data (`shared.launcher.mongo_wire`)."""
+    other nx-27017 running, as would one per directory), and a log without stored data
+    (`shared.launcher.mongo_wire`)."""
     return [sys.executable, "-m", "shared.launcher.mongo_wire", "--data-dir", str(data_dir), "-p", str(port),
-            "--log-file", str(log_file), "--pid-file", str(data_dir / "nx-27017.pid")]
+            "--log-file", str(log_file), "--pid-file", str(data_dir / f"nx-27017-{port}.pid")]
 
 
 @contextmanager

@@ -64,7 +64,7 @@ def test_switchboard_up_restarts_a_crashed_service_and_stops_every_part_before_i
         launcher.send_signal(signal.SIGINT)  # Ctrl-C
         launcher.send_signal(signal.SIGTERM)  # and what `make run` passes on right after it
         assert launcher.wait(90) == 0
-        still_listening = [name for name in Ports.__dataclass_fields__ if listening(ports.of(name))]
+        still_listening = [name for name, port in ports.servers().items() if listening(port)]
         assert still_listening == [], "every part has stopped by the time `switchboard up` returns"
     finally:
         stop_process(launcher, 30)

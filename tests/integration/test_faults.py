@@ -85,9 +85,9 @@ async def test_routing_killed_mid_stream_assigns_every_ticket_once_and_overfills
     assert sum(loads) == 30 and max(loads) <= 8
     assert all(len(event_ids) == 1 for event_ids in assigned.values())
 
-    # What routing acknowledged is durable: crash the database server too, and look again.
-    running_platform.platform.kill("mongodb")
-    running_platform.platform.respawn("mongodb")
+    # What routing acknowledged is durable: crash its database server too, and look again.
+    running_platform.platform.kill("mongodb_routing")
+    running_platform.platform.respawn("mongodb_routing")
     async with running_platform.client("routing") as routing:
         async with asyncio.timeout(30):
             while (await routing.get(f"/v1/agents/{agents[0]}")).status_code != 200:

@@ -12,7 +12,7 @@ import uuid
 import pytest
 from pymongo import AsyncMongoClient
 
-from shared.launcher.platform import SERVICES
+from shared.launcher.platform import DATABASE_SERVERS, SERVICES
 
 pytestmark = pytest.mark.integration
 
@@ -30,13 +30,13 @@ async def test_no_log_holds_personal_data_and_service_logs_are_json_lines(runnin
 
     # nx-27017's engine logs the filter of a query it cannot run in SQL: a lookup of this customer by an
     # `$expr` match is one (it logs at WARNING by default, so its log would hold the address).
-    async with AsyncMongoClient(f"mongodb://127.0.0.1:{running_platform.platform.ports.mongodb}") as mongo:
+    async with AsyncMongoClient(running_platform.platform.mongodb_url("intake")) as mongo:
         tickets = mongo["switchboard_intake"]["tickets"]
         match = {"$match": {"$expr": {"$eq": ["$customer.email", address]}}}
         assert [row async for row in await tickets.aggregate([match, {"$count": "n"}])] == [{"n": 1}]
 
     logs = sorted(path for path in running_platform.platform.logs.rglob("*") if path.is_file())
-    assert {f"{service}.log" for service in SERVICES} | {"mongodb-server.log"} <= {path.name for path in logs}
+    assert {f"{service}.log" for service in SERVICES} | {f"{server}-server.log" for server in DATABASE_SERVERS.values()} <= {path.name for path in logs}
     for path in logs:
         text = path.read_text(errors="replace")
         assert address not in text and name not in text, f"{path.name} contains the customer's personal data"

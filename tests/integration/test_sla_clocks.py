@@ -97,7 +97,7 @@ async def sla_events(running: RunningPlatform, ticket: str, until, timeout: floa
 async def all_fired_and_published(running: RunningPlatform, clock_id: str) -> bool:
     """The watermark for "no further SLA event": the clock has nothing left to fire, and every event sla
     decided is on its topic."""
-    client = AsyncMongoClient(f"mongodb://127.0.0.1:{running.platform.ports.mongodb}", tz_aware=True)
+    client = AsyncMongoClient(running.platform.mongodb_url("sla"), tz_aware=True)
     try:
         clock = await SlaTransaction(client["switchboard_sla"], None).clocks.clock(clock_id)
     finally:
@@ -268,7 +268,7 @@ async def test_firers_racing_for_the_same_due_clock_announce_each_step_once(sla_
     await publish(sla_platform, created(ticket, Priority.URGENT))
     await sla_events(sla_platform, ticket, lambda es: of_type(es, "clock_started", "first_reply"))
 
-    client = AsyncMongoClient(f"mongodb://127.0.0.1:{platform.ports.mongodb}", tz_aware=True)
+    client = AsyncMongoClient(platform.mongodb_url("sla"), tz_aware=True)
     try:
         db = client["switchboard_sla"]
         lock = platform.data_dir / "mongo" / "switchboard_sla.lock"

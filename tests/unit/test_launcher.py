@@ -1,12 +1,11 @@
 """What the launcher starts and what it tells each service, decided from the environment."""
 
-from dataclasses import astuple
 from pathlib import Path
 
-from shared.launcher.platform import DEV_API_KEY, Platform, Ports
+from shared.launcher.platform import DATABASE_SERVERS, DEV_API_KEY, SERVICES, Platform, Ports
 from shared.launcher.servers import free_port
 
-PORTS = Ports(kafka=1, broker_storage=4, mongodb=2, smtp=3, intake=11, routing=12, sla=13, notify=14)
+PORTS = Ports(kafka=1, broker_storage=4, mongodb=20, smtp=3, intake=11, routing=12, sla=13, notify=14)
 
 
 def test_by_default_everything_is_embedded_and_services_point_at_it(tmp_path):
@@ -16,7 +15,10 @@ def test_by_default_everything_is_embedded_and_services_point_at_it(tmp_path):
 
     assert platform.kafka_embedded and platform.mongodb_embedded and platform.smtp_embedded
     assert env["KAFKA_BOOTSTRAP_SERVERS"] == "127.0.0.1:1"
-    assert env["MONGODB_URL"] == "mongodb://127.0.0.1:2"
+    assert env["MONGODB_URL"] == "mongodb://127.0.0.1:21", "routing's database has a server of its own"
+    assert [platform.service_environment(service)["MONGODB_URL"] for service in SERVICES] == [
+        f"mongodb://127.0.0.1:{port}" for port in range(20, 25)
+    ]
     assert env["SMTP_URL"] == "smtp://127.0.0.1:3"
     assert env["HTTP_PORT"] == "12"
     assert env["SWITCHBOARD_API_KEYS"] == DEV_API_KEY == platform.api_key
@@ -67,6 +69,8 @@ def test_signing_keys_are_made_once_per_data_dir_and_shared_by_every_service(tmp
 
 
 def test_a_port_is_handed_out_once_so_servers_picked_before_any_binds_never_share_one():
-    picked = [free_port() for _ in range(300)] + list(astuple(Ports.free()))
+    ports = Ports.free()
+    picked = [free_port() for _ in range(300)] + list(ports.servers().values())
 
     assert len(set(picked)) == len(picked)
+    assert [ports.of(server) for server in DATABASE_SERVERS.values()] == list(range(ports.mongodb, ports.mongodb + 5))
