@@ -214,10 +214,8 @@ class Platform:
             )
         if self.mongodb_embedded:
             for server in DATABASE_SERVERS.values():
-                self._spawn(
-                    server,
-                    mongo_wire_command(self.data_dir / "mongo", self.ports.of(server), self.logs / f"{server}-server.log"),
-                )
+                log = self.logs / f"{server}-server.log"
+                self._spawn(server, mongo_wire_command(self.data_dir / "mongo", self.ports.of(server), log))
         if self.smtp_embedded:
             self._spawn(
                 "smtp",
