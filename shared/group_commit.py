@@ -3,7 +3,8 @@
 Each transaction costs a lock turn and a commit that dwarf a request's own work on the embedded
 Mongo-wire server, so an API that opened one per request answered in seconds under load. Here a
 request's work waits for the transaction in flight to end, and then runs, in arrival order, with
-every other waiting one (up to `max_group`) in one `UnitOfWork.run`.
+every other one waiting by the time the next transaction has begun (up to `max_group`) in one
+`UnitOfWork.run`.
 
 Each caller still gets its own answer or its own error, as if its work had run alone: if any work
 in a group raises (a refused input, a conflict), the whole transaction is aborted, since a failed
@@ -58,8 +59,7 @@ class GroupCommit:
 
     async def _commit_waiting(self) -> None:
         while self._waiting:
-            group = [waiting for waiting in self._waiting[: self._max_group] if not waiting.answer.done()]
-            del self._waiting[: self._max_group]
+            group: list[Waiting] = []
             try:
                 await self._commit(group)
             except BaseException:  # cancelled at shutdown: no caller is left waiting for ever
@@ -67,18 +67,28 @@ class GroupCommit:
                     waiting.answer.cancel()
                 raise
 
-    async def _commit(self, group: Sequence[Waiting]) -> None:
-        if len(group) > 1:
-            try:
-                results = await self._uow.run(lambda tx: self._in_order(tx, group))
-            except Exception:
-                pass  # someone's work failed, and so did the transaction: each runs again alone
-            else:
-                for waiting, result in zip(group, results, strict=True):
-                    _answer(waiting.answer, result=result)
+    async def _commit(self, group: list[Waiting]) -> None:
+        """The group is taken once the transaction has begun, not before it waits for the lock: whatever
+        arrived meanwhile (the rest of a round of sends, the requests behind a consumer's long batch) joins
+        it, instead of waiting for one more turn of the lock each."""
+        try:
+            results = await self._uow.run(lambda tx: self._in_order(tx, group))
+        except Exception as error:
+            if len(group) == 1:
+                _answer(group[0].answer, error=error)
                 return
-        # Concurrently, so that a database that is down fails them all at once, not one timeout after another.
-        await asyncio.gather(*(self._alone(waiting.work, waiting.answer) for waiting in group))
+            # Someone's work failed, and so did the transaction (or it never began): each runs again alone,
+            # concurrently, so that a database that is down fails them all at once, not one after another.
+            group[:] = group or self._take()
+            await asyncio.gather(*(self._alone(waiting.work, waiting.answer) for waiting in group))
+        else:
+            for waiting, result in zip(group, results, strict=True):
+                _answer(waiting.answer, result=result)
+
+    def _take(self) -> list[Waiting]:
+        group = [waiting for waiting in self._waiting[: self._max_group] if not waiting.answer.done()]
+        del self._waiting[: self._max_group]
+        return group
 
     async def _alone(self, work: Work[Any], answer: asyncio.Future) -> None:
         try:
@@ -88,7 +98,10 @@ class GroupCommit:
         else:
             _answer(answer, result=result)
 
-    async def _in_order(self, tx: Transaction, group: Sequence[Waiting]) -> list:
+    async def _in_order(self, tx: Transaction, group: list[Waiting]) -> list:
+        """`group` is filled on the first attempt; a transaction the driver retries runs the same one again."""
+        if not group:
+            group.extend(self._take())
         if self._prefetch is not None:
             await self._prefetch(tx, [waiting.needs for waiting in group if waiting.needs is not None])
         return [await waiting.work(tx) for waiting in group]

@@ -63,6 +63,33 @@ async def test_concurrent_work_shares_transactions_and_each_caller_gets_its_own_
     assert len([d async for d in db["outbox"].find({})]) == 40
 
 
+async def test_work_that_arrives_while_the_group_waits_for_the_lock_joins_that_group(unit_of_work):
+    """Under a long transaction (a consumer's batch), a round's records that return one by one still share
+    one turn of the lock, not one turn for the first and another for the rest."""
+    uow, db = unit_of_work
+    commits, effects = [], []
+    uow.after_commit(lambda: commits.append(1))
+    grouped = GroupCommit(uow, max_group=50)
+    holding, release = asyncio.Event(), asyncio.Event()
+
+    async def long_transaction(tx) -> None:
+        holding.set()
+        await release.wait()
+
+    holder = asyncio.ensure_future(uow.run(long_transaction))
+    await holding.wait()
+    first = asyncio.ensure_future(grouped.run(close(db, "T-first", effects)))
+    await asyncio.sleep(0.05)  # its committer is waiting for the lock by now
+    rest = [asyncio.ensure_future(grouped.run(close(db, f"T-{n}", effects))) for n in range(19)]
+    await asyncio.sleep(0.05)
+    release.set()
+
+    assert await asyncio.gather(first, *rest) == ["T-first", *(f"T-{n}" for n in range(19))]
+    await holder
+    assert len(commits) == 1, "the twenty shared the transaction that began once the lock was free"
+    assert len(effects) == 20
+
+
 async def test_each_work_runs_in_its_callers_context_though_another_task_commits_it(unit_of_work):
     """So an event a request's work creates carries that request's X-Correlation-Id, not another's."""
     uow, db = unit_of_work
