@@ -77,8 +77,8 @@ class Ports:
     insights: int = 8005
 
     def of(self, name: str) -> int:
-        """The port of a service or an embedded server, by its name in `Platform.processes`."""
-        return self.servers()[name]
+        """The port a field names (`switchboard up --<field>-port`), or a database server's by its process name."""
+        return getattr(self, name) if name in self.__dataclass_fields__ else self.servers()[name]
 
     def database(self, service: str) -> int:
         """The port of the embedded server of `service`'s database."""

@@ -74,3 +74,10 @@ def test_a_port_is_handed_out_once_so_servers_picked_before_any_binds_never_shar
 
     assert len(set(picked)) == len(picked)
     assert [ports.of(server) for server in DATABASE_SERVERS.values()] == list(range(ports.mongodb, ports.mongodb + 5))
+
+
+def test_each_port_is_found_by_its_command_line_name_and_each_database_server_by_its_process_name():
+    ports = Ports(mongodb=27017)
+
+    assert [ports.of(name) for name in ("kafka", "mongodb", "intake")] == [9092, 27017, 8001], "--<name>-port"
+    assert ports.of("mongodb_intake") == 27017 and ports.of("mongodb_sla") == 27019 == ports.database("sla")
