@@ -77,9 +77,11 @@ class GroupCommit:
             if len(group) == 1:
                 _answer(group[0].answer, error=error)
                 return
-            # Someone's work failed, and so did the transaction (or it never began): each runs again alone,
-            # concurrently, so that a database that is down fails them all at once, not one after another.
-            group[:] = group or self._take()
+            # Someone's work failed, and so did the transaction (or it never began: then the group was never
+            # taken): each runs again alone, concurrently, so that a database that is down fails them all at
+            # once, not one after another.
+            if not group:
+                group.extend(self._take())
             await asyncio.gather(*(self._alone(waiting.work, waiting.answer) for waiting in group))
         else:
             for waiting, result in zip(group, results, strict=True):
