@@ -24,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     ports = Ports(**{name: getattr(args, f"{name}_port") for name in names})
+    if problem := _port_problem(ports):
+        up.error(problem)
     platform = Platform(args.data_dir, ports)
     for signum in (signal.SIGINT, signal.SIGTERM):  # even where a parent shell ignored SIGINT
         signal.signal(signum, _raise_interrupt)
@@ -46,6 +48,19 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     finally:
         platform.stop()
+
+
+def _port_problem(ports: Ports) -> str | None:
+    """Why these ports cannot all be served, if they cannot: `--mongodb-port P` takes P+1 to P+4 too."""
+    servers = ports.servers()
+    if out_of_range := sorted(name for name, port in servers.items() if not 1 <= port <= 65535):
+        return f"ports out of range (1-65535) for {', '.join(out_of_range)}; --mongodb-port P also uses P+1 to P+4"
+    by_port: dict[int, list[str]] = {}
+    for name, port in servers.items():
+        by_port.setdefault(port, []).append(name)
+    if shared := [" and ".join(names) for names in by_port.values() if len(names) > 1]:
+        return f"one port each, please: {'; '.join(shared)} would share one (--mongodb-port P also uses P+1 to P+4)"
+    return None
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:

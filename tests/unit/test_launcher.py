@@ -2,6 +2,9 @@
 
 from pathlib import Path
 
+import pytest
+
+from shared.launcher import cli
 from shared.launcher.platform import DATABASE_SERVERS, DEV_API_KEY, SERVICES, Platform, Ports
 from shared.launcher.servers import free_port
 
@@ -81,3 +84,15 @@ def test_each_port_is_found_by_its_command_line_name_and_each_database_server_by
 
     assert [ports.of(name) for name in ("kafka", "mongodb", "intake")] == [9092, 27017, 8001], "--<name>-port"
     assert ports.of("mongodb_intake") == 27017 and ports.of("mongodb_sla") == 27019 == ports.database("sla")
+
+
+def test_switchboard_up_refuses_ports_it_could_not_serve_and_says_which(capsys):
+    for argv, expected in (
+        (["--mongodb-port", "65533"], "out of range (1-65535) for mongodb_insights, mongodb_notify"),
+        (["--smtp-port", "27019"], "smtp and mongodb_sla would share one"),
+    ):
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(["up", "--data-dir", "/nonexistent/never-made", *argv])
+
+        assert exit_.value.code == 2
+        assert expected in capsys.readouterr().err
