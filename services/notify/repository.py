@@ -186,21 +186,19 @@ class OwedDeliveries:
         return _from_document(document) if document else None
 
     async def add_if_absent(self, delivery: Delivery) -> bool:
-        """Queued as an upsert rather than an insert: a duplicate key would abort the caller's whole transaction."""
         if await self._deliveries.get(delivery.id) is not None:
             return False
-        document = _to_document(delivery)
-        fields = {name: value for name, value in document.items() if name != "_id"}
-        self._deliveries.write_later(document, UpdateOne({"_id": delivery.id}, {"$setOnInsert": fields}, upsert=True))
+        self._deliveries.insert_later(_to_document(delivery))
         return True
 
     async def replace_pending(self, delivery: Delivery) -> bool:
         """Rewrite a delivery nobody has tried to send yet (a digest gaining an item, a held one released)."""
         fields = {name: value for name, value in _to_document(delivery).items() if name != "_id"}
-        return await self._set_if(delivery.id, UNTOUCHED, fields)
+        return await self._set_if(delivery.id, UNTOUCHED, fields, whole=True)
 
     async def suppress(self, delivery: Delivery, reason: str) -> bool:
-        return await self._set_if(delivery.id, UNTOUCHED, {"state": DeliveryState.SUPPRESSED.value, "reason": reason})
+        fields = {"state": DeliveryState.SUPPRESSED.value, "reason": reason}
+        return await self._set_if(delivery.id, UNTOUCHED, fields, whole=True)
 
     async def mark_sent(self, delivery: Delivery) -> bool:
         """False when another replica recorded it first (its claim had expired and both sent)."""
@@ -223,15 +221,23 @@ class OwedDeliveries:
         latest = {"state": DeliveryState.PENDING.value, "attempts": delivery.attempts}
         return await self._set_if(delivery.id, latest, fields)
 
-    async def _set_if(self, delivery_id: str, expected: Mapping[str, object], fields: dict) -> bool:
-        """Queues a `$set` of `fields` if the delivery, as this transaction sees it, has the `expected` values;
-        the update is conditional on them too. False, and nothing queued, if it does not."""
+    async def _set_if(self, delivery_id: str, expected: Mapping[str, object], fields: dict, *, whole: bool = False) -> bool:
+        """Queues a write of `fields` if the delivery, as this transaction sees it, has the `expected` values;
+        the write is conditional on them too. False, and nothing queued, if it does not.
+
+        The consumer's writes replace the `whole` document: that costs the embedded server a third less than
+        a `$set`, and folds into the insert of a delivery planned earlier in the same batch. The sender's
+        records `$set` only their fields: they share their transaction with a claim, which writes
+        deliveries past this cache."""
         current = await self._deliveries.get(delivery_id)
         if not _stored_with(current, expected):
             return False
-        self._deliveries.write_later(
-            {**current, **fields}, UpdateOne({"_id": delivery_id, **eq(expected)}, {"$set": fields})
-        )
+        if whole:
+            self._deliveries.replace_later({**current, **fields}, condition=eq(expected))
+        else:
+            self._deliveries.write_later(
+                {**current, **fields}, UpdateOne({"_id": delivery_id, **eq(expected)}, {"$set": fields})
+            )
         return True
 
     async def count_recent(self, recipient: str, since_ms: int) -> int:
@@ -330,7 +336,7 @@ class TicketViews:
         """Upsert: events from different topics may arrive in any order (an SLA clock before the ticket)."""
         fields = {**fields, "updated_ms": now_ms()}
         current = await self._tickets.get(ticket_id) or {"_id": ticket_id}
-        self._tickets.update_later({**current, **fields}, {"$set": fields}, upsert=True)
+        self._tickets.replace_later({**current, **fields})
 
 
 class Contacts:

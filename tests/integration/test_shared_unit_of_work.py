@@ -170,6 +170,59 @@ async def test_queued_writes_of_one_document_fold_into_one_with_the_same_result(
     assert statements.by_collection == {"transactions": 1, "views": 9, "facts": 1}, "fourteen writes queued, ten sent"
 
 
+class InsertedDocuments(monitoring.CommandListener):
+    """How many documents each collection's insert commands carried."""
+
+    def __init__(self) -> None:
+        self.by_collection: dict[str, int] = {}
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name == "insert":
+            collection = event.command["insert"]
+            self.by_collection[collection] = self.by_collection.get(collection, 0) + len(event.command["documents"])
+
+    def succeeded(self, event) -> None:
+        pass
+
+    def failed(self, event) -> None:
+        pass
+
+
+async def test_a_new_documents_later_replaces_fold_into_its_insert_and_a_conditional_replace_needs_its_match(tmp_path):
+    pending, held = {"state": {"$eq": "pending"}}, {"state": {"$eq": "held"}}
+    updates, inserts = WriteStatements(), InsertedDocuments()
+    with mongo_wire_server(tmp_path) as url:
+        client = AsyncMongoClient(url, tz_aware=True, event_listeners=[updates, inserts])
+        db = client["replaced"]
+        uow = UnitOfWork(client, db, Outbox(db).write, transaction_lock=tmp_path / "replaced.lock")
+        await db["deliveries"].insert_many([{"_id": "D-1", "state": "pending"}, {"_id": "D-2", "state": "sent"}])
+        inserts.by_collection.clear()
+
+        async def work(tx) -> None:
+            tx.insert_later("deliveries", {"_id": "D-3", "state": "held", "body": "planned"})
+            tx.replace_later("deliveries", {"_id": "D-3", "state": "pending", "body": "released"}, condition=held)
+            tx.replace_later("deliveries", {"_id": "D-1", "state": "suppressed"}, condition=pending)
+            tx.replace_later("deliveries", {"_id": "D-1", "state": "suppressed", "reason": "cancelled"}, condition=pending)
+            tx.replace_later("deliveries", {"_id": "D-2", "state": "suppressed"}, condition=pending)  # sent: no match
+            tx.update_later("deliveries", "D-4", {"$set": {"state": "held"}}, upsert=True)
+            tx.replace_later("deliveries", {"_id": "D-4", "state": "pending"}, condition=held)  # asks the stored one
+
+        try:
+            await uow.run(work)
+            deliveries = await db["deliveries"].find({}).sort("_id").to_list()
+        finally:
+            await client.close()
+
+    assert deliveries == [
+        {"_id": "D-1", "state": "suppressed", "reason": "cancelled"},
+        {"_id": "D-2", "state": "sent"},
+        {"_id": "D-3", "state": "pending", "body": "released"},
+        {"_id": "D-4", "state": "pending"},
+    ]
+    assert inserts.by_collection == {"deliveries": 1}, "D-3's insert carried its released version"
+    assert updates.by_collection == {"transactions": 1, "deliveries": 4}, "D-1 once, D-2 once, D-4 twice"
+
+
 async def test_only_the_embedded_server_gets_the_write_that_opens_a_transaction(tmp_path):
     """The embedded server (the one given a transaction lock) opens a transaction at its first write;
     against MongoDB the unit of work sends only what the work does."""
