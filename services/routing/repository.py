@@ -504,9 +504,7 @@ class AffinityRepository:
 
     def remember(self, customer_id: str, agent_id: str, at_ms: int) -> None:
         """Queued: nothing in the transaction needs its result, and `last_agent` answers from memory."""
-        self._tx.write_later("customer_agents", UpdateOne(
-            {"_id": customer_id}, {"$set": {"agent_id": agent_id, "at_ms": at_ms}}, upsert=True
-        ))
+        self._tx.replace_later("customer_agents", {"_id": customer_id, "agent_id": agent_id, "at_ms": at_ms})
         self._known[customer_id] = (agent_id, at_ms)
 
     async def preload(self, customer_ids: Iterable[str]) -> None:
