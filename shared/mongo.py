@@ -132,8 +132,8 @@ class Transaction:
       out as one ordered bulk write per collection, before the outbox, when the work is done, or
       earlier at `flush`. A use case that reads a collection it queued writes to calls `flush` first.
       `update_later`, `replace_later` and `insert_later` queue a write by `_id` that later ones of
-      the same document fold into, if they combine: a batch's events often touch the same document, and each
-      write costs the embedded server far more than the merging costs here.
+      the same document fold into, if they combine: a batch's events often touch the same document,
+      and each write costs the embedded server far more than the merging costs here.
     - `cache` is a plain dict that lives as long as the transaction: a batch's prefetch fills it
       (one query per collection), and the repositories that read through it keep it up to date
       when they write.
