@@ -107,16 +107,18 @@ async def test_a_committed_read_waits_for_the_transaction_in_flight_and_never_se
     assert await committed == []
 
 
-class WriteStatements(monitoring.CommandListener):
-    """How many documents each collection's update commands addressed: the writes the server made."""
+class DocumentsSent(monitoring.CommandListener):
+    """How many documents each collection's commands of one kind carried (`update`'s statements: the writes
+    the server made; `insert`'s documents)."""
 
-    def __init__(self) -> None:
+    def __init__(self, command: str = "update", documents: str = "updates") -> None:
+        self._command, self._documents = command, documents
         self.by_collection: dict[str, int] = {}
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
-        if event.command_name == "update":
-            collection = event.command["update"]
-            self.by_collection[collection] = self.by_collection.get(collection, 0) + len(event.command["updates"])
+        if event.command_name == self._command:
+            collection = event.command[self._command]
+            self.by_collection[collection] = self.by_collection.get(collection, 0) + len(event.command[self._documents])
 
     def succeeded(self, event) -> None:
         pass
@@ -128,7 +130,7 @@ class WriteStatements(monitoring.CommandListener):
 async def test_queued_writes_of_one_document_fold_into_one_with_the_same_result(tmp_path):
     from pymongo import UpdateOne
 
-    statements = WriteStatements()
+    statements = DocumentsSent()
     with mongo_wire_server(tmp_path) as url:
         client = AsyncMongoClient(url, tz_aware=True, event_listeners=[statements])
         db = client["folded"]
@@ -170,27 +172,9 @@ async def test_queued_writes_of_one_document_fold_into_one_with_the_same_result(
     assert statements.by_collection == {"transactions": 1, "views": 9, "facts": 1}, "fourteen writes queued, ten sent"
 
 
-class InsertedDocuments(monitoring.CommandListener):
-    """How many documents each collection's insert commands carried."""
-
-    def __init__(self) -> None:
-        self.by_collection: dict[str, int] = {}
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        if event.command_name == "insert":
-            collection = event.command["insert"]
-            self.by_collection[collection] = self.by_collection.get(collection, 0) + len(event.command["documents"])
-
-    def succeeded(self, event) -> None:
-        pass
-
-    def failed(self, event) -> None:
-        pass
-
-
 async def test_a_new_documents_later_replaces_fold_into_its_insert_and_a_conditional_replace_needs_its_match(tmp_path):
     pending, held = {"state": {"$eq": "pending"}}, {"state": {"$eq": "held"}}
-    updates, inserts = WriteStatements(), InsertedDocuments()
+    updates, inserts = DocumentsSent(), DocumentsSent("insert", "documents")
     with mongo_wire_server(tmp_path) as url:
         client = AsyncMongoClient(url, tz_aware=True, event_listeners=[updates, inserts])
         db = client["replaced"]
