@@ -70,6 +70,11 @@ def test_an_unknown_type_is_told_apart_from_an_invalid_event():
         parse_event(json.dumps(document).encode())
 
 
+def test_an_unknown_type_in_a_broken_envelope_is_invalid_not_skipped():
+    with pytest.raises(InvalidEvent, match="^id: Field required$"):
+        parse_event(json.dumps(submitted_document(type="support.ticket.submit.v2", id=None)).encode())
+
+
 def submitted_document(**attributes) -> dict:
     """A whole `ticket.submit` as an outside system writes it; `None` leaves an attribute out."""
     document = {
