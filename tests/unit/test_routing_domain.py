@@ -133,6 +133,22 @@ def test_at_equal_utilisation_the_longest_idle_agent_wins_then_the_better_skill_
     assert choose_agent([novice, expert], ticket("billing"), now=T0).agent.id == "expert"
 
 
+def test_a_full_tie_goes_to_the_smallest_id_whatever_the_order_of_the_candidates():
+    tied = [agent(agent_id, skills={"billing": 3}, idle_minutes=30) for agent_id in ("bob", "ada2", "ada")]
+
+    assert choose_agent(tied, ticket("billing"), now=T0).agent.id == "ada"
+    assert choose_agent(tied[::-1], ticket("billing"), now=T0).agent.id == "ada"
+
+
+def test_an_agent_copied_with_other_languages_is_matched_on_those():
+    german = agent("a", languages=["de-AT"])
+    assert can_take(german, ticket(language="de"))
+
+    english = german.model_copy(update={"languages": ["en-GB"]})
+
+    assert can_take(english, ticket(language="en")) and not can_take(english, ticket(language="de"))
+
+
 def test_affinity_to_the_customers_previous_agent_outweighs_a_small_load_difference():
     previous = agent("previous", capacity=4, load=1)
     fresh = agent("fresh", capacity=4)
