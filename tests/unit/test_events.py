@@ -31,3 +31,15 @@ def test_a_wrong_address_is_refused_with_emailstr_s_message_every_time(address):
 
 def test_the_schema_says_it_is_an_email_address():
     assert {"type": "string", "format": "email"} in Customer.model_json_schema()["properties"]["email"]["anyOf"]
+
+
+def test_a_domain_that_passed_before_still_has_each_address_on_it_checked_whole():
+    assert Customer(email="ann@example.com").email == "ann@example.com"
+
+    for address in ("ann.@example.com", "ann..lee@example.com", "ann lee@example.com"):
+        with pytest.raises(ValidationError) as expected:
+            WithEmailStr(email=address)
+        with pytest.raises(ValidationError) as refused:
+            Customer(email=address)
+        assert refused.value.errors()[0]["msg"] == expected.value.errors()[0]["msg"]
+        assert "after the @-sign" not in refused.value.errors()[0]["msg"], "the local part is what is wrong"
