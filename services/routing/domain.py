@@ -514,9 +514,10 @@ def choose_agent(
     ranked = []
     for agent in eligible:
         result = score(agent, requirements, now, affinity_agent_id=affinity_agent_id, weights=weights)
-        ranked.append(((agent.id not in requirements.last_resort, round(result.total, 9), result.idle_seconds), result, agent))
+        rank = (agent.id not in requirements.last_resort, round(result.total, 9), result.idle_seconds)
+        ranked.append((rank, result, agent))
     top = max(rank for rank, _, _ in ranked)
-    best_score, best = min(((result, agent) for rank, result, agent in ranked if rank == top), key=lambda pair: pair[1].id)
+    best_score, best = min(((result, agent) for rank, result, agent in ranked if rank == top), key=lambda tied: tied[1].id)
     return Match(best, explain(best, best_score, requirements, len(eligible)), best_score)
 
 
