@@ -26,6 +26,11 @@ RULES_FILE = Path(__file__).parent / "triage_rules.yaml"
 LanguageDetector = Callable[[str], str | None]
 SentimentScorer = Callable[[str], float]
 
+READ_FOR_TONE = 2000
+"""Language and sentiment are read from the text's opening, at most this many characters (cut at a word's
+end): VADER's time grows with the square of the text (a body of 100,000 characters, the most a ticket may
+have, held intake's event loop for 18 s), and a message's opening says its language and its mood."""
+
 
 class Keywords(BaseModel):
     """Words or phrases, matched case-insensitively on word boundaries in the subject and body."""
@@ -162,26 +167,36 @@ class TriageInput:
 
 
 class Triage:
-    def __init__(self, rules: TriageRules, detect_language: LanguageDetector, english_sentiment: SentimentScorer) -> None:
+    def __init__(
+        self,
+        rules: TriageRules,
+        detect_language: LanguageDetector,
+        english_sentiment: SentimentScorer,
+        *,
+        read_for_tone: int = READ_FOR_TONE,
+    ) -> None:
         self.rules = rules
         self._detect = detect_language
         self._english = english_sentiment
+        self._read_for_tone = read_for_tone
         self._patterns: dict[str, re.Pattern] = {}
 
     def triage(self, given: TriageInput) -> Triaged:
         text = f"{given.subject}\n{given.body}"
+        opening = _opening(text, self._read_for_tone)
+        read = "" if opening == text else f", from the first {len(opening):,} characters"
         reasons: list[str] = []
 
         if given.language:
             language = given.language
             reasons.append(f"language {language}: set by the caller")
         else:
-            language = self._detect(text)
-            reasons.append(f"language {language}: detected" if language else "language unknown: not detected")
+            language = self._detect(opening)
+            reasons.append(f"language {language}: detected{read}" if language else "language unknown: not detected")
 
-        sentiment, why = self._sentiment(text, language)
+        sentiment, why = self._sentiment(opening, language)
         if sentiment is not None:
-            reasons.append(f"sentiment {sentiment:+.2f}: {why}")
+            reasons.append(f"sentiment {sentiment:+.2f}: {why}{read}")
 
         category_rule = None
         if given.category:
@@ -276,6 +291,15 @@ class Triage:
         if pattern is None:
             pattern = self._patterns[word] = re.compile(rf"(?<!\w){re.escape(word)}(?!\w)", re.IGNORECASE)
         return pattern.search(text) is not None
+
+
+def _opening(text: str, limit: int) -> str:
+    """`text`, or its first `limit` characters without the word the limit cuts through."""
+    if len(text) <= limit:
+        return text
+    head = text[: limit + 1]
+    end = max(head.rfind(" "), head.rfind("\n"))
+    return head[:end] if end > 0 else head[:limit]
 
 
 def build_language_detector(languages: Sequence[str]) -> LanguageDetector:

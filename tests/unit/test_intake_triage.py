@@ -1,10 +1,12 @@
 """Triage rules: loading (with the line of a mistake) and evaluation, explainable and caller-first."""
 
+import re
 from pathlib import Path
 
 import pytest
 
 from services.intake.triage import (
+    READ_FOR_TONE,
     RULES_FILE,
     Triage,
     TriageInput,
@@ -58,6 +60,21 @@ def test_a_vip_customer_or_a_strongly_negative_message_raises_the_priority(triag
     assert angry.priority is Priority.HIGH and angry.sentiment <= -0.6
     assert any(reason.startswith("sentiment -0.") for reason in angry.reasons)
     assert angry_vip.priority is Priority.URGENT and "priority urgent: unhappy vip" in angry_vip.reasons
+
+
+def test_a_long_message_is_read_for_language_and_mood_from_its_opening_and_for_keywords_whole(triage):
+    calm = "Thank you for the quick help last week, everything works. " * 40
+    body = calm + "This is terrible, awful, horrible service. I hate it and I am furious. Please refund me."
+
+    result = triage.triage(given("A question", body))
+
+    assert len(calm) > READ_FOR_TONE, "the angry part lies past what is read for tone"
+    assert result.sentiment > 0 and result.priority is not Priority.URGENT
+    read = [re.search(r", from the first ([\d,]+) characters$", reason) for reason in result.reasons
+            if reason.startswith(("language", "sentiment"))]
+    read_lengths = [int(found[1].replace(",", "")) for found in read]
+    assert len(read_lengths) == 2 and all(READ_FOR_TONE - 100 < length <= READ_FOR_TONE for length in read_lengths)
+    assert result.category == "billing", "keywords are looked for in the whole message ('refund' at its end)"
 
 
 def test_an_outage_is_urgent_and_needs_technical_skills(triage):
