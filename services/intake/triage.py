@@ -26,10 +26,11 @@ RULES_FILE = Path(__file__).parent / "triage_rules.yaml"
 LanguageDetector = Callable[[str], str | None]
 SentimentScorer = Callable[[str], float]
 
-READ_FOR_TONE = 2000
+READ_FOR_TONE = 1000
 """Language and sentiment are read from the text's opening, at most this many characters (cut at a word's
 end): VADER's time grows with the square of the text (a body of 100,000 characters, the most a ticket may
-have, held intake's event loop for 18 s), and a message's opening says its language and its mood."""
+have, held intake's event loop 6-18 s on a 2-core machine), and a message's opening says its language and
+mood."""
 
 
 class Keywords(BaseModel):
