@@ -1,6 +1,6 @@
 """Intake's triage of long messages: reading language and mood from the opening vs from the whole text.
 
-    .venv/bin/python -m benchmarks.triage [--sizes 100,2000,20000,100000] [--rounds 3]
+    .venv/bin/python -m benchmarks.triage [--sizes 100,1000,10000,100000] [--rounds 3]
 
 For each body size, a ticket is triaged with the shipped rules and languages as intake does it (language
 and sentiment from the first `READ_FOR_TONE` characters, keywords in the whole text). The baseline, timed
@@ -39,7 +39,7 @@ def cpu_ms(work, repeats: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="100,2000,20000,100000", help="body lengths in characters")
+    parser.add_argument("--sizes", default="100,1000,10000,100000", help="body lengths in characters")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
 
