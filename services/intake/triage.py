@@ -180,7 +180,7 @@ class Triage:
         self._detect = detect_language
         self._english = english_sentiment
         self._read_for_tone = read_for_tone
-        self._patterns: dict[str, re.Pattern] = {}
+        self._patterns: dict[tuple[str, ...], re.Pattern] = {}
 
     def triage(self, given: TriageInput) -> Triaged:
         text = f"{given.subject}\n{given.body}"
@@ -253,7 +253,7 @@ class Triage:
         lexicon = self.rules.sentiment.lexicon.get(language or "", {})
         if not lexicon:
             return None, ""
-        hits = [(word, weight) for word, weight in lexicon.items() if self._matches(word, text)]
+        hits = [(word, weight) for word, weight in lexicon.items() if self._matches([word], text)]
         if not hits:
             return 0.0, f"no {language} sentiment words"
         score = round(max(-1.0, min(1.0, sum(weight for _, weight in hits))), 2)
@@ -285,12 +285,19 @@ class Triage:
         return ""
 
     def _first_hit(self, keywords: Keywords, text: str) -> str | None:
-        return next((word for word in keywords.any if self._matches(word, text)), None)
+        """The first of the keywords, in their order, that the text holds. One search for any of them first:
+        most lists match nothing, and that answer then costs one pass over the text, not one per word."""
+        if not self._matches(keywords.any, text):
+            return None
+        return next((word for word in keywords.any if self._matches([word], text)), None)
 
-    def _matches(self, word: str, text: str) -> bool:
-        pattern = self._patterns.get(word)
+    def _matches(self, words: list[str], text: str) -> bool:
+        """Whether any of `words` is in `text` as a whole word (or phrase), whatever its case."""
+        key = tuple(words)
+        pattern = self._patterns.get(key)
         if pattern is None:
-            pattern = self._patterns[word] = re.compile(rf"(?<!\w){re.escape(word)}(?!\w)", re.IGNORECASE)
+            alternatives = "|".join(re.escape(word) for word in words)
+            pattern = self._patterns[key] = re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
         return pattern.search(text) is not None
 
 
