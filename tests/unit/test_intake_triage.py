@@ -63,13 +63,14 @@ def test_a_vip_customer_or_a_strongly_negative_message_raises_the_priority(triag
 
 
 def test_a_long_message_is_read_for_language_and_mood_from_its_opening_and_for_keywords_whole(triage):
-    calm = "Thank you for the quick help last week, everything works. " * 40
-    body = calm + "This is terrible, awful, horrible service. I hate it and I am furious. Please refund me."
+    calm = "Thank you for the quick help last week, everything works. " * 20
+    angry = "This is terrible, awful, horrible service. I hate it and I am furious. " * 30  # outweighs the calm whole
+    body = calm + angry + "Please refund me."
 
     result = triage.triage(given("A question", body))
 
     assert len(calm) > READ_FOR_TONE, "the angry part lies past what is read for tone"
-    assert result.sentiment > 0 and result.priority is not Priority.URGENT
+    assert result.sentiment > 0 and "priority high: strongly negative sentiment" not in result.reasons
     read = [re.search(r", from the first ([\d,]+) characters$", reason) for reason in result.reasons
             if reason.startswith(("language", "sentiment"))]
     read_lengths = [int(found[1].replace(",", "")) for found in read]
