@@ -3,8 +3,8 @@
 What the events said of a ticket (its fold `state`) is kept in `fact_states`, apart from the flat
 fact the reports read in `facts`: reports then read small documents (on the embedded server, whose
 aggregation parses each whole document, that halves a summary's time). The consumer reads a
-batch's states with one `_id` `$in` query (`prefetch`) and queues a replace per state and per fact, a
-ticket's later events in the batch taking the place of its earlier ones' (`Transaction.replace_later`),
+batch's states with one `_id` `$in` query (`prefetch`) and queues a replace per state and per fact that an
+event changed, a ticket's later events in the batch taking the place of its earlier ones' (`Transaction.replace_later`),
 sent as one bulk write per collection when the batch is done. Reports filter on `sort_key` (creation time then
 ticket id, so a time range and the drill-down's cursor are one range) behind an `$eq` on at most one
 dimension, and every filterable dimension has an index led by it and ending in `sort_key`: the embedded

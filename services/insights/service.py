@@ -84,7 +84,9 @@ class Insights:
         if ticket_id is None:
             return  # an NPS answer about no ticket: nothing to attach it to (see the README)
         state = await tx.facts.state(ticket_id)
-        tx.facts.save_later(ticket_id, domain.fold(state, event.id, event.data))
+        folded = domain.fold(state, event.id, event.data)
+        if folded != state:  # most events that change no report (an acknowledgement sent, a replay) write nothing
+            tx.facts.save_later(ticket_id, folded)
 
     def handlers(self, topic: str) -> dict:
         return {payload: self.on_event for payload in SUBSCRIBED[topic]}
