@@ -1,11 +1,13 @@
 """Insights on the platform as `switchboard up` runs it: a real ticket's events, from intake, SLA and
-routing, become its fact."""
+routing, become its fact; it and its database server run at a lower CPU priority."""
 
+import os
 from datetime import timedelta
 
 import pytest
 
 from shared.clock import utc_now
+from shared.launcher.platform import YIELDING_NICENESS
 from tests.support import RunningPlatform, eventually, unique
 
 pytestmark = pytest.mark.integration
@@ -33,3 +35,11 @@ async def test_a_submitted_and_answered_ticket_becomes_a_fact(running_platform: 
     assert (row["channel"], row["customer_id"], row["tier"]) == ("chat", customer, "premium")
     assert row["first_reply_business_seconds"] is not None
     assert row["first_reply_policy"] is not None
+
+
+def test_insights_and_its_database_yield_the_cores_to_the_path_customers_wait_on(running_platform: RunningPlatform) -> None:
+    processes = running_platform.platform.processes
+    launcher = os.getpriority(os.PRIO_PROCESS, 0)  # the tests' own: the platform is started from it
+    niceness = {name: os.getpriority(os.PRIO_PROCESS, process.pid) for name, process in processes.items()}
+    assert niceness["insights"] == niceness["mongodb_insights"] == min(19, launcher + YIELDING_NICENESS)
+    assert {name for name, value in niceness.items() if value != launcher} == {"insights", "mongodb_insights"}
