@@ -90,26 +90,45 @@ class _Update:
     replacement: dict | None = None
     """Set for a replace or an insert, instead of `update`."""
     condition: dict | None = None
-    """A replace's filter beside the `_id`: it replaces only a stored document that matches. None: an upsert."""
+    """The filter beside the `_id`: a replace or an update writes only a stored document that matches (a
+    replace with none is an upsert; a conditional upsert that matches nothing collides with the `_id`)."""
     insert: bool = False
     """`replacement` is new in this transaction: written with an insert."""
 
-    def absorb(self, update: dict, upsert: bool) -> bool:
+    def absorb(self, update: dict, upsert: bool, condition: dict | None) -> bool:
         """Fold `update` in, if the two make one write. An upsert after an update that is not one may
-        insert what that update would not have written, so it never folds into one."""
-        if self.update is None or (upsert and not self.upsert):
+        insert what that update would not have written, so it never folds into one. A conditional update
+        folds into a conditional one only if its condition is what that one leaves (a version it
+        incremented): that one's condition then guards both."""
+        if self.update is None or (upsert and not self.upsert) or (condition is None) != (self.condition is None):
+            return False
+        if condition is not None and condition != self._leaves(condition):
             return False
         combined = combined_update(self.update, update)
         if combined is not None:
             self.update = combined
         return combined is not None
 
+    def _leaves(self, condition: dict) -> dict | None:
+        """The values of `condition`'s fields once this update is applied to a document matching its own."""
+        left = {}
+        for field in condition:
+            if field not in self.condition or isinstance(self.condition[field], dict):
+                return None  # not a plain value this update's own condition fixes
+            value = self.condition[field]
+            if field in self.update.get("$set", {}):
+                value = self.update["$set"][field]
+            elif field in self.update.get("$inc", {}):
+                value += self.update["$inc"][field]
+            left[field] = value
+        return left
+
     def replace(self, document: dict, condition: dict | None) -> bool:
         """Make this write leave `document` stored, if it can: an insert or a replace writes it instead (the
         caller checked `condition` against what this write leaves, so this write's own condition stays);
         an update becomes an upsert of it, unless the replace has a condition, which only the stored
         document can be asked."""
-        if self.update is not None and condition is not None:
+        if self.update is not None and (condition is not None or self.condition is not None):
             return False
         self.update, self.replacement = None, document
         return True
@@ -120,7 +139,7 @@ class _Update:
         if self.replacement is not None:
             return ReplaceOne({"_id": self.document_id, **(self.condition or {})}, self.replacement,
                               upsert=self.condition is None)
-        return UpdateOne({"_id": self.document_id}, self.update, upsert=self.upsert)
+        return UpdateOne({"_id": self.document_id, **(self.condition or {})}, self.update, upsert=self.upsert)
 
 
 class Transaction:
@@ -158,12 +177,14 @@ class Transaction:
         self._queued.setdefault(collection, []).extend(operations)
         self._foldable.pop(collection, None)
 
-    def update_later(self, collection: str, document_id: object, update: dict, *, upsert: bool) -> None:
-        """Queue `UpdateOne({"_id": document_id}, update, upsert=upsert)`, folded into the write queued
-        for that document if the two combine (`combined_update`)."""
+    def update_later(
+        self, collection: str, document_id: object, update: dict, *, upsert: bool, condition: dict | None = None
+    ) -> None:
+        """Queue `UpdateOne({"_id": document_id, **condition}, update, upsert=upsert)`, folded into the write
+        queued for that document if the two combine (`combined_update`, `_Update.absorb`)."""
         queued = self._foldable.get(collection, {}).get(document_id)
-        if queued is None or not queued.absorb(update, upsert):
-            self._queue_foldable(collection, _Update(document_id, update=update, upsert=upsert))
+        if queued is None or not queued.absorb(update, upsert, condition):
+            self._queue_foldable(collection, _Update(document_id, update=update, upsert=upsert, condition=condition))
 
     def replace_later(self, collection: str, document: dict, *, condition: dict | None = None) -> None:
         """Queue `ReplaceOne({"_id": ..., **condition}, document)`, an upsert when there is no `condition`.

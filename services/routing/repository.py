@@ -2,8 +2,8 @@
 
 Capacity and assignment are claimed with conditional updates on the version the transaction read,
 so two replicas can never overfill an agent or assign one ticket twice. The dispatcher queues them
-(`Transaction.write_later`) as upserts on an existing `_id`, so a claim that matches nothing fails
-the transaction rather than passing unnoticed (`_or_abort`). Instants are stored as epoch milliseconds.
+(`Transaction.write_later`, `update_later`) as upserts on an existing `_id`, so a claim that matches
+nothing fails the transaction rather than passing unnoticed (`_or_abort`). Instants are stored as epoch milliseconds.
 
 The repositories hang on the transaction (`RoutingTransaction`: `tx.tickets`, `tx.agents`, `tx.affinities`),
 built once per transaction. Routed tickets come and go as the `RoutedTicket` aggregate: a transition is
@@ -176,14 +176,19 @@ class AgentRepository:
 
     def claim_slot(self, agent: Agent, channel: str) -> Agent:
         """Take one unit of capacity on `channel` from `agent` as this transaction knows them (`get`,
-        `candidates`), who has room there: queued, expecting that version (`_or_abort`)."""
+        `candidates`), who has room there: queued, expecting that version, as an upsert (`_or_abort`).
+        The agent's later claims in the same transaction expect the version this one leaves, so they fold
+        into it (`Transaction.update_later`): one write per agent per batch, guarded by the first version."""
         now = now_ms()
         claimed = agent.claimed(channel, from_ms(now))
-        self._tx.write_later("agents", _or_abort(
-            {"_id": agent.id, "version": agent.version},
+        self._tx.update_later(
+            "agents",
+            agent.id,
             {"$inc": {"load": 1, "free": -1, f"load_by_channel.{channel}": 1, "version": 1},
              "$set": {"last_assigned_ms": now, "updated_ms": now, "free_by_channel": claimed.free_by_channel}},
-        ))
+            upsert=True,
+            condition={"version": agent.version},
+        )
         self._known[agent.id] = claimed
         return claimed
 

@@ -4,6 +4,7 @@ import asyncio
 
 import pytest
 from pymongo import AsyncMongoClient, monitoring
+from pymongo.errors import BulkWriteError
 
 from shared import topics
 from shared.clock import utc_now
@@ -205,6 +206,45 @@ async def test_a_new_documents_later_replaces_fold_into_its_insert_and_a_conditi
     ]
     assert inserts.by_collection == {"deliveries": 1}, "D-3's insert carried its released version"
     assert updates.by_collection == {"transactions": 1, "deliveries": 4}, "D-1 once, D-2 once, D-4 twice"
+
+
+async def test_conditional_updates_fold_when_each_expects_what_the_one_before_leaves(tmp_path):
+    """Routing's capacity claims: each expects the agent's version the one before it leaves, so one write,
+    guarded by the first version, does them all; a claim that expects another version is not folded, and
+    as an upsert that matches nothing it fails the transaction (nothing of it is stored)."""
+    updates = DocumentsSent()
+    claim = {"$inc": {"load": 1, "version": 1}, "$set": {"last": "T"}}
+    with mongo_wire_server(tmp_path) as url:
+        client = AsyncMongoClient(url, tz_aware=True, event_listeners=[updates])
+        db = client["claims"]
+        uow = UnitOfWork(client, db, Outbox(db).write, transaction_lock=tmp_path / "claims.lock")
+        await db["agents"].insert_many([{"_id": "ada", "load": 0, "version": 3}, {"_id": "bob", "load": 0, "version": 3}])
+
+        async def claims(tx) -> None:
+            for version in (3, 4, 5):
+                tx.update_later("agents", "ada", {**claim, "$set": {"last": f"T-{version}"}}, upsert=True,
+                                condition={"version": version})
+            tx.update_later("agents", "bob", claim, upsert=True, condition={"version": 3})
+
+        async def stale(tx) -> None:
+            tx.update_later("agents", "bob", claim, upsert=True, condition={"version": 4})
+            tx.update_later("agents", "bob", claim, upsert=True, condition={"version": 4})  # not what the first leaves
+
+        try:
+            await uow.run(claims)
+            folded = dict(updates.by_collection)
+            with pytest.raises(BulkWriteError) as failed:
+                await uow.run(stale)
+            agents = await db["agents"].find({}).sort("_id").to_list()
+        finally:
+            await client.close()
+
+    assert folded == {"transactions": 1, "agents": 2}, "ada's three claims sent as one"
+    assert [error["code"] for error in failed.value.details["writeErrors"]] == [11000]  # the duplicate _id
+    assert agents == [
+        {"_id": "ada", "load": 3, "version": 6, "last": "T-5"},
+        {"_id": "bob", "load": 1, "version": 4, "last": "T"},
+    ]
 
 
 async def test_only_the_embedded_server_gets_the_write_that_opens_a_transaction(tmp_path):
