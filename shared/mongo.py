@@ -126,8 +126,8 @@ class _Update:
     def replace(self, document: dict, condition: dict | None) -> bool:
         """Make this write leave `document` stored, if it can: an insert or a replace writes it instead (the
         caller checked `condition` against what this write leaves, so this write's own condition stays);
-        an update becomes an upsert of it, unless the replace has a condition, which only the stored
-        document can be asked."""
+        an update becomes an upsert of it, unless the replace or the update has a condition, which only the
+        stored document can be asked."""
         if self.update is not None and (condition is not None or self.condition is not None):
             return False
         self.update, self.replacement = None, document

@@ -60,7 +60,7 @@ YIELDING = frozenset({"insights", DATABASE_SERVERS["insights"]})
 and in a burst it and its database server give the cores to the path a customer waits on (the ticket's
 creation, assignment and acknowledgement), then catch up. Lagging, insights reads fuller batches, in which
 more of a ticket's events fold into one write, so it also spends less. benchmarks/pipeline.py, three pairs
-on one machine: acknowledged 1.07-1.16x, assigned 0.98-1.19x, the platform's CPU per ticket 0.88-0.95x."""
+on one machine: acknowledged 1.07-1.17x, assigned 0.98-1.19x, the platform's CPU per ticket 0.84-0.95x."""
 YIELDING_NICENESS = 10
 """How much nicer than the launcher they run: the kernel then gives each of them about a tenth of the CPU
 time a part at the launcher's own priority gets, while both want it, and all of it when nobody else does."""
