@@ -130,6 +130,26 @@ def test_german_text_reads_back_as_written_and_a_long_line_is_kept_within_smtps_
     assert max(len(line) for line in mail.data.split(b"\r\n")) <= 998
 
 
+def test_a_long_subject_is_folded_and_reads_back_whole():
+    delivery = DELIVERY.model_copy(update={"subject": "[TKT-1] " + "We received your request about the invoice " * 4})
+
+    mail = build_message(delivery, MAIL_FROM)
+
+    assert received(delivery)["Subject"] == delivery.subject
+    assert max(len(line) for line in mail.data.split(b"\r\n\r\n")[0].split(b"\r\n")) <= 78
+
+
+def test_text_reads_back_exactly_whatever_its_line_ends_and_a_part_never_contains_the_boundary():
+    first = build_message(DELIVERY, MAIL_FROM).data
+    boundary = first.split(b'boundary="')[1].split(b'"')[0].decode()
+    delivery = DELIVERY.model_copy(update={"text": f"quoting\n--{boundary}\rand a line\r\nwith no end", "html": "<p>x</p>"})
+
+    message = received(delivery)
+
+    assert message.get_body(("plain",)).get_content() == f"quoting\r\n--{boundary}\r\nand a line\r\nwith no end"
+    assert message.get_body(("html",)).get_content() == "<p>x</p>"
+
+
 def test_an_address_that_is_not_ascii_is_written_as_utf8_and_asks_for_smtputf8():
     delivery = DELIVERY.model_copy(update={"recipient": "jörg@bücher.example"})
 
