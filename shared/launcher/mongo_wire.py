@@ -13,12 +13,18 @@ module therefore:
   its time, level, logger and the source line that logged it, and an exception its type only;
 - routes Python warnings through the same logging;
 - spares its engine a second parse of each document it writes, where that parse cannot fail
-  (`check_json_only_where_it_can_fail`).
+  (`check_json_only_where_it_can_fail`), and two generic walks of each document it reads or writes,
+  where a plain one does the same (`read_plain_json_plainly`, `copy_plain_data_plainly`).
 """
 
+import copy
+import json
 import logging
+import sys
+from datetime import datetime
 
-from neosqlite.collection import query_helper
+from bson.int64 import Int64
+from neosqlite.collection import json_helpers, query_helper
 from nx_27017.nx_27017 import main as nx_27017_main
 
 FORMAT = "%(asctime)s - %(name)s - %(levelname)s - [%(process)d] - %(message)s"
@@ -48,8 +54,76 @@ def check_json_only_where_it_can_fail() -> None:
     query_helper._validate_json_document = validate
 
 
+JSON_MARKERS = ("__neosqlite_", "$date")
+"""What neosqlite's JSON decoding hook looks for: its stored forms of binary values, ObjectIds and dates.
+`json.dumps`, which writes every document, never escapes these characters, so a text that does not
+contain them holds none."""
+
+
+def read_plain_json_plainly() -> None:
+    """neosqlite reads every stored document with `json.loads` and an object hook, a Python call for each
+    object in it, that turns its markers back into binary values, ObjectIds and dates: 20 µs for a
+    delivery's 1.2 kB, against 11 µs without. A text without any marker is read without the hook.
+
+    The engine's modules that bound the function by name get the new one too."""
+    hooked = json_helpers.neosqlite_json_loads
+
+    def loads(text, **kwargs):
+        if not kwargs and isinstance(text, str) and not any(marker in text for marker in JSON_MARKERS):
+            return json.loads(text)
+        return hooked(text, **kwargs)
+
+    for name, module in list(sys.modules.items()):
+        if name.startswith("neosqlite") and getattr(module, "neosqlite_json_loads", None) is hooked:
+            module.neosqlite_json_loads = loads
+
+
+class _NotPlain(Exception):
+    pass
+
+
+_IMMUTABLE = frozenset({str, int, Int64, float, bool, type(None), bytes, datetime})
+"""Copied as they are: `copy.deepcopy` keeps them too, or makes an equal one (a `datetime`, an `Int64`)."""
+
+
+def _plain_copy(value):
+    kind = type(value)
+    if kind is dict:
+        return {key: _plain_copy(item) for key, item in value.items()}
+    if kind is list:
+        return [_plain_copy(item) for item in value]
+    if kind in _IMMUTABLE:
+        return value
+    raise _NotPlain
+
+
+def copy_plain_data_plainly() -> None:
+    """neosqlite deep-copies each document it inserts or updates with `copy.deepcopy`, whose generic
+    dispatch and memo cost 27 µs for a delivery, a fifth of an insert; a walk of its dicts, lists and
+    immutable values copies it in 9. What the server copies is decoded BSON, in which no value appears
+    twice, so the memo has nothing to keep; anything else (another type, a memo passed in, a structure
+    that contains itself) is copied by `copy.deepcopy` as before. The engine imports `deepcopy` at each
+    insert, so the module's own function is the one replaced, in this process only."""
+    deepcopy = copy.deepcopy
+
+    def plain_first(value, memo=None):
+        if memo is None:
+            try:
+                return _plain_copy(value)
+            except (_NotPlain, RecursionError):
+                pass
+        return deepcopy(value, memo)
+
+    copy.deepcopy = plain_first
+    for name, module in list(sys.modules.items()):
+        if name.startswith("neosqlite") and getattr(module, "deepcopy", None) is deepcopy:
+            module.deepcopy = plain_first
+
+
 def main() -> None:
     check_json_only_where_it_can_fail()
+    read_plain_json_plainly()
+    copy_plain_data_plainly()
     logging.setLogRecordFactory(record_without_data)
     logging.basicConfig(level=logging.WARNING, format=FORMAT)
     logging.captureWarnings(True)
