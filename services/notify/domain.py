@@ -304,16 +304,25 @@ def customer_limit_key(kind: str, customer: str) -> str:
     return f"{kind}:{customer}"
 
 
-def describe_duration(seconds: float) -> str:
-    """`45 minutes`, `1 hour`, `4 hours`, `2 days`: for a person, not to the second."""
-    minutes = max(1, round(seconds / 60))
-    if minutes < 60:
-        return f"{minutes} minute{'s' if minutes != 1 else ''}"
-    hours = round(minutes / 60)
-    if hours < 48:
-        return f"{hours} hour{'s' if hours != 1 else ''}"
-    days = round(hours / 24)
-    return f"{days} days"
+DURATION_WORDS = {
+    "en": ("minute", "minutes", "hour", "hours", "days"),
+    "de": ("Minute", "Minuten", "Stunde", "Stunden", "Tagen"),
+}
+"""Minute, minutes, hour, hours, days in each language a shipped template words a duration in (German
+in the dative, as after "innerhalb von"); any other language gets English."""
+
+
+def describe_duration(seconds: float, language: str = "en") -> str:
+    """`45 minutes`, `1 hour`, `4 hours`, `2 days`: for a person, not to the second. Templates call it as
+    the `duration` filter, in their own language: `{{ first_reply_within_seconds | duration("de") }}`."""
+    minute, minutes, hour, hours, days = DURATION_WORDS.get(language, DURATION_WORDS["en"])
+    count = max(1, round(seconds / 60))
+    if count < 60:
+        return f"{count} {minute if count == 1 else minutes}"
+    count = round(count / 60)
+    if count < 48:
+        return f"{count} {hour if count == 1 else hours}"
+    return f"{round(count / 24)} {days}"
 
 
 def describe_instant(at: datetime, timezone: str | None) -> str:

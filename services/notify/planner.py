@@ -285,6 +285,7 @@ def build_context(
         "body": data.body if isinstance(data, TicketMessageAdded) else None,
         "agent_id": getattr(data, "agent_id", None) or (ticket.assignee_id if ticket else None),
         "first_reply_within": None,
+        "first_reply_within_seconds": None,
         "first_reply_due": None,
         "csat_links": None,
         "csat_expires": None,
@@ -327,6 +328,7 @@ def set_first_reply(context: dict, ticket: TicketView, timezone: str | None) -> 
     context["first_reply_due"] = describe_instant(from_ms(ticket.first_reply_due_ms), timezone)
     if ticket.first_reply_target_seconds is not None:
         context["first_reply_within"] = describe_duration(ticket.first_reply_target_seconds)
+        context["first_reply_within_seconds"] = ticket.first_reply_target_seconds
 
 
 def released(held: Delivery, ticket: TicketView, *, render: Render, now: datetime) -> Delivery:
@@ -408,6 +410,7 @@ SAMPLE_CONTEXT: dict = {
     "body": "Sample reply.",
     "agent_id": "ada",
     "first_reply_within": "4 hours",
+    "first_reply_within_seconds": 14400,
     "first_reply_due": "2026-03-02 13:30 UTC",
     "csat_links": {str(score): f"https://support.example.com/csat?score={score}" for score in range(1, 6)},
     "csat_expires": "2026-03-16 13:30 UTC",

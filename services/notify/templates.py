@@ -12,7 +12,7 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template, TemplateError, meta, select_autoescape
 
-from services.notify.domain import DEFAULT_LOCALE, DIGEST_KIND, DeliveryKind, RenderedEmail
+from services.notify.domain import DEFAULT_LOCALE, DIGEST_KIND, DeliveryKind, RenderedEmail, describe_duration
 
 TEMPLATES_DIRECTORY = Path(__file__).parent / "templates"
 PARTS = ("subject", "txt", "html")
@@ -31,6 +31,7 @@ class Templates:
             autoescape=select_autoescape(enabled_extensions=("html.j2",), default_for_string=False, default=False),
             keep_trailing_newline=True,
         )
+        environment.filters["duration"] = describe_duration
         wanted = {str(kind) for kind in (kinds if kinds is not None else DeliveryKind)} | {DIGEST_KIND}
         locales: dict[str, set[str]] = {kind: {DEFAULT_LOCALE} for kind in wanted}
         for path in sorted(directory.glob("*.j2")) if directory.is_dir() else ():

@@ -197,6 +197,15 @@ def test_durations_read_like_a_person_wrote_them(seconds, words):
     assert describe_duration(seconds) == words
 
 
+@pytest.mark.parametrize(
+    ("seconds", "language", "words"),
+    [(60, "de", "1 Minute"), (2700, "de", "45 Minuten"), (3600, "de", "1 Stunde"), (8 * 3600, "de", "8 Stunden"),
+     (3 * 86400, "de", "3 Tagen"), (8 * 3600, "fr", "8 hours")],
+)
+def test_a_duration_is_worded_in_the_templates_language_or_else_in_english(seconds, language, words):
+    assert describe_duration(seconds, language) == words
+
+
 @pytest.mark.parametrize("zone", ["Mars/Olympus", "../../etc/passwd", ""])
 def test_quiet_hours_need_a_real_timezone(zone):
     with pytest.raises(ValueError, match="unknown timezone"):

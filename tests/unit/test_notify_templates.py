@@ -101,3 +101,13 @@ def test_a_kind_is_a_survey_when_a_template_of_it_shows_the_signed_links_whateve
     templates = Templates(tmp_path, kinds=["acknowledgement", "rating_request"])
 
     assert templates.kinds_using("csat_links") == {"rating_request"}
+
+
+def test_the_german_acknowledgement_words_the_reply_time_in_german():
+    templates = Templates(kinds=load_rules().kinds)
+
+    rendered = templates.render("acknowledgement", "de", {**SAMPLE_CONTEXT, "first_reply_within_seconds": 8 * 3600})
+
+    assert rendered.locale == "de"
+    assert "innerhalb von 8 Stunden, spätestens 2026-03-02 13:30 UTC" in rendered.text
+    assert "innerhalb von 8 Stunden" in rendered.html
