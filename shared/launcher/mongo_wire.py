@@ -54,6 +54,13 @@ def check_json_only_where_it_can_fail() -> None:
     query_helper._validate_json_document = validate
 
 
+def _replace_in_engine(name: str, old, new) -> None:
+    """Every engine module that bound `old` to `name` when it was imported gets `new` instead."""
+    for module_name, module in list(sys.modules.items()):
+        if module_name.startswith("neosqlite") and getattr(module, name, None) is old:
+            setattr(module, name, new)
+
+
 JSON_MARKERS = ("__neosqlite_", "$date")
 """What neosqlite's JSON decoding hook looks for: its stored forms of binary values, ObjectIds and dates.
 `json.dumps`, which writes every document, never escapes these characters, so a text that does not
@@ -73,9 +80,7 @@ def read_plain_json_plainly() -> None:
             return json.loads(text)
         return hooked(text, **kwargs)
 
-    for name, module in list(sys.modules.items()):
-        if name.startswith("neosqlite") and getattr(module, "neosqlite_json_loads", None) is hooked:
-            module.neosqlite_json_loads = loads
+    _replace_in_engine("neosqlite_json_loads", hooked, loads)
 
 
 class _NotPlain(Exception):
@@ -115,9 +120,7 @@ def copy_plain_data_plainly() -> None:
         return deepcopy(value, memo)
 
     copy.deepcopy = plain_first
-    for name, module in list(sys.modules.items()):
-        if name.startswith("neosqlite") and getattr(module, "deepcopy", None) is deepcopy:
-            module.deepcopy = plain_first
+    _replace_in_engine("deepcopy", deepcopy, plain_first)
 
 
 def main() -> None:
