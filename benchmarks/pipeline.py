@@ -131,6 +131,12 @@ class Stage:
             and (target.max_p99 is None or (self.p99 is not None and self.p99 < target.max_p99))
         )
 
+    def verdict(self, target: Target) -> str:
+        """A run of no tickets (`--http 0`) neither meets nor misses a target: it did not measure it."""
+        if not self.expected:
+            return "not run"
+        return "met" if self.meets(target) else "MISSED"
+
 
 def percentile(values: Sequence[float], share: float) -> float:
     """Nearest rank: the smallest value that at least `share` percent of `values` do not exceed."""
@@ -615,8 +621,7 @@ def report(figures: dict) -> str:
             target = TARGETS.get((path, milestone))
             verdict = ""
             if target:
-                met = Stage(**figure).meets(target)
-                verdict = f"{target.describe()}: {'met' if met else 'MISSED'}"
+                verdict = f"{target.describe()}: {Stage(**figure).verdict(target)}"
             done = f"{figure['done']}/{figure['expected']}"
             lines.append(
                 f"{path:<8} {milestone:<13} {done:>11} {rate_text(figure['per_second']):>10} "

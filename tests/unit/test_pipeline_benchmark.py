@@ -28,3 +28,11 @@ def test_an_incomplete_stage_misses_its_target_however_fast_it_was():
     assert not Stage(done=1, expected=2, per_second=500.0, p50=0.1, p99=0.2).meets(target)
     assert not Stage(done=2, expected=2, per_second=100.0, p50=0.1, p99=0.2).meets(target)
     assert stage({"a": 1.0}, {}) == Stage(0, 1, None, None, None)
+
+
+def test_a_run_of_no_tickets_reports_its_targets_as_not_run():
+    target = Target(max_p99=1)
+
+    assert stage({}, {}).verdict(target) == "not run"
+    assert Stage(done=2, expected=2, per_second=500.0, p50=0.1, p99=0.2).verdict(target) == "met"
+    assert Stage(done=2, expected=2, per_second=500.0, p50=0.1, p99=1.5).verdict(target) == "MISSED"
